@@ -1,0 +1,30 @@
+# Every target installs what it needs, idempotently. Options pass as ARGS='...'.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat requirements/*.txt | sha1sum | cut -c1-12)
+ARGS ?=
+
+.PHONY: install demo test lint bench-thumbnail clean
+
+install: $(STAMP)
+	@scripts/install-system-deps.sh
+
+$(STAMP):
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements/dev.txt
+	@rm -f $(VENV)/.installed-*; touch $@
+
+demo: install
+	$(BIN)/python -m scripts.demo $(ARGS)
+
+test: install
+	$(BIN)/python -m pytest $(ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache

@@ -1,0 +1,88 @@
+"""CloudEvent types and payloads exchanged between the pipeline's stages, and HTTP helpers."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from cloudevents.http import CloudEvent, from_http, to_binary
+
+OBJECT_CREATED = "com.backblaze.b2.object.created"
+THUMBNAIL_CREATED = "thumbnail.created"
+THUMBNAIL_FAILED = "thumbnail.failed"
+EMBEDDING_CREATED = "embedding.created"
+EMBEDDING_FAILED = "embedding.failed"
+
+USER_ID_EXTENSION = "userid"
+
+
+@dataclass(frozen=True)
+class PhotoRef:
+    """Which uploaded object an event is about; the data of `object.created`."""
+
+    bucket: str
+    key: str
+    version_id: str | None
+    user_id: str
+    size: int | None = None
+    content_type: str | None = None
+    uploaded_at: float | None = None
+
+    @property
+    def photo_id(self) -> str:
+        """Identity used for idempotent status counting: the object version."""
+        return f"{self.key}@{self.version_id}" if self.version_id else self.key
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> PhotoRef:
+        return cls(
+            bucket=data["bucket"],
+            key=data["key"],
+            version_id=data.get("version_id"),
+            user_id=data["user_id"],
+            size=data.get("size"),
+            content_type=data.get("content_type"),
+            uploaded_at=data.get("uploaded_at"),
+        )
+
+
+def new_event(
+    event_type: str, source: str, photo: PhotoRef, data: dict[str, Any], event_id: str | None = None
+) -> CloudEvent:
+    """A CloudEvent about `photo`: subject is the object key, `userid` extension set."""
+    attributes = {
+        "id": event_id or str(uuid.uuid4()),
+        "type": event_type,
+        "source": source,
+        "subject": photo.key,
+        USER_ID_EXTENSION: photo.user_id,
+        "datacontenttype": "application/json",
+    }
+    return CloudEvent(attributes, data)
+
+
+def photo_data(photo: PhotoRef, **extra: Any) -> dict[str, Any]:
+    """Event data: the photo reference plus stage-specific fields."""
+    return {**{k: v for k, v in asdict(photo).items() if v is not None}, **extra}
+
+
+def parse_event(headers: Any, body: bytes) -> CloudEvent:
+    """Parse a binary- or structured-mode CloudEvent; raises ValueError when it is not one."""
+    try:
+        event = from_http(dict(headers), body)
+    except Exception as exc:  # the SDK raises several unrelated types for malformed input
+        raise ValueError(f"not a CloudEvent: {exc}") from exc
+    if isinstance(event.data, (bytes, str)):
+        try:
+            event.data = json.loads(event.data)
+        except ValueError as exc:
+            raise ValueError("CloudEvent data is not JSON") from exc
+    return event
+
+
+def binary_http(event: CloudEvent) -> tuple[dict[str, str], bytes]:
+    """Headers and body of `event` in binary content mode, as Knative delivers events."""
+    headers, body = to_binary(event)
+    return dict(headers), body

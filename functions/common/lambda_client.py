@@ -1,0 +1,44 @@
+"""The existing database-update Lambda ("Lambda 2"), invoked synchronously through boto3."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from functions.common.config import LambdaSettings
+from functions.common.errors import TransientError
+
+
+class DatabaseLambda:
+    def __init__(self, settings: LambdaSettings) -> None:
+        self._function_name = settings.function_name
+        self._lambda = boto3.client(
+            "lambda",
+            endpoint_url=settings.endpoint_url,
+            region_name=settings.region,
+            config=Config(
+                connect_timeout=3,
+                read_timeout=settings.timeout_s,
+                retries={"max_attempts": settings.max_attempts, "mode": "standard"},
+                max_pool_connections=32,
+            ),
+        )
+
+    def invoke(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Invoke with RequestResponse so a failure is seen here and the event is retried."""
+        try:
+            response = self._lambda.invoke(
+                FunctionName=self._function_name,
+                InvocationType="RequestResponse",
+                Payload=json.dumps(payload, separators=(",", ":")).encode(),
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise TransientError(f"database Lambda unavailable: {exc}") from exc
+        body = response["Payload"].read()
+        if response.get("FunctionError"):
+            raise TransientError(f"database Lambda failed: {body[:300]!r}")
+        return json.loads(body) if body else {}

@@ -1,0 +1,41 @@
+"""Embed function, served as `functions.embed.app:create_app()` by gunicorn (one worker).
+
+The model pack is loaded when the app is created, so a missing or broken pack stops the
+process at start-up and the pod never becomes ready.
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from functions.common.config import EmbedSettings, LambdaSettings, StatusSettings, StorageSettings
+from functions.common.events import EMBEDDING_CREATED, EMBEDDING_FAILED
+from functions.common.lambda_client import DatabaseLambda
+from functions.common.stage_app import StageSpec, create_stage_app
+from functions.common.status_store import Stage, StatusStore
+from functions.common.storage import ObjectStore
+from functions.common.telemetry import configure_tracing
+from functions.embed.models import FaceAnalyzer
+from functions.embed.service import EmbedService
+
+
+def create_app() -> Flask:
+    configure_tracing("embed")
+    settings = EmbedSettings.from_env()
+    analyzer = FaceAnalyzer(settings)
+    analyzer.load()
+    service = EmbedService(
+        settings,
+        analyzer,
+        ObjectStore(StorageSettings.from_env()),
+        DatabaseLambda(LambdaSettings.from_env()),
+    )
+    spec = StageSpec(
+        name="embed",
+        done=Stage.EMBEDDING,
+        failed=Stage.EMBEDDING_FAILED,
+        created_type=EMBEDDING_CREATED,
+        failed_type=EMBEDDING_FAILED,
+        process=service.process,
+    )
+    return create_stage_app(spec, StatusStore.from_settings(StatusSettings.from_env()))

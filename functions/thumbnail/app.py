@@ -1,0 +1,37 @@
+"""Thumbnail function, served as `functions.thumbnail.app:create_app()` by gunicorn."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from functions.common.config import (
+    LambdaSettings,
+    StatusSettings,
+    StorageSettings,
+    ThumbnailSettings,
+)
+from functions.common.events import THUMBNAIL_CREATED, THUMBNAIL_FAILED
+from functions.common.lambda_client import DatabaseLambda
+from functions.common.stage_app import StageSpec, create_stage_app
+from functions.common.status_store import Stage, StatusStore
+from functions.common.storage import ObjectStore
+from functions.common.telemetry import configure_tracing
+from functions.thumbnail.service import ThumbnailService
+
+
+def create_app() -> Flask:
+    configure_tracing("thumbnail")
+    service = ThumbnailService(
+        ThumbnailSettings.from_env(),
+        ObjectStore(StorageSettings.from_env()),
+        DatabaseLambda(LambdaSettings.from_env()),
+    )
+    spec = StageSpec(
+        name="thumbnail",
+        done=Stage.THUMBNAIL,
+        failed=Stage.THUMBNAIL_FAILED,
+        created_type=THUMBNAIL_CREATED,
+        failed_type=THUMBNAIL_FAILED,
+        process=service.process,
+    )
+    return create_stage_app(spec, StatusStore.from_settings(StatusSettings.from_env()))

@@ -1,0 +1,66 @@
+"""The thumbnail stage: original from the bucket → thumbnail → bucket → database Lambda."""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Any
+
+from functions.common.config import ThumbnailSettings
+from functions.common.events import PhotoRef
+from functions.common.lambda_client import DatabaseLambda
+from functions.common.stage_app import StageResult
+from functions.common.storage import ObjectStore
+from functions.common.timing import StepTimer
+from functions.thumbnail.imaging import make_thumbnail
+
+
+def thumbnail_key(template: str, photo: PhotoRef) -> str:
+    stem, _ = posixpath.splitext(photo.key)
+    return template.format(key=photo.key, key_stem=stem, user_id=photo.user_id)
+
+
+class ThumbnailService:
+    def __init__(
+        self, settings: ThumbnailSettings, store: ObjectStore, database: DatabaseLambda
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._database = database
+
+    def process(self, photo: PhotoRef, event_data: dict[str, Any]) -> StageResult:
+        timer = StepTimer("functions.thumbnail")
+        with timer.step("download"):
+            original = self._store.download(
+                photo.bucket, photo.key, photo.version_id, self._settings.max_input_bytes
+            )
+        with timer.step("resize"):
+            thumbnail = make_thumbnail(original, self._settings)
+        key = thumbnail_key(self._settings.key_template, photo)
+        with timer.step("upload"):
+            self._store.upload(photo.bucket, key, thumbnail.data, thumbnail.content_type)
+        result = {
+            "size": len(original),
+            "source_format": thumbnail.source_format,
+            "original": {"width": thumbnail.original_width, "height": thumbnail.original_height},
+            "thumbnail": {
+                "key": key,
+                "bytes": len(thumbnail.data),
+                "width": thumbnail.width,
+                "height": thumbnail.height,
+                "content_type": thumbnail.content_type,
+            },
+        }
+        with timer.step("lambda"):
+            self._database.invoke(
+                {
+                    "event": "thumbnail.created",
+                    "bucket": photo.bucket,
+                    "key": photo.key,
+                    "version_id": photo.version_id,
+                    "user_id": photo.user_id,
+                    "content_type": photo.content_type,
+                    **result,
+                    "timings_ms": timer.ms,
+                }
+            )
+        return StageResult(data={**result, "timings_ms": timer.ms})

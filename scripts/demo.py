@@ -1,0 +1,241 @@
+"""`make demo`: the whole pipeline on this machine, several users uploading at once.
+
+Starts the local stack, uploads photos for each user in parallel (one after another per user,
+as the app does), delivers a signed B2 webhook for each upload exactly as B2 would, shows live
+progress per user by polling the status function, and ends with a per-user table.
+Exit status 1 when any photo is unaccounted for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from scripts import b2_sender
+from scripts.make_test_model_pack import build_pack
+from scripts.sample_photos import sample_photo
+from scripts.stack import ROOT, LocalStack, StackConfig
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".avif", ".tif", ".tiff"}
+BAR_WIDTH = 24
+
+
+@dataclass
+class Photo:
+    key: str
+    data: bytes
+    faces_drawn: int | None
+
+
+@dataclass
+class Upload:
+    user_id: str
+    photos: list[Photo]
+    finished_at: float | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=3, help="users uploading in parallel")
+    parser.add_argument("--photos", type=int, default=8, help="photos per user")
+    parser.add_argument("--photos-dir", type=Path, help="upload your own photos (every user)")
+    parser.add_argument("--corrupt", type=int, default=0, help="corrupt photos added per user")
+    parser.add_argument(
+        "--model-root",
+        type=Path,
+        default=ROOT / "var" / "models",
+        help="folder holding <pack>/ with the real insightface pack",
+    )
+    parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for the end")
+    parser.add_argument("--keep", action="store_true", help="leave the stack running")
+    return parser.parse_args()
+
+
+def model_root(requested: Path) -> Path:
+    if any((requested / "buffalo_l").glob("*.onnx")):
+        print(f"model pack: {requested / 'buffalo_l'}")
+        return requested
+    test_root = ROOT / "var" / "test-models"
+    build_pack(test_root / "buffalo_l")
+    print("!" * 78)
+    print("! No real buffalo_l pack found: using the generated TEST model pack, which has")
+    print("! buffalo_l's file names and input/output contract but detects only the synthetic")
+    print("! face markers drawn into the demo photos. Put the real pack in")
+    print(f"! {requested / 'buffalo_l'} (scripts/fetch_model_pack.sh) for real faces.")
+    print("!" * 78)
+    return test_root
+
+
+def photos_for(user_id: str, args: argparse.Namespace, user_index: int) -> list[Photo]:
+    if args.photos_dir:
+        files = sorted(p for p in args.photos_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        photos = [Photo(f"{user_id}/photos/{p.name}", p.read_bytes(), None) for p in files]
+    else:
+        photos = []
+        for index in range(args.photos):
+            faces = (index + user_index) % 4
+            orientation = (1, 6, 3, 8)[index % 4]
+            data = sample_photo(
+                seed=user_index * 1000 + index, faces=faces, orientation=orientation
+            )
+            photos.append(Photo(f"{user_id}/photos/IMG_{index:04d}.jpg", data, faces))
+    photos += [
+        Photo(f"{user_id}/photos/BROKEN_{i}.jpg", b"\xff\xd8\xff\xe0 not a photo", 0)
+        for i in range(args.corrupt)
+    ]
+    return photos
+
+
+def upload_all(stack: LocalStack, upload: Upload) -> None:
+    s3 = stack.s3()
+    for photo in upload.photos:
+        try:
+            s3.put_object(
+                Bucket=stack.config.bucket, Key=photo.key, Body=photo.data, ContentType="image/jpeg"
+            )
+            event = b2_sender.object_created(stack.config.bucket, photo.key, len(photo.data))
+            response = b2_sender.deliver(
+                stack.urls["receiver"], [event], stack.config.webhook_secret
+            )
+            response.raise_for_status()
+        except Exception as exc:  # the demo reports every lost upload instead of stopping
+            upload.errors.append(f"{photo.key}: {exc}")
+    upload.finished_at = time.time()
+
+
+def fetch_status(stack: LocalStack, user_id: str) -> dict:
+    response = requests.get(f"{stack.urls['status']}/v1/users/{user_id}/status", timeout=5)
+    response.raise_for_status()
+    return response.json()
+
+
+def bar(done: int, total: int) -> str:
+    filled = BAR_WIDTH * done // total if total else BAR_WIDTH
+    return "█" * filled + "·" * (BAR_WIDTH - filled)
+
+
+def render(uploads: list[Upload], statuses: dict[str, dict]) -> list[str]:
+    lines = []
+    for upload in uploads:
+        total = len(upload.photos)
+        counts = statuses.get(upload.user_id, {}).get("counts", {})
+        phase = statuses.get(upload.user_id, {}).get("message") or "done"
+        thumbs = counts.get("thumbnails_done", 0) + counts.get("thumbnails_failed", 0)
+        embeds = counts.get("embeddings_done", 0) + counts.get("embeddings_failed", 0)
+        lines.append(
+            f"{upload.user_id:8} thumbnails {bar(thumbs, total)} {thumbs:4}/{total:<4}"
+            f" embeddings {bar(embeds, total)} {embeds:4}/{total:<4} {phase}"
+        )
+    return lines
+
+
+def is_settled(upload: Upload, status: dict | None) -> bool:
+    if upload.finished_at is None or status is None:
+        return False
+    counts = status["counts"]
+    accounted = counts["thumbnails_done"] + counts["thumbnails_failed"]
+    return status["phase"] == "idle" and accounted >= len(upload.photos) - len(upload.errors)
+
+
+def watch(stack: LocalStack, uploads: list[Upload], timeout_s: float) -> dict[str, dict]:
+    tty = sys.stdout.isatty()
+    deadline = time.monotonic() + timeout_s
+    statuses: dict[str, dict] = {}
+    last_print = 0.0
+    while True:
+        statuses = {u.user_id: fetch_status(stack, u.user_id) for u in uploads}
+        lines = render(uploads, statuses)
+        done = all(is_settled(u, statuses[u.user_id]) for u in uploads)
+        if tty:
+            print("\n".join(lines) + (f"\x1b[{len(lines)}F" if not done else ""), flush=True)
+        elif done or time.monotonic() - last_print > 5:
+            print("\n".join(lines) + "\n", flush=True)
+            last_print = time.monotonic()
+        if done or time.monotonic() > deadline:
+            return statuses
+        time.sleep(0.25)
+
+
+def summarize(uploads: list[Upload], statuses: dict[str, dict], lambda_calls: list) -> int:
+    header = (
+        f"{'user':8} {'photos':>6} {'thumbs':>6} {'embeds':>6} {'faces':>5} {'drawn':>5}"
+        f" {'failed':>6} {'lost':>4} {'→thumbs s':>9} {'→embeds s':>9}"
+    )
+    print("\n" + header + "\n" + "-" * len(header))
+    totals = {"photos": 0, "thumbs": 0, "embeds": 0, "failed": 0, "lost": 0}
+    for upload in uploads:
+        status = statuses[upload.user_id]
+        counts, stamps = status["counts"], status["timestamps"]
+        failed = counts["thumbnails_failed"] + counts["embeddings_failed"]
+        accounted = counts["embeddings_done"] + failed
+        lost = len(upload.photos) - accounted
+        drawn = sum(p.faces_drawn or 0 for p in upload.photos)
+        to_thumbs = stamps.get("last_thumbnail_at", upload.finished_at) - upload.finished_at
+        to_embeds = stamps.get("last_embedding_at", upload.finished_at) - upload.finished_at
+        print(
+            f"{upload.user_id:8} {len(upload.photos):6} {counts['thumbnails_done']:6}"
+            f" {counts['embeddings_done']:6} {counts['faces']:5} {drawn:5} {failed:6}"
+            f" {lost:4} {max(0.0, to_thumbs):9.2f} {max(0.0, to_embeds):9.2f}"
+        )
+        for error in upload.errors:
+            print(f"  upload error: {error}")
+        for failure in status["failures"]:
+            print(f"  failed: {failure['photo_id']} ({failure['reason']}: {failure['detail']})")
+        totals["photos"] += len(upload.photos)
+        totals["thumbs"] += counts["thumbnails_done"]
+        totals["embeds"] += counts["embeddings_done"]
+        totals["failed"] += failed
+        totals["lost"] += lost
+    print(f"\ndatabase Lambda stand-in received {len(lambda_calls)} invocations")
+    print(
+        f"demo: {totals['thumbs']}/{totals['photos']} thumbnails, "
+        f"{totals['embeds']}/{totals['photos']} embeddings, {totals['failed']} failed, "
+        f"{totals['lost']} lost"
+    )
+    return 1 if totals["lost"] else 0
+
+
+def main() -> int:
+    args = parse_args()
+    root = model_root(args.model_root)
+    config = StackConfig(model_root=root, workdir=ROOT / "var" / f"demo-{int(time.time())}")
+    stack = LocalStack(config)
+    print("starting the local stack (redis, S3, Lambda stand-in, broker, receiver, functions)…")
+    stack.start()
+    try:
+        uploads = [Upload(f"user{i + 1}", []) for i in range(args.users)]
+        for index, upload in enumerate(uploads):
+            upload.photos = photos_for(upload.user_id, args, index)
+        print(
+            f"{args.users} users uploading {sum(len(u.photos) for u in uploads)} photos"
+            f" in parallel; logs in {config.workdir}\n"
+        )
+        threads = [threading.Thread(target=upload_all, args=(stack, u)) for u in uploads]
+        for thread in threads:
+            thread.start()
+        statuses = watch(stack, uploads, args.timeout)
+        for thread in threads:
+            thread.join()
+        lambda_calls = requests.get(f"{stack.urls['lambda']}/_invocations", timeout=5).json()
+        code = summarize(uploads, statuses, lambda_calls)
+        if args.keep:
+            print("\nstack left running (Ctrl-C to stop):")
+            for name, url in stack.urls.items():
+                print(f"  {name:10} {url}")
+            threading.Event().wait()
+        return code
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,277 @@
+"""The whole pipeline on this machine, every part real, on free ports.
+
+redis-server (status store), moto's S3 server (the bucket, reached through boto3 like B2), the
+Lambda stand-in, the local broker (routes by eventing/triggers.yaml), and the B2 webhook
+receiver plus the three functions under gunicorn. Two stacks can run at once.
+
+    python -m scripts.stack            # start, print URLs, run until Ctrl-C
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import boto3
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+GUNICORN_CONF = ROOT / "functions" / "common" / "gunicorn_conf.py"
+LAMBDA_FUNCTION = "photo-db-update"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class StackConfig:
+    model_root: Path
+    workdir: Path
+    model_pack: str = "buffalo_l"
+    bucket: str = "photos"
+    webhook_secret: str = "local-webhook-secret"
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Process:
+    name: str
+    popen: subprocess.Popen
+    log_path: Path
+
+
+class LocalStack:
+    """Start with `with LocalStack(config) as stack:`; `stack.urls` names every endpoint."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.urls: dict[str, str] = {}
+        self._processes: list[_Process] = []
+
+    def __enter__(self) -> LocalStack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment every function gets: the stack's endpoints, as ConfigMap values."""
+        return {
+            "S3_ENDPOINT_URL": self.urls["s3"],
+            "S3_REGION": "us-east-1",
+            "S3_ACCESS_KEY_ID": "local",
+            "S3_SECRET_ACCESS_KEY": "local",
+            "DB_LAMBDA_ENDPOINT_URL": self.urls["lambda"],
+            "DB_LAMBDA_FUNCTION": LAMBDA_FUNCTION,
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "REDIS_URL": f"redis://127.0.0.1:{self._redis_port}/0",
+            "MODEL_ROOT": str(self.config.model_root),
+            "MODEL_PACK": self.config.model_pack,
+            "B2_WEBHOOK_SECRETS": self.config.webhook_secret,
+            **self.config.extra_env,
+        }
+
+    def s3(self):  # noqa: ANN201 - boto3 clients are dynamically typed
+        return boto3.client(
+            "s3",
+            endpoint_url=self.urls["s3"],
+            region_name="us-east-1",
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+        )
+
+    def start(self) -> None:
+        self.config.workdir.mkdir(parents=True, exist_ok=True)
+        self._redis_port = free_port()
+        self._spawn(
+            "redis",
+            [
+                "redis-server",
+                "--port",
+                str(self._redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            {},
+        )
+        self.urls["redis"] = f"redis://127.0.0.1:{self._redis_port}/0"
+        self.urls["s3"] = self._spawn_http(
+            "s3", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "{port}"], "/"
+        )
+        self.urls["lambda"] = self._spawn_http(
+            "lambda",
+            [
+                sys.executable,
+                "-m",
+                "scripts.lambda_standin",
+                "--port",
+                "{port}",
+                "--function",
+                LAMBDA_FUNCTION,
+            ],
+            "/healthz",
+        )
+        self.s3().create_bucket(Bucket=self.config.bucket)
+        self.urls["thumbnail"] = self._spawn_function("thumbnail", "functions.thumbnail.app")
+        self.urls["embed"] = self._spawn_function(
+            "embed",
+            "functions.embed.app",
+            {"WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "2"},
+            ready_timeout=120,
+        )
+        self.urls["status"] = self._spawn_function("status", "functions.status.app")
+        self.urls["broker"] = self._spawn_http(
+            "broker",
+            [
+                sys.executable,
+                "-m",
+                "eventing.local_broker",
+                "--port",
+                "{port}",
+                "--triggers",
+                str(ROOT / "eventing" / "triggers.yaml"),
+                *(
+                    arg
+                    for name in ("thumbnail", "embed", "status")
+                    for arg in ("--service", f"{name}={self.urls[name]}")
+                ),
+            ],
+            "/healthz",
+        )
+        self.urls["receiver"] = self._spawn_function(
+            "receiver", "eventing.receiver", {"K_SINK": self.urls["broker"]}
+        )
+
+    def stop(self) -> None:
+        for process in reversed(self._processes):
+            if process.popen.poll() is None:
+                os.killpg(process.popen.pid, signal.SIGTERM)
+        for process in reversed(self._processes):
+            try:
+                process.popen.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.popen.pid, signal.SIGKILL)
+                process.popen.wait()
+        self._processes.clear()
+
+    def wait_until_quiet(self, timeout_s: float = 60.0) -> None:
+        """Wait until the broker has nothing in flight (every delivery settled)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            stats = requests.get(f"{self.urls['broker']}/stats", timeout=2).json()
+            if stats.get("queued", 0) == 0 and all(
+                trigger.get("in_flight", 0) == 0 for trigger in stats.get("triggers", {}).values()
+            ):
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"broker still busy after {timeout_s} s: {stats}")
+
+    def _spawn_function(
+        self, name: str, module: str, env: dict[str, str] | None = None, ready_timeout: float = 30
+    ) -> str:
+        command = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            str(GUNICORN_CONF),
+            f"{module}:create_app()",
+        ]
+        env = {**self.env, "PORT": "{port}", **(env or {})}
+        return self._spawn_http(name, command, "/healthz", env, ready_timeout)
+
+    def _spawn_http(
+        self,
+        name: str,
+        command: list[str],
+        health_path: str,
+        env: dict[str, str] | None = None,
+        ready_timeout: float = 30,
+    ) -> str:
+        port = str(free_port())
+        command = [part.replace("{port}", port) for part in command]
+        env = {key: value.replace("{port}", port) for key, value in (env or {}).items()}
+        process = self._spawn(name, command, env)
+        url = f"http://127.0.0.1:{port}"
+        self._wait_healthy(process, url + health_path, ready_timeout)
+        return url
+
+    def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> _Process:
+        if shutil.which(command[0]) is None:
+            raise RuntimeError(
+                f"{command[0]} is not installed (run scripts/install-system-deps.sh)"
+            )
+        log_path = self.config.workdir / f"{name}.log"
+        full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+        log_file = log_path.open("ab")
+        popen = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=full_env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log_file.close()
+        process = _Process(name, popen, log_path)
+        self._processes.append(process)
+        return process
+
+    def _wait_healthy(self, process: _Process, url: str, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if process.popen.poll() is not None:
+                raise RuntimeError(f"{process.name} exited at start-up:\n{_tail(process.log_path)}")
+            try:
+                if requests.get(url, timeout=1).status_code < 500:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(
+            f"{process.name} not healthy after {timeout_s} s:\n{_tail(process.log_path)}"
+        )
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-root", type=Path, default=ROOT / "var" / "models")
+    parser.add_argument("--workdir", type=Path, default=ROOT / "var" / "stack")
+    args = parser.parse_args()
+    with LocalStack(StackConfig(model_root=args.model_root, workdir=args.workdir)) as stack:
+        for name, url in stack.urls.items():
+            print(f"{name:10} {url}")
+        signals = {signal.SIGINT, signal.SIGTERM}
+        signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+        signal.sigwait(signals)
+
+
+if __name__ == "__main__":
+    main()
