@@ -1,0 +1,60 @@
+"""The local stack as a pytest fixture, and helpers to drive it like B2 and the front end do."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+from scripts.make_test_model_pack import build_pack
+
+from scripts import b2_sender
+from scripts.stack import LocalStack, StackConfig
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    models = tmp_path_factory.mktemp("models")
+    build_pack(models / "buffalo_l")
+    config = StackConfig(model_root=models, workdir=tmp_path_factory.mktemp("stack"))
+    with LocalStack(config) as running:
+        yield running
+
+
+def upload(stack: LocalStack, key: str, data: bytes) -> dict:
+    """Put the photo in the bucket and return the B2 event describing that upload."""
+    stack.s3().put_object(Bucket=stack.config.bucket, Key=key, Body=data)
+    return b2_sender.object_created(stack.config.bucket, key, len(data))
+
+
+def deliver(stack: LocalStack, events: list[dict], secret: str | None = None) -> requests.Response:
+    return b2_sender.deliver(stack.urls["receiver"], events, secret or stack.config.webhook_secret)
+
+
+def status(stack: LocalStack, user_id: str) -> dict:
+    return requests.get(f"{stack.urls['status']}/v1/users/{user_id}/status", timeout=5).json()
+
+
+def wait_until_idle(stack: LocalStack, user_id: str, photos: int, timeout_s: float = 90) -> dict:
+    """Poll as the front end does until every one of `photos` is embedded or failed."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        body = status(stack, user_id)
+        counts = body["counts"]
+        ended = (
+            counts["embeddings_done"] + counts["thumbnails_failed"] + counts["embeddings_failed"]
+        )
+        if body["phase"] == "idle" and ended >= photos:
+            return body
+        time.sleep(0.2)
+    raise AssertionError(f"{user_id} not idle after {timeout_s} s: {body}")
+
+
+def lambda_invocations(stack: LocalStack, key: str | None = None) -> list[dict]:
+    calls = requests.get(f"{stack.urls['lambda']}/_invocations", timeout=5).json()
+    payloads = [call["payload"] for call in calls]
+    return [p for p in payloads if key is None or p["key"] == key]
+
+
+def broker_stats(stack: LocalStack) -> dict:
+    return requests.get(f"{stack.urls['broker']}/stats", timeout=5).json()

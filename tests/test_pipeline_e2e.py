@@ -1,0 +1,138 @@
+"""End to end on the real local stack: signed B2 webhook → broker → thumbnail → embed → status.
+
+Every part is a real process speaking its production protocol (redis-server, moto's S3 server
+through boto3, the Lambda Invoke API, CloudEvents over HTTP). Faces come from the generated
+TEST model pack, which detects the synthetic markers that `sample_photo` draws.
+"""
+
+import io
+
+import pytest
+import requests
+from functions.thumbnail.imaging import thumbnail_size
+from PIL import Image
+from scripts.sample_photos import sample_photo
+
+from functions.common.config import ThumbnailSettings
+from functions.common.events import PhotoRef
+from functions.thumbnail.service import thumbnail_key
+from tests.stack_fixtures import (
+    broker_stats,
+    deliver,
+    lambda_invocations,
+    status,
+    upload,
+    wait_until_idle,
+)
+
+SETTINGS = ThumbnailSettings()
+
+
+@pytest.fixture(scope="module")
+def batch(stack):
+    """One signed webhook batch for two users: ann (one face, two faces rotated), bob (none)."""
+    photos = {
+        "ann/photos/one-face.jpg": (sample_photo(seed=1, faces=1), 1),
+        "ann/photos/two-faces-rotated.jpg": (sample_photo(seed=2, faces=2, orientation=6), 2),
+        "bob/photos/landscape.jpg": (sample_photo(seed=3, faces=0), 0),
+    }
+    events = [upload(stack, key, data) for key, (data, _) in photos.items()]
+    response = deliver(stack, events)
+    assert response.status_code == 200, response.text
+    finals = {user: wait_until_idle(stack, user, count) for user, count in (("ann", 2), ("bob", 1))}
+    stack.wait_until_quiet()
+    return {"photos": photos, "events": events, "status": finals}
+
+
+def test_every_photo_gets_a_thumbnail_with_sharp_dimensions(stack, batch):
+    s3 = stack.s3()
+    for key in batch["photos"]:
+        payload = next(
+            p for p in lambda_invocations(stack, key) if p["event"] == "thumbnail.created"
+        )
+        stored = s3.get_object(
+            Bucket="photos",
+            Key=thumbnail_key(SETTINGS.key_template, PhotoRef("photos", key, None, "x")),
+        )
+        image = Image.open(io.BytesIO(stored["Body"].read()))
+        original = payload["original"]
+        expected = thumbnail_size(original["width"], original["height"], 400, 400)
+        assert image.size == expected
+        assert stored["ContentType"] == "image/jpeg"
+
+
+def test_a_rotated_photo_is_thumbnailed_upright(stack, batch):
+    payload = next(
+        p
+        for p in lambda_invocations(stack, "ann/photos/two-faces-rotated.jpg")
+        if p["event"] == "thumbnail.created"
+    )
+    assert payload["thumbnail"]["height"] > payload["thumbnail"]["width"]
+
+
+def test_the_database_lambda_receives_one_thumbnail_and_one_embedding_payload_per_photo(
+    stack, batch
+):
+    for key, (_, faces) in batch["photos"].items():
+        events = sorted(p["event"] for p in lambda_invocations(stack, key))
+        assert events == ["embedding.created", "thumbnail.created"]
+        embedding = next(
+            p for p in lambda_invocations(stack, key) if p["event"] == "embedding.created"
+        )
+        assert len(embedding["faces"]) == faces
+        assert all(len(face["embedding"]) > 0 for face in embedding["faces"])
+
+
+def test_status_reports_idle_with_exact_counts_per_user(batch):
+    ann, bob = batch["status"]["ann"]["counts"], batch["status"]["bob"]["counts"]
+    assert (ann["uploaded"], ann["thumbnails_done"], ann["embeddings_done"], ann["faces"]) == (
+        2,
+        2,
+        2,
+        3,
+    )
+    assert (bob["uploaded"], bob["thumbnails_done"], bob["embeddings_done"], bob["faces"]) == (
+        1,
+        1,
+        1,
+        0,
+    )
+
+
+def test_the_same_batch_delivered_twice_changes_no_count(stack, batch):
+    assert deliver(stack, batch["events"]).status_code == 200
+    stack.wait_until_quiet()
+    assert status(stack, "ann")["counts"] == batch["status"]["ann"]["counts"]
+    assert status(stack, "bob")["counts"] == batch["status"]["bob"]["counts"]
+
+
+def test_a_forged_signature_is_refused_and_publishes_nothing(stack, batch):
+    received_before = broker_stats(stack)["received"]
+    event = upload(stack, "carol/photos/a.jpg", sample_photo(seed=4, faces=1))
+    response = deliver(stack, [event], secret="not-the-secret")
+    assert response.status_code == 401
+    assert broker_stats(stack)["received"] == received_before
+    assert status(stack, "carol")["counts"]["uploaded"] == 0
+
+
+def test_a_corrupt_photo_ends_failed_with_its_reason_and_the_user_reaches_idle(stack):
+    event = upload(stack, "dave/photos/broken.jpg", b"\xff\xd8\xff\xe0 truncated")
+    assert deliver(stack, [event]).status_code == 200
+    final = wait_until_idle(stack, "dave", 1)
+    assert final["counts"]["thumbnails_failed"] == 1
+    assert final["failures"][0]["reason"] in {"corrupt", "unsupported"}
+
+
+def test_a_thumbnail_key_never_triggers_processing(stack, batch):
+    received_before = broker_stats(stack)["received"]
+    event = upload(stack, "thumbnails/ann/photos/one-face.jpg", b"jpeg bytes")
+    assert deliver(stack, [event]).status_code == 200
+    assert broker_stats(stack)["received"] == received_before
+
+
+def test_a_failing_database_lambda_is_retried_until_the_photo_is_processed(stack):
+    requests.post(f"{stack.urls['lambda']}/_fail-next", json={"count": 2}, timeout=5)
+    event = upload(stack, "erin/photos/a.jpg", sample_photo(seed=5, faces=1))
+    assert deliver(stack, [event]).status_code == 200
+    final = wait_until_idle(stack, "erin", 1)
+    assert (final["counts"]["embeddings_done"], final["counts"]["thumbnails_failed"]) == (1, 0)
