@@ -19,9 +19,9 @@ SIGNATURE_HEADER = "X-Bz-Event-Notification-Signature"
 
 
 def object_created(
-    bucket: str, key: str, size: int, version_id: str | None = None, rule: str = "photo-uploads"
+    bucket: str, key: str, size: int, version_id: str, rule: str = "photo-uploads"
 ) -> dict[str, Any]:
-    """One `b2:ObjectCreated:Upload` event as B2 formats it."""
+    """One `b2:ObjectCreated:Upload` event as B2 formats it (B2 versions every object)."""
     return {
         "accountId": "e85c6a500333",
         "bucketId": "aea8c5bc362ef1fd8f1b0f1e",
@@ -33,7 +33,7 @@ def object_created(
         "matchedRuleName": rule,
         "objectName": key,
         "objectSize": size,
-        "objectVersionId": version_id or f"4_z{uuid.uuid4().hex}_f1_d{int(time.time())}",
+        "objectVersionId": version_id,
     }
 
 

@@ -97,10 +97,10 @@ def upload_all(stack: LocalStack, upload: Upload) -> None:
     s3 = stack.s3()
     for photo in upload.photos:
         try:
-            s3.put_object(
-                Bucket=stack.config.bucket, Key=photo.key, Body=photo.data, ContentType="image/jpeg"
+            stored = s3.put_object(Bucket=stack.config.bucket, Key=photo.key, Body=photo.data)
+            event = b2_sender.object_created(
+                stack.config.bucket, photo.key, len(photo.data), stored["VersionId"]
             )
-            event = b2_sender.object_created(stack.config.bucket, photo.key, len(photo.data))
             response = b2_sender.deliver(
                 stack.urls["receiver"], [event], stack.config.webhook_secret
             )

@@ -134,6 +134,10 @@ class LocalStack:
             "/healthz",
         )
         self.s3().create_bucket(Bucket=self.config.bucket)
+        # B2 keeps a version of every object, and its events name the version.
+        self.s3().put_bucket_versioning(
+            Bucket=self.config.bucket, VersioningConfiguration={"Status": "Enabled"}
+        )
         self.urls["thumbnail"] = self._spawn_function("thumbnail", "functions.thumbnail.app")
         self.urls["embed"] = self._spawn_function(
             "embed",

@@ -6,9 +6,9 @@ import time
 
 import pytest
 import requests
-from scripts.make_test_model_pack import build_pack
 
 from scripts import b2_sender
+from scripts.make_test_model_pack import build_pack
 from scripts.stack import LocalStack, StackConfig
 
 
@@ -23,8 +23,8 @@ def stack(tmp_path_factory):
 
 def upload(stack: LocalStack, key: str, data: bytes) -> dict:
     """Put the photo in the bucket and return the B2 event describing that upload."""
-    stack.s3().put_object(Bucket=stack.config.bucket, Key=key, Body=data)
-    return b2_sender.object_created(stack.config.bucket, key, len(data))
+    stored = stack.s3().put_object(Bucket=stack.config.bucket, Key=key, Body=data)
+    return b2_sender.object_created(stack.config.bucket, key, len(data), stored["VersionId"])
 
 
 def deliver(stack: LocalStack, events: list[dict], secret: str | None = None) -> requests.Response:

@@ -30,10 +30,14 @@ SETTINGS = ThumbnailSettings()
 
 @pytest.fixture(scope="module")
 def batch(stack):
-    """One signed webhook batch for two users: ann (one face, two faces rotated), bob (none)."""
+    """One signed webhook batch for two users: ann (one face; two faces in a portrait photo
+    stored landscape with EXIF orientation 6), bob (no face)."""
     photos = {
         "ann/photos/one-face.jpg": (sample_photo(seed=1, faces=1), 1),
-        "ann/photos/two-faces-rotated.jpg": (sample_photo(seed=2, faces=2, orientation=6), 2),
+        "ann/photos/two-faces-rotated.jpg": (
+            sample_photo(seed=2, faces=2, size=(2000, 3000), orientation=6),
+            2,
+        ),
         "bob/photos/landscape.jpg": (sample_photo(seed=3, faces=0), 0),
     }
     events = [upload(stack, key, data) for key, (data, _) in photos.items()]

@@ -2,7 +2,7 @@
 
 import pytest
 import redis
-from cloudevents.http import CloudEvent
+from cloudevents.v1.http import CloudEvent
 
 from functions.common.events import OBJECT_CREATED, THUMBNAIL_CREATED, binary_http
 from functions.common.status_store import Stage, StatusStore

@@ -7,7 +7,8 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from cloudevents.http import CloudEvent, from_http, to_binary
+from cloudevents.v1.conversion import to_binary
+from cloudevents.v1.http import CloudEvent, from_http
 
 OBJECT_CREATED = "com.backblaze.b2.object.created"
 THUMBNAIL_CREATED = "thumbnail.created"

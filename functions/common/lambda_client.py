@@ -23,7 +23,7 @@ class DatabaseLambda:
             config=Config(
                 connect_timeout=3,
                 read_timeout=settings.timeout_s,
-                retries={"max_attempts": settings.max_attempts, "mode": "standard"},
+                retries={"total_max_attempts": settings.max_attempts, "mode": "standard"},
                 max_pool_connections=32,
             ),
         )

@@ -18,6 +18,8 @@ from enum import StrEnum
 from typing import Any
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from functions.common.config import StatusSettings
 from functions.common.errors import TransientError
@@ -131,6 +133,8 @@ class StatusStore:
             socket_connect_timeout=2.0,
             decode_responses=True,
             health_check_interval=30,
+            # One quick retry: callers (B2's webhook, the broker) retry too, on their own clocks.
+            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1),
         )
         return cls(client, settings.failures_kept)
 

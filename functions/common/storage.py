@@ -23,7 +23,7 @@ class ObjectStore:
             config=Config(
                 connect_timeout=settings.connect_timeout_s,
                 read_timeout=settings.read_timeout_s,
-                retries={"max_attempts": settings.max_attempts, "mode": "standard"},
+                retries={"total_max_attempts": settings.max_attempts, "mode": "standard"},
                 # B2 rejects the CRC checksums newer botocore sends by default.
                 request_checksum_calculation="when_required",
                 response_checksum_validation="when_required",

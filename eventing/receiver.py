@@ -1,0 +1,122 @@
+"""The B2 Event Notification webhook: turns uploads into CloudEvents on the broker.
+
+Serve with `gunicorn 'eventing.receiver:create_app()'`. B2 retries a notification that is
+not answered 2xx, so the receiver answers 200 only once the broker accepted every event,
+and records each upload first so a retried batch is never counted twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+import requests
+from flask import Flask, request
+from requests.adapters import HTTPAdapter
+
+from eventing.b2_webhook import SIGNATURE_HEADER, Upload, parse_notification, verify_signature
+from functions.common.config import ReceiverSettings, StatusSettings
+from functions.common.errors import TransientError
+from functions.common.events import OBJECT_CREATED, binary_http, new_event, photo_data
+from functions.common.status_store import Stage, StatusStore
+
+if TYPE_CHECKING:
+    from cloudevents.v1.http import CloudEvent
+
+# A batch holds up to 50 events and B2 gives up after about 3 s, so publish in parallel.
+PUBLISH_WORKERS = 16
+
+log = logging.getLogger(__name__)
+
+
+class BrokerRejected(Exception):
+    """The broker answered an event with something other than 2xx."""
+
+
+class BrokerPublisher:
+    """POSTs binary-mode CloudEvents to the broker (K_SINK); safe to share between threads."""
+
+    def __init__(self, sink_url: str, timeout_s: float, connections: int = PUBLISH_WORKERS) -> None:
+        self._sink_url = sink_url
+        self._timeout_s = timeout_s
+        self._session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=connections)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+
+    def publish(self, event: CloudEvent) -> None:
+        headers, body = binary_http(event)
+        response = self._session.post(
+            self._sink_url,
+            headers=headers,
+            data=body,
+            timeout=self._timeout_s,
+            allow_redirects=False,
+        )
+        if not 200 <= response.status_code < 300:
+            raise BrokerRejected(f"broker answered {response.status_code} to {event['id']}")
+
+
+def create_app(settings: ReceiverSettings | None = None, store: StatusStore | None = None) -> Flask:
+    settings = settings or ReceiverSettings.from_env()
+    store = store or StatusStore.from_settings(StatusSettings.from_env())
+    publisher = BrokerPublisher(settings.sink_url, settings.publish_timeout_s)
+    pool = ThreadPoolExecutor(max_workers=PUBLISH_WORKERS, thread_name_prefix="publish")
+    app = Flask(__name__)
+
+    @app.post("/")
+    def notification() -> tuple[dict, int]:
+        body = request.get_data()
+        signature = request.headers.get(SIGNATURE_HEADER)
+        if not verify_signature(body, signature, settings.signing_secrets):
+            return {"error": "invalid signature"}, 401
+        try:
+            parsed = parse_notification(body, settings)
+        except ValueError as exc:
+            return {"error": str(exc)}, 400
+        errors = _accept_all(parsed.uploads, store, publisher, pool)
+        if errors:
+            return {"error": str(errors[0]), "failed": len(errors)}, _failure_status(errors)
+        return {"accepted": len(parsed.uploads), "ignored": parsed.ignored}, 200
+
+    @app.get("/healthz")
+    def healthz() -> tuple[dict, int]:
+        return {"status": "ok"}, 200
+
+    return app
+
+
+def _upload_event(upload: Upload) -> CloudEvent:
+    """The `object.created` CloudEvent of an upload; its id is B2's, so retries share it."""
+    photo = upload.photo
+    data = photo_data(photo, event_type=upload.event_type)
+    return new_event(OBJECT_CREATED, f"b2://{photo.bucket}", photo, data, event_id=upload.event_id)
+
+
+def _accept_all(
+    uploads: Iterable[Upload],
+    store: StatusStore,
+    publisher: BrokerPublisher,
+    pool: ThreadPoolExecutor,
+) -> list[BaseException]:
+    futures = [pool.submit(_accept, upload, store, publisher) for upload in uploads]
+    errors = [error for error in (future.exception() for future in futures) if error]
+    for error in errors:
+        log.warning("upload not accepted: %s", error)
+    return errors
+
+
+def _accept(upload: Upload, store: StatusStore, publisher: BrokerPublisher) -> None:
+    photo = upload.photo
+    store.record(photo.user_id, photo.photo_id, Stage.UPLOADED, at=photo.uploaded_at)
+    publisher.publish(_upload_event(upload))
+
+
+def _failure_status(errors: list[BaseException]) -> int:
+    """502 when the broker refused events, 503 when it or the store could not be reached."""
+    for error in errors:
+        if not isinstance(error, (BrokerRejected, TransientError, requests.RequestException)):
+            raise error
+    return 502 if all(isinstance(error, BrokerRejected) for error in errors) else 503

@@ -1,0 +1,133 @@
+"""Fixtures shared by the suite: a real redis-server, WSGI apps served over real HTTP, and the
+TEST model pack."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from flask import Flask, request
+from werkzeug.serving import make_server
+
+from functions.common.events import parse_event
+from scripts.make_test_model_pack import build_pack
+from scripts.stack import free_port
+from tests.stack_fixtures import stack  # noqa: F401 - the session-wide local stack
+
+
+@pytest.fixture(scope="session")
+def test_model_pack(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The TEST model pack (not buffalo_l), at <root>/models/buffalo_l as FaceAnalysis expects."""
+    return build_pack(tmp_path_factory.mktemp("insightface") / "models" / "buffalo_l")
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[str]:
+    """URL of a throwaway redis-server on a free port, shared by the whole session."""
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed (run scripts/install-system-deps.sh)")
+    port = free_port()
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1"]
+    process = subprocess.Popen(
+        [*command, "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        _wait_for_ping(url, process)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _wait_for_ping(url: str, process: subprocess.Popen, timeout_s: float = 10) -> None:
+    client = redis.Redis.from_url(url, socket_timeout=0.5)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            client.ping()
+            return
+        except redis.ConnectionError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Any], str]]:
+    """Serve WSGI apps over real HTTP, each in its own thread; returns each app's base URL."""
+    servers = []
+
+    def start(app: Any) -> str:
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        # A short poll interval makes shutdown at teardown quick.
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_port}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@dataclass(frozen=True)
+class Received:
+    path: str
+    headers: dict[str, str]
+    event: Any
+    at: float
+
+
+class EventSink:
+    """A CloudEvent subscriber: records every event POSTed to it and answers with `respond`."""
+
+    def __init__(self, respond: Callable[[Any], Any] | None = None) -> None:
+        self.url = ""
+        self._respond = respond or (lambda event: ("", 200))
+        self._received: list[Received] = []
+        self._changed = threading.Condition()
+        self.app = Flask("event_sink")
+        self.app.add_url_rule("/", "root", self._receive, methods=["POST"])
+        self.app.add_url_rule("/<path:path>", "path", self._receive, methods=["POST"])
+
+    def _receive(self, path: str = "") -> Any:
+        event = parse_event(request.headers, request.get_data())
+        with self._changed:
+            self._received.append(
+                Received("/" + path, dict(request.headers), event, time.monotonic())
+            )
+            self._changed.notify_all()
+        return self._respond(event)
+
+    @property
+    def received(self) -> list[Received]:
+        with self._changed:
+            return list(self._received)
+
+    def wait_for(self, count: int, timeout_s: float = 5) -> list[Received]:
+        """The first `count` deliveries, once they have arrived."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: len(self._received) >= count, timeout_s):
+                raise AssertionError(f"{len(self._received)} of {count} events after {timeout_s} s")
+            return list(self._received[:count])
+
+
+@pytest.fixture
+def event_sink(serve: Callable[[Any], str]) -> Callable[..., EventSink]:
+    """Start an EventSink over real HTTP: `event_sink(respond=...)`."""
+
+    def start(respond: Callable[[Any], Any] | None = None) -> EventSink:
+        sink = EventSink(respond)
+        sink.url = serve(sink.app)
+        return sink
+
+    return start

@@ -1,0 +1,152 @@
+"""Which B2 webhooks are authentic, and which of their events become photos to process."""
+
+import dataclasses
+import json
+import re
+
+import pytest
+
+from eventing.b2_webhook import parse_notification, verify_signature
+from functions.common.config import ReceiverSettings
+from scripts.b2_sender import object_created, signature
+
+SETTINGS = ReceiverSettings(
+    signing_secrets=("s3cret",),
+    sink_url="http://127.0.0.1:9",
+    user_id_pattern=re.compile(r"^(?P<user_id>[^/]+)/"),
+    image_extensions=frozenset({"jpg", "jpeg", "png", "heic"}),
+    thumbnail_prefix="thumbnails/",
+)
+BODY = b'{"events": []}'
+
+
+def notification(*events):
+    return json.dumps({"events": list(events)}).encode()
+
+
+def with_type(event_type, key="ann/a.jpg"):
+    return {**object_created("photos", key, 10), "eventType": event_type}
+
+
+def without(name, event):
+    return {key: value for key, value in event.items() if key != name}
+
+
+def test_a_body_signed_with_the_secret_verifies():
+    assert verify_signature(BODY, signature(BODY, "s3cret"), ("s3cret",))
+
+
+def test_a_body_signed_with_another_secret_does_not_verify():
+    assert not verify_signature(BODY, signature(BODY, "guess"), ("s3cret",))
+
+
+def test_a_tampered_body_does_not_verify():
+    assert not verify_signature(BODY + b" ", signature(BODY, "s3cret"), ("s3cret",))
+
+
+def test_a_missing_signature_does_not_verify_when_a_secret_is_configured():
+    assert not verify_signature(BODY, None, ("s3cret",))
+
+
+def test_a_list_of_signatures_verifies_when_one_entry_matches():
+    header = f"v1={'0' * 64}, {signature(BODY, 's3cret')}"
+    assert verify_signature(BODY, header, ("s3cret",))
+
+
+def test_any_of_several_secrets_verifies_so_secrets_can_be_rotated():
+    assert verify_signature(BODY, signature(BODY, "new"), ("old", "new"))
+
+
+def test_an_entry_of_another_signature_version_is_not_accepted():
+    header = signature(BODY, "s3cret").replace("v1=", "v2=")
+    assert not verify_signature(BODY, header, ("s3cret",))
+
+
+def test_everything_verifies_when_no_secret_is_configured():
+    assert verify_signature(BODY, None, ())
+
+
+def test_each_upload_of_a_batch_becomes_a_photo_with_its_b2_event_id():
+    events = [object_created("photos", f"ann/{n}.jpg", 100 + n) for n in range(3)]
+    parsed = parse_notification(notification(*events), SETTINGS)
+    assert [upload.event_id for upload in parsed.uploads] == [e["eventId"] for e in events]
+    assert [upload.photo.key for upload in parsed.uploads] == [e["objectName"] for e in events]
+    assert parsed.ignored == 0
+
+
+def test_a_photo_carries_bucket_version_user_size_and_upload_time_in_seconds():
+    event = object_created("photos", "ann/trip/a.jpg", 2048, version_id="4_zabc")
+    upload = parse_notification(notification(event), SETTINGS).uploads[0]
+    photo = upload.photo
+    assert (photo.bucket, photo.key, photo.version_id) == ("photos", "ann/trip/a.jpg", "4_zabc")
+    assert (photo.user_id, photo.size) == ("ann", 2048)
+    assert photo.uploaded_at == event["eventTimestamp"] / 1000
+    assert upload.event_type == "b2:ObjectCreated:Upload"
+
+
+@pytest.mark.parametrize(
+    "event_type",
+    ["b2:ObjectCreated:Upload", "b2:ObjectCreated:MultipartUpload", "b2:ObjectCreated:Copy"],
+)
+def test_every_kind_of_object_creation_is_kept(event_type):
+    parsed = parse_notification(notification(with_type(event_type)), SETTINGS)
+    assert [upload.event_type for upload in parsed.uploads] == [event_type]
+
+
+def test_image_extensions_match_whatever_their_case():
+    parsed = parse_notification(notification(object_created("photos", "ann/IMG.JPG", 1)), SETTINGS)
+    assert len(parsed.uploads) == 1
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        pytest.param(
+            {"eventType": "b2:TestEvent", "eventId": "t", "bucketName": "photos"}, id="test event"
+        ),
+        pytest.param(with_type("b2:ObjectDeleted:Delete"), id="delete"),
+        pytest.param(with_type("b2:HideMarkerCreated:Hide"), id="hide marker"),
+        pytest.param(with_type("b2:SomethingNew:Happened"), id="unknown type"),
+        pytest.param(object_created("photos", "ann/notes.txt", 1), id="not an image"),
+        pytest.param(object_created("photos", "ann/no-extension", 1), id="no extension"),
+        pytest.param(object_created("photos", "thumbnails/ann/a.jpg", 1), id="a thumbnail"),
+        pytest.param(object_created("photos", "a.jpg", 1), id="no user id in the key"),
+    ],
+)
+def test_events_that_are_not_uploaded_photos_are_ignored_and_counted(event):
+    parsed = parse_notification(notification(event), SETTINGS)
+    assert (parsed.uploads, parsed.ignored) == ((), 1)
+
+
+def test_an_empty_thumbnail_prefix_ignores_nothing():
+    settings = dataclasses.replace(SETTINGS, thumbnail_prefix="")
+    parsed = parse_notification(notification(object_created("photos", "ann/a.jpg", 1)), settings)
+    assert len(parsed.uploads) == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b"{not json", id="not JSON"),
+        pytest.param(b"[]", id="not an object"),
+        pytest.param(b"{}", id="no events"),
+        pytest.param(b'{"events": {}}', id="events not a list"),
+        pytest.param(b'{"events": ["b2:ObjectCreated:Upload"]}', id="event not an object"),
+        pytest.param(b'{"events": [{"eventId": "x"}]}', id="event without a type"),
+        pytest.param(
+            notification(without("objectName", object_created("p", "ann/a.jpg", 1))),
+            id="upload without objectName",
+        ),
+        pytest.param(
+            notification({**object_created("p", "ann/a.jpg", 1), "eventTimestamp": "soon"}),
+            id="timestamp not a number",
+        ),
+        pytest.param(
+            notification({**object_created("p", "ann/a.jpg", 1), "objectSize": "big"}),
+            id="size not an integer",
+        ),
+    ],
+)
+def test_a_malformed_notification_is_rejected(body):
+    with pytest.raises(ValueError):
+        parse_notification(body, SETTINGS)

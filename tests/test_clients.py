@@ -1,0 +1,88 @@
+"""The object store and database Lambda clients classify failures as the pipeline needs."""
+
+import dataclasses
+
+import pytest
+import requests
+
+from functions.common.config import LambdaSettings, StorageSettings
+from functions.common.errors import PermanentError, TransientError
+from functions.common.lambda_client import DatabaseLambda
+from functions.common.storage import ObjectStore
+from scripts.stack import LAMBDA_FUNCTION, free_port
+
+
+def storage_settings(endpoint_url):
+    return StorageSettings(
+        endpoint_url=endpoint_url,
+        region="us-east-1",
+        access_key_id="local",
+        secret_access_key="local",
+        connect_timeout_s=0.5,
+        read_timeout_s=2,
+        max_attempts=1,
+    )
+
+
+def lambda_settings(endpoint_url, function_name=LAMBDA_FUNCTION):
+    return LambdaSettings(
+        function_name=function_name,
+        endpoint_url=endpoint_url,
+        region="us-east-1",
+        timeout_s=2,
+        max_attempts=1,
+    )
+
+
+@pytest.fixture
+def lambda_env(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "local")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "local")
+
+
+def test_an_object_round_trips_through_the_s3_server(stack):
+    store = ObjectStore(storage_settings(stack.urls["s3"]))
+    store.upload("photos", "clients/a.bin", b"payload", "application/octet-stream")
+    assert store.download("photos", "clients/a.bin", None, max_bytes=100) == b"payload"
+
+
+def test_a_missing_object_is_a_permanent_failure(stack):
+    store = ObjectStore(storage_settings(stack.urls["s3"]))
+    with pytest.raises(PermanentError) as failure:
+        store.download("photos", "clients/nothing-here.jpg", None, max_bytes=100)
+    assert failure.value.reason == "missing"
+
+
+def test_an_object_over_the_byte_limit_is_refused_before_reading_it(stack):
+    store = ObjectStore(storage_settings(stack.urls["s3"]))
+    store.upload("photos", "clients/big.bin", b"x" * 1000, "application/octet-stream")
+    with pytest.raises(PermanentError) as failure:
+        store.download("photos", "clients/big.bin", None, max_bytes=999)
+    assert failure.value.reason == "too_large"
+
+
+def test_an_unreachable_object_store_is_a_transient_failure():
+    store = ObjectStore(storage_settings(f"http://127.0.0.1:{free_port()}"))
+    with pytest.raises(TransientError):
+        store.download("photos", "a.jpg", None, max_bytes=100)
+
+
+def test_the_lambda_receives_the_payload_through_the_invoke_api(stack, lambda_env):
+    DatabaseLambda(lambda_settings(stack.urls["lambda"])).invoke({"key": "clients/marker"})
+    calls = requests.get(f"{stack.urls['lambda']}/_invocations", timeout=5).json()
+    assert (calls[-1]["function"], calls[-1]["payload"]) == (
+        LAMBDA_FUNCTION,
+        {"key": "clients/marker"},
+    )
+
+
+def test_a_lambda_service_error_is_a_transient_failure(stack, lambda_env):
+    requests.post(f"{stack.urls['lambda']}/_fail-next", json={"count": 1}, timeout=5)
+    with pytest.raises(TransientError):
+        DatabaseLambda(lambda_settings(stack.urls["lambda"])).invoke({"key": "clients/x"})
+
+
+def test_an_unknown_lambda_function_is_a_transient_failure_not_a_crash(stack, lambda_env):
+    settings = dataclasses.replace(lambda_settings(stack.urls["lambda"]), function_name="nope")
+    with pytest.raises(TransientError):
+        DatabaseLambda(settings).invoke({})

@@ -1,0 +1,134 @@
+import io
+import struct
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from functions.common.config import EmbedSettings
+from functions.common.errors import PermanentError
+from functions.embed.decode import decode_photo
+from scripts.sample_photos import sample_photo
+
+SETTINGS = EmbedSettings()
+
+
+def encode(image, image_format, orientation=1, **options):
+    exif = Image.Exif()
+    if orientation != 1:
+        exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    image.save(buffer, image_format, exif=exif.tobytes(), **options)
+    return buffer.getvalue()
+
+
+def marked_image(mode="RGB"):
+    """Grey, with a red top-left corner and a blue top edge to tell orientations apart."""
+    image = Image.new("RGB", (60, 40), (128, 128, 128))
+    image.paste((255, 0, 0), (0, 0, 10, 10))
+    image.paste((0, 0, 255), (20, 0, 40, 5))
+    return image.convert(mode)
+
+
+def as_bgr(image):
+    return cv2.cvtColor(np.asarray(image.convert("RGB")), cv2.COLOR_RGB2BGR)
+
+
+def assert_reason(data, reason, settings=SETTINGS):
+    with pytest.raises(PermanentError) as raised:
+        decode_photo(data, settings)
+    assert raised.value.reason == reason
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_jpeg_decodes_exactly_as_cv2_imread(tmp_path, orientation):
+    data = sample_photo(7, 1, size=(600, 400), orientation=orientation)
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(data)
+
+    np.testing.assert_array_equal(decode_photo(data, SETTINGS), cv2.imread(str(path)))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_gives_the_displayed_image(orientation):
+    stored = marked_image()
+    data = encode(stored, "PNG", orientation)
+    displayed = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
+
+    np.testing.assert_array_equal(decode_photo(data, SETTINGS), as_bgr(displayed))
+
+
+def test_greyscale_becomes_three_equal_channels():
+    decoded = decode_photo(encode(marked_image("L"), "JPEG"), SETTINGS)
+
+    assert decoded.shape == (40, 60, 3)
+    assert np.array_equal(decoded[..., 0], decoded[..., 1])
+    assert np.array_equal(decoded[..., 1], decoded[..., 2])
+
+
+def test_cmyk_jpeg_becomes_bgr():
+    decoded = decode_photo(encode(marked_image("CMYK"), "JPEG", quality=95), SETTINGS)
+
+    np.testing.assert_allclose(decoded[2, 2], (0, 0, 255), atol=12)
+    np.testing.assert_allclose(decoded[30, 30], (128, 128, 128), atol=12)
+
+
+def test_png_alpha_is_dropped_not_composited():
+    image = marked_image("RGBA")
+    image.putalpha(0)
+
+    np.testing.assert_array_equal(decode_photo(encode(image, "PNG"), SETTINGS), as_bgr(image))
+
+
+def test_heic_is_decoded_upright():
+    decoded = decode_photo(encode(marked_image(), "HEIF", orientation=6, quality=95), SETTINGS)
+
+    assert decoded.shape == (60, 40, 3)
+    np.testing.assert_allclose(decoded[2, 37], (0, 0, 255), atol=40)
+
+
+def test_avif_is_decoded_upright():
+    decoded = decode_photo(encode(marked_image(), "AVIF", orientation=6, quality=95), SETTINGS)
+
+    assert decoded.shape == (60, 40, 3)
+    np.testing.assert_allclose(decoded[2, 37], (0, 0, 255), atol=40)
+
+
+def test_more_bytes_than_allowed_is_too_large():
+    data = encode(marked_image(), "PNG")
+
+    assert_reason(data, "too_large", EmbedSettings(max_input_bytes=len(data) - 1))
+
+
+def test_more_pixels_than_allowed_is_too_large():
+    assert_reason(encode(marked_image(), "PNG"), "too_large", EmbedSettings(max_input_pixels=2399))
+
+
+def png_without_pixels(width, height):
+    """A PNG whose header claims width×height, followed by an empty data chunk."""
+
+    def chunk(kind, body):
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"")
+
+
+def test_pixel_limit_is_checked_from_the_header_before_decoding():
+    data = png_without_pixels(10000, 6000)
+
+    assert_reason(data, "too_large", EmbedSettings(max_input_pixels=50_000_000))
+
+
+def test_truncated_image_is_corrupt():
+    data = encode(marked_image(), "PNG")
+
+    assert_reason(data[: len(data) // 2], "corrupt")
+
+
+def test_data_in_no_image_format_is_unsupported():
+    assert_reason(b"%PDF-1.7 not a photo" * 20, "unsupported")

@@ -1,0 +1,212 @@
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+from insightface.app import FaceAnalysis
+from insightface.model_zoo import model_zoo
+from PIL import Image
+
+from functions.common.config import EmbedSettings
+from functions.embed import runtime
+from functions.embed.decode import decode_photo
+from functions.embed.models import (
+    FaceAnalyzer,
+    FaceDetector,
+    FaceRecognizer,
+    ModelPackError,
+    load_task_model,
+)
+from scripts.make_test_model_pack import DETECTOR_FILE, RECOGNIZER_FILE, draw_face
+from scripts.sample_photos import face_layout, sample_photo
+
+
+@pytest.fixture(scope="module")
+def settings(test_model_pack):
+    return EmbedSettings(model_root=test_model_pack.parent, model_pack=test_model_pack.name)
+
+
+@pytest.fixture(scope="module")
+def analyzer(settings):
+    analyzer = FaceAnalyzer(settings)
+    analyzer.load()
+    return analyzer
+
+
+def analyze_sample(analyzer, settings, seed, faces, orientation=1):
+    data = sample_photo(seed, faces, orientation=orientation)
+    return sorted(analyzer.analyze(decode_photo(data, settings)), key=lambda face: face.box)
+
+
+def drawn_boxes(seed, faces):
+    return sorted(face.box for face in face_layout(seed, faces))
+
+
+def assert_near(box, drawn):
+    side = drawn[2] - drawn[0]
+    np.testing.assert_allclose(box, drawn, atol=0.04 * side)
+
+
+def photo_of(identity, center, size):
+    image = Image.new("RGB", (1600, 1200), (120, 118, 124))
+    draw_face(image, center, size, identity)
+    return cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2BGR)
+
+
+def embedding_of(analyzer, image_bgr):
+    (face,) = analyzer.analyze(image_bgr)
+    return face.embedding
+
+
+def cosine(a, b):
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_pack_files_route_through_insightface_model_zoo(test_model_pack):
+    cpu = ["CPUExecutionProvider"]
+    detector = model_zoo.get_model(str(test_model_pack / DETECTOR_FILE), providers=cpu)
+    recognizer = model_zoo.get_model(str(test_model_pack / RECOGNIZER_FILE), providers=cpu)
+
+    assert (detector.taskname, detector.use_kps) == ("detection", True)
+    assert recognizer.taskname == "recognition"
+    assert (recognizer.input_mean, recognizer.input_std) == (127.5, 127.5)
+
+
+def test_models_run_with_the_function_session_options(settings):
+    detector = load_task_model(settings, "detection")
+
+    options = detector.session.get_session_options()
+    assert options.intra_op_num_threads == settings.intra_op_threads
+    assert options.inter_op_num_threads == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_only_available_providers_are_used():
+    settings = EmbedSettings(providers=("NoSuchExecutionProvider", "CPUExecutionProvider"))
+
+    assert runtime.providers(settings) == ["CPUExecutionProvider"]
+
+
+def test_no_available_provider_is_an_error():
+    with pytest.raises(RuntimeError, match="NoSuchExecutionProvider"):
+        runtime.providers(EmbedSettings(providers=("NoSuchExecutionProvider",)))
+
+
+def test_models_load_on_first_prediction(settings):
+    detector = FaceDetector(settings)
+    assert not detector.loaded
+
+    detector.predict(photo_of(1, (800, 600), 300))
+
+    assert detector.loaded
+
+
+def test_photo_without_markers_has_no_faces(analyzer, settings):
+    assert analyze_sample(analyzer, settings, seed=1, faces=0) == []
+
+
+@pytest.mark.parametrize("faces", [1, 3])
+def test_each_marker_is_one_face_at_its_drawn_box(analyzer, settings, faces):
+    found = analyze_sample(analyzer, settings, seed=faces, faces=faces)
+
+    assert len(found) == faces
+    for face, drawn in zip(found, drawn_boxes(faces, faces), strict=True):
+        assert_near(face.box, drawn)
+
+
+def test_landmarks_are_eyes_nose_and_mouth_inside_the_box(analyzer, settings):
+    (face,) = analyze_sample(analyzer, settings, seed=1, faces=1)
+    (left_eye, right_eye, nose, left_mouth, right_mouth) = face.landmarks
+    x1, y1, x2, y2 = face.box
+
+    assert all(x1 < x < x2 and y1 < y < y2 for x, y in face.landmarks)
+    assert left_eye[0] < nose[0] < right_eye[0]
+    assert left_mouth[0] < nose[0] < right_mouth[0]
+    assert max(left_eye[1], right_eye[1]) < nose[1] < min(left_mouth[1], right_mouth[1])
+
+
+def test_exif_orientation_is_applied_before_detection(analyzer, settings):
+    found = analyze_sample(analyzer, settings, seed=4, faces=2, orientation=6)
+
+    assert len(found) == 2
+    for face, drawn in zip(found, drawn_boxes(4, 2), strict=True):
+        assert_near(face.box, drawn)
+
+
+def test_embeddings_are_raw_512_float32(analyzer, settings):
+    (face,) = analyze_sample(analyzer, settings, seed=1, faces=1)
+
+    assert face.embedding.shape == (512,)
+    assert face.embedding.dtype == np.float32
+    assert not np.isclose(np.linalg.norm(face.embedding), 1.0)
+
+
+def test_same_identity_in_different_photos_embeds_alike(analyzer):
+    first = embedding_of(analyzer, photo_of(3, (400, 400), 250))
+    second = embedding_of(analyzer, photo_of(3, (1100, 700), 420))
+
+    assert cosine(first, second) > 0.99
+
+
+def test_different_identities_embed_apart(analyzer):
+    first = embedding_of(analyzer, photo_of(3, (400, 400), 250))
+    second = embedding_of(analyzer, photo_of(4, (400, 400), 250))
+
+    assert cosine(first, second) < 0.9
+
+
+def test_recognizer_batches_all_faces_like_one_at_a_time(analyzer, settings):
+    image = decode_photo(sample_photo(2, 3), settings)
+    _, landmarks = analyzer.detector.predict(image)
+
+    batched = analyzer.recognizer.predict(image, landmarks)
+    single = [analyzer.recognizer.predict(image, landmarks[i : i + 1])[0] for i in range(3)]
+
+    np.testing.assert_allclose(batched, np.stack(single), rtol=1e-5, atol=1e-5)
+
+
+def test_recognizer_with_no_faces_returns_no_embeddings(settings):
+    recognizer = FaceRecognizer(settings)
+
+    embeddings = recognizer.predict(photo_of(1, (800, 600), 300), np.empty((0, 5, 2)))
+
+    assert embeddings.shape == (0, 512)
+
+
+def test_missing_pack_directory_fails_at_load(tmp_path):
+    analyzer = FaceAnalyzer(EmbedSettings(model_root=tmp_path, model_pack="absent"))
+
+    with pytest.raises(ModelPackError, match="does not exist"):
+        analyzer.load()
+
+
+def test_pack_without_recognizer_fails_at_load(tmp_path, test_model_pack):
+    shutil.copy(test_model_pack / DETECTOR_FILE, tmp_path / DETECTOR_FILE)
+    analyzer = FaceAnalyzer(EmbedSettings(model_root=tmp_path.parent, model_pack=tmp_path.name))
+
+    with pytest.raises(ModelPackError, match="no recognition model"):
+        analyzer.load()
+
+
+def test_faces_equal_insightface_face_analysis_on_the_same_file(
+    analyzer, settings, test_model_pack, tmp_path
+):
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(sample_photo(5, 3, orientation=6))
+    reference = FaceAnalysis(
+        name=test_model_pack.name,
+        root=str(test_model_pack.parent.parent),
+        allowed_modules=["detection", "recognition"],
+        providers=["CPUExecutionProvider"],
+    )
+    reference.prepare(ctx_id=0, det_size=(640, 640))
+
+    expected = sorted(reference.get(cv2.imread(str(path))), key=lambda face: tuple(face.bbox))
+    found = sorted(analyzer.analyze(decode_photo(path.read_bytes(), settings)), key=lambda f: f.box)
+
+    assert len(found) == len(expected) == 3
+    for face, reference_face in zip(found, expected, strict=True):
+        np.testing.assert_allclose(face.box, reference_face.bbox, atol=1.0)
+        np.testing.assert_allclose(face.landmarks, reference_face.kps, atol=1.0)
+        assert face.score == pytest.approx(reference_face.det_score, abs=1e-4)
+        assert cosine(face.embedding, reference_face.embedding) >= 0.9999
