@@ -57,7 +57,7 @@ def verify_signature(body: bytes, header: str | None, secrets: Sequence[str]) ->
         return False
     given = _signatures(header)
     return any(
-        hmac.compare_digest(_hmac_hex(secret, body), signature)
+        hmac.compare_digest(body_hmac(secret, body), signature)
         for secret in secrets
         for signature in given
     )
@@ -81,7 +81,8 @@ def _signatures(header: str) -> list[str]:
     return signatures
 
 
-def _hmac_hex(secret: str, body: bytes) -> str:
+def body_hmac(secret: str, body: bytes) -> str:
+    """Hex HMAC-SHA256 of the raw body, keyed by a rule's signing secret."""
     return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 

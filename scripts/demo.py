@@ -68,7 +68,7 @@ def model_root(requested: Path) -> Path:
     print("! No real buffalo_l pack found: using the generated TEST model pack, which has")
     print("! buffalo_l's file names and input/output contract but detects only the synthetic")
     print("! face markers drawn into the demo photos. Put the real pack in")
-    print(f"! {requested / 'buffalo_l'} (scripts/fetch_model_pack.sh) for real faces.")
+    print(f"! {requested / 'buffalo_l'} (or pass --model-root) for real faces.")
     print("!" * 78)
     return test_root
 
@@ -124,20 +124,22 @@ def bar(done: int, total: int) -> str:
 def render(uploads: list[Upload], statuses: dict[str, dict]) -> list[str]:
     lines = []
     for upload in uploads:
+        status = statuses.get(upload.user_id, {})
+        counts = status.get("counts", {})
         total = len(upload.photos)
-        counts = statuses.get(upload.user_id, {}).get("counts", {})
-        phase = statuses.get(upload.user_id, {}).get("message") or "done"
         thumbs = counts.get("thumbnails_done", 0) + counts.get("thumbnails_failed", 0)
         embeds = counts.get("embeddings_done", 0) + counts.get("embeddings_failed", 0)
+        expected_embeds = total - counts.get("thumbnails_failed", 0)
+        message = status.get("message") or ("done" if is_settled(upload, status) else "uploading")
         lines.append(
             f"{upload.user_id:8} thumbnails {bar(thumbs, total)} {thumbs:4}/{total:<4}"
-            f" embeddings {bar(embeds, total)} {embeds:4}/{total:<4} {phase}"
+            f" embeddings {bar(embeds, expected_embeds)} {embeds:4}/{expected_embeds:<4} {message}"
         )
     return lines
 
 
-def is_settled(upload: Upload, status: dict | None) -> bool:
-    if upload.finished_at is None or status is None:
+def is_settled(upload: Upload, status: dict) -> bool:
+    if upload.finished_at is None or not status:
         return False
     counts = status["counts"]
     accounted = counts["thumbnails_done"] + counts["thumbnails_failed"]
