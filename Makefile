@@ -28,3 +28,8 @@ lint: install
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
+
+bench-thumbnail: install
+	@scripts/install-system-deps.sh --node
+	@cd scripts/sharp && { test node_modules/.package-lock.json -nt package-lock.json || npm ci --no-audit --no-fund; }
+	$(BIN)/python -m scripts.bench_thumbnail $(ARGS)

@@ -9,13 +9,13 @@ import io
 
 import pytest
 import requests
-from functions.thumbnail.imaging import thumbnail_size
 from PIL import Image
-from scripts.sample_photos import sample_photo
 
 from functions.common.config import ThumbnailSettings
 from functions.common.events import PhotoRef
+from functions.thumbnail.imaging import thumbnail_size
 from functions.thumbnail.service import thumbnail_key
+from scripts.sample_photos import sample_photo
 from tests.stack_fixtures import (
     broker_stats,
     deliver,

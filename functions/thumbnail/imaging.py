@@ -1,0 +1,274 @@
+"""Thumbnails as the old Lambda's sharp pipeline made them, with Pillow and no I/O.
+
+The Lambda ran `sharp(input).rotate().resize(w, h, {fit: 'inside', withoutEnlargement: true})
+.flatten({background}).jpeg({quality})`. This module reproduces its output size exactly, including
+the effect of the scaled decoding sharp asks of libjpeg and libwebp, and its look: EXIF orientation
+applied, colours converted to sRGB, alpha flattened, Lanczos resampling, baseline 4:2:0 JPEG with
+no metadata.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import lru_cache
+
+import pillow_heif
+from PIL import Image, ImageCms, UnidentifiedImageError
+
+from functions.common.config import ThumbnailSettings
+from functions.common.errors import PermanentError
+
+log = logging.getLogger(__name__)
+
+# Pillow's own decompression-bomb check warns or refuses at its fixed limit as the header is read;
+# make_thumbnail checks settings.max_input_pixels against the header instead, before any decoding.
+Image.MAX_IMAGE_PIXELS = None
+pillow_heif.register_heif_opener()
+
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "HEIF", "AVIF", "TIFF", "GIF", "BMP")
+
+_EXIF_ORIENTATION = 0x0112
+_TRANSPOSE_FOR_ORIENTATION = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_SWAPS_AXES = frozenset(
+    {
+        Image.Transpose.TRANSPOSE,
+        Image.Transpose.ROTATE_270,
+        Image.Transpose.TRANSVERSE,
+        Image.Transpose.ROTATE_90,
+    }
+)
+_RESAMPLED_MODES = {"L", "LA", "RGB", "RGBA", "CMYK"}
+_WITHOUT_ALPHA = {"LA": "L", "RGBA": "RGB"}
+_SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+_CACHED_PROFILE_MAX_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Thumbnail:
+    """The encoded thumbnail, and the source's size as displayed (after EXIF orientation)."""
+
+    data: bytes
+    width: int
+    height: int
+    original_width: int
+    original_height: int
+    source_format: str
+    content_type: str = "image/jpeg"
+
+
+def make_thumbnail(data: bytes, settings: ThumbnailSettings) -> Thumbnail:
+    """The JPEG thumbnail sharp would have made of `data`; PermanentError for unusable input."""
+    if len(data) > settings.max_input_bytes:
+        raise PermanentError(
+            "too_large", f"{len(data)} bytes is over the limit of {settings.max_input_bytes}"
+        )
+    with _open(data) as image:
+        _check_pixel_count(image, settings)
+        source_format = "JPEG" if image.format == "MPO" else image.format
+        transpose = _orientation_transpose(image)
+        original_size = _turned(image.size, transpose)
+        # sharp resizes before orienting, into the box turned the way the pixels are stored.
+        resized = _decode_resized(
+            image, _turned((settings.max_width, settings.max_height), transpose)
+        )
+    thumbnail = _to_srgb(resized, settings.background)
+    if transpose is not None:
+        thumbnail = thumbnail.transpose(transpose)
+    return Thumbnail(
+        data=_encode_jpeg(thumbnail, settings.quality),
+        width=thumbnail.width,
+        height=thumbnail.height,
+        original_width=original_size[0],
+        original_height=original_size[1],
+        source_format=source_format,
+    )
+
+
+def thumbnail_size(width: int, height: int, max_width: int, max_height: int) -> tuple[int, int]:
+    """The size of sharp's `resize(max_width, max_height, {fit: 'inside', withoutEnlargement})`."""
+    h_shrink, v_shrink = _shrink_factors(width, height, max_width, max_height)
+    # libvips sizes its output as round-half-up of size * scale, with scale = 1 / shrink.
+    return math.floor(width * (1.0 / h_shrink) + 0.5), math.floor(height * (1.0 / v_shrink) + 0.5)
+
+
+def _shrink_factors(
+    width: int, height: int, max_width: int, max_height: int
+) -> tuple[float, float]:
+    # sharp's ResolveShrink for fit 'inside': one factor for both axes, never enlarging, and
+    # never so large that an axis would shrink below one pixel.
+    shrink = max(width / max_width, height / max_height, 1.0)
+    return min(shrink, width), min(shrink, height)
+
+
+def _jpeg_shrink_on_load(width: int, height: int, max_width: int, max_height: int) -> int:
+    """The DCT scaling (1/8, 1/4, 1/2 or none) sharp asks libjpeg for, as its denominator."""
+    shrink = min(_shrink_factors(width, height, max_width, max_height))
+    factor = next((factor for factor in (8, 4, 2) if shrink >= factor), 1)
+    # sharp halves it when the shrink is barely over it, to stay clear of libjpeg's rounding.
+    if factor > 1 and int(shrink) == factor:
+        factor //= 2
+    return factor
+
+
+def _webp_scaled_size(width: int, height: int, max_width: int, max_height: int) -> tuple[int, int]:
+    """The size libwebp decodes to when sharp asks it to scale on load (rounded half to even)."""
+    shrink = min(_shrink_factors(width, height, max_width, max_height))
+    if shrink <= 1.0:
+        return width, height
+    scale = 1.0 / shrink
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _open(data: bytes) -> Image.Image:
+    """Reads the header only; the pixels are decoded later, by `load()`."""
+    try:
+        return Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+    except UnidentifiedImageError as exc:
+        if claimed := _format_by_signature(data):
+            raise PermanentError("corrupt", f"unreadable {claimed} header") from exc
+        raise PermanentError("unsupported", "not an image in an accepted format") from exc
+    except Exception as exc:  # the type varies with the plugin that failed
+        raise PermanentError("corrupt", f"unreadable header: {exc}") from exc
+
+
+def _format_by_signature(data: bytes) -> str | None:
+    """The accepted format whose signature (magic bytes) `data` starts with, if any."""
+    prefix = data[:16]
+    for format in ACCEPTED_FORMATS:
+        accept = Image.OPEN[format][1]
+        if accept is not None and accept(prefix):
+            return format
+    return None
+
+
+@contextmanager
+def _corrupt_on_failure(detail: str) -> Iterator[None]:
+    """Pillow's decoders fail on bad data with many exception types; each means corrupt."""
+    try:
+        yield
+    except Exception as exc:
+        raise PermanentError("corrupt", f"{detail}: {exc}") from exc
+
+
+def _check_pixel_count(image: Image.Image, settings: ThumbnailSettings) -> None:
+    width, height = image.size
+    if width * height > settings.max_input_pixels:
+        raise PermanentError(
+            "too_large",
+            f"{width}x{height} pixels is over the limit of {settings.max_input_pixels}",
+        )
+
+
+def _orientation_transpose(image: Image.Image) -> Image.Transpose | None:
+    # Pillow's TIFF plugin (and pillow-heif) orient while decoding and report the oriented size.
+    if image.format == "TIFF":
+        return None
+    # A PNG's EXIF may follow its pixels, so reading it can decode the whole image.
+    with _corrupt_on_failure("cannot read the EXIF data"):
+        orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+    return _TRANSPOSE_FOR_ORIENTATION.get(orientation)
+
+
+def _turned(size: tuple[int, int], transpose: Image.Transpose | None) -> tuple[int, int]:
+    return (size[1], size[0]) if transpose in _SWAPS_AXES else size
+
+
+def _decode_resized(image: Image.Image, box: tuple[int, int]) -> Image.Image:
+    """Decodes the first frame and resamples it to sharp's output size, in stored orientation."""
+    source, size = _shrink_on_load(image, box)
+    with _corrupt_on_failure(f"cannot decode the {image.format} data"):
+        image.load()
+    return _eight_bit(image).resize(size, Image.Resampling.LANCZOS, box=source, reducing_gap=2.0)
+
+
+def _shrink_on_load(
+    image: Image.Image, box: tuple[int, int]
+) -> tuple[tuple[int, int, int, int], tuple[int, int]]:
+    """Sets up the scaled decoding sharp would get; the area to resample, and the size to give it.
+
+    The size is sharp's: it is computed again from the size its decoder scaled to, if it did.
+    """
+    width, height = image.size
+    if image.format == "WEBP":
+        # libwebp scales while decoding, which Pillow cannot ask of it: resample in one step.
+        return (0, 0, width, height), thumbnail_size(*_webp_scaled_size(width, height, *box), *box)
+    factor = _jpeg_shrink_on_load(width, height, *box) if image.format in ("JPEG", "MPO") else 1
+    if factor > 1:
+        image.draft("RGB", (width // factor, height // factor))
+    # libjpeg decodes ceil(size / factor) pixels; libvips keeps floor(size / factor) of them.
+    source = (0, 0, width // factor, height // factor)
+    return source, thumbnail_size(source[2], source[3], *box)
+
+
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """The image in a mode Pillow resamples, keeping the colour model its ICC profile expects."""
+    if image.mode in _RESAMPLED_MODES:
+        return image
+    if image.mode.startswith("I"):
+        # 16-bit greyscale: keep the high byte, as libvips does, rather than clip at 255.
+        return image.convert("I").point(lambda value: value * (1 / 256)).convert("L")
+    if image.mode == "1":
+        return image.convert("L")
+    try:
+        return image.convert("RGBA" if image.has_transparency_data else "RGB")
+    except ValueError as exc:
+        raise PermanentError("unsupported", f"colour mode {image.mode}") from exc
+
+
+def _to_srgb(image: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+    """RGB in sRGB, through the embedded ICC profile if any, with alpha flattened on background."""
+    if image.mode not in _WITHOUT_ALPHA:
+        return _convert_to_srgb(image, image.info.get("icc_profile"))
+    rgb = _convert_to_srgb(image.convert(_WITHOUT_ALPHA[image.mode]), image.info.get("icc_profile"))
+    flattened = Image.new("RGB", rgb.size, background)
+    flattened.paste(rgb, mask=image.getchannel("A"))
+    return flattened
+
+
+def _convert_to_srgb(image: Image.Image, icc_profile: bytes | None) -> Image.Image:
+    if icc_profile:
+        try:
+            return ImageCms.applyTransform(image, _transform_to_srgb(icc_profile, image.mode))
+        except (OSError, ImageCms.PyCMSError) as exc:
+            # sharp warns about an invalid embedded profile and carries on without it.
+            log.warning("ignoring unusable ICC profile: %s", exc)
+    return image.convert("RGB")
+
+
+def _transform_to_srgb(icc_profile: bytes, mode: str) -> ImageCms.ImageCmsTransform:
+    # Building a transform costs about as much as applying it to a thumbnail. Phones embed a
+    # handful of small profiles (sRGB, Display P3, ...): keep those, not arbitrary large ones.
+    if len(icc_profile) <= _CACHED_PROFILE_MAX_BYTES:
+        return _cached_transform_to_srgb(icc_profile, mode)
+    return _build_transform_to_srgb(icc_profile, mode)
+
+
+def _build_transform_to_srgb(icc_profile: bytes, mode: str) -> ImageCms.ImageCmsTransform:
+    source = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
+    return ImageCms.buildTransform(
+        source, _SRGB, mode, "RGB", renderingIntent=ImageCms.Intent.PERCEPTUAL
+    )
+
+
+_cached_transform_to_srgb = lru_cache(maxsize=16)(_build_transform_to_srgb)
+
+
+def _encode_jpeg(image: Image.Image, quality: int) -> bytes:
+    # Conversions carry the source's info (EXIF, ICC profile, comment) along; none of it is kept.
+    image.info.clear()
+    output = io.BytesIO()
+    image.save(output, "JPEG", quality=quality, subsampling="4:2:0", optimize=True)
+    return output.getvalue()
