@@ -10,6 +10,10 @@ sizes are equal, and the PSNR of our thumbnail against sharp's. The last line su
     mixed_ratio        the same over every photo
     dims_equal         photos whose thumbnail size equals sharp's / photos
     psnr_min_db        the lowest PSNR of ours against sharp's
+    function_p50_ms / function_p95_ms
+                       latency of the whole thumbnail function on the local stack, per photo:
+                       CloudEvent in, download from the S3 server, resize, upload, database
+                       Lambda, status write, reply (every photo x --repeat, sequentially)
 
 Run with `make bench-thumbnail ARGS='--repeat 9'`.
 """
@@ -28,10 +32,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import requests
 from PIL import Image, ImageDraw
 
 from functions.common.config import ThumbnailSettings
+from functions.common.events import (
+    OBJECT_CREATED,
+    THUMBNAIL_CREATED,
+    PhotoRef,
+    binary_http,
+    new_event,
+    photo_data,
+)
 from functions.thumbnail.imaging import make_thumbnail
+from scripts.make_test_model_pack import build_pack
+from scripts.stack import LocalStack, StackConfig
 
 SHARP_DIR = Path(__file__).parent / "sharp"
 SETTINGS = ThumbnailSettings(max_width=400, max_height=400, quality=80)
@@ -67,8 +82,14 @@ def main() -> None:
         print("generating photos ...", flush=True)
         photos = photo_set()
         results = compare(photos, out_dir, args.repeat)
+        print(f"whole function on the local stack: {len(photos)} photos x {args.repeat} ...")
+        function_ms = time_function(photos, Path(scratch), args.repeat)
     print_table(results)
-    print(summary_line(results))
+    print(
+        f"whole function: p50 {_percentile(function_ms, 50):.1f} ms, "
+        f"p95 {_percentile(function_ms, 95):.1f} ms over {len(function_ms)} requests"
+    )
+    print(summary_line(results, function_ms))
 
 
 def photo_set() -> list[Photo]:
@@ -164,6 +185,32 @@ def time_ours(data: bytes, repeat: int) -> tuple[float, bytes]:
     return statistics.median(timings), thumbnail.data
 
 
+def time_function(photos: list[Photo], scratch: Path, repeat: int) -> list[float]:
+    """Milliseconds per request to the thumbnail function, with the object in the S3 server."""
+    build_pack(scratch / "models" / "buffalo_l")  # the stack starts embed too
+    config = StackConfig(model_root=scratch / "models", workdir=scratch / "stack")
+    timings = []
+    with LocalStack(config) as stack, requests.Session() as http:
+        for photo in photos:
+            key = f"bench/photos/{photo.name}.{_extension(photo)}"
+            stored = stack.s3().put_object(Bucket=config.bucket, Key=key, Body=photo.data)
+            ref = PhotoRef(config.bucket, key, stored["VersionId"], "bench", size=len(photo.data))
+            for _ in range(repeat):
+                headers, body = binary_http(
+                    new_event(OBJECT_CREATED, "bench", ref, photo_data(ref))
+                )
+                started = time.perf_counter()
+                response = http.post(stack.urls["thumbnail"], data=body, headers=headers)
+                timings.append((time.perf_counter() - started) * 1000)
+                if response.headers.get("ce-type") != THUMBNAIL_CREATED:
+                    raise RuntimeError(f"{key}: {response.status_code} {response.text[:200]}")
+    return timings
+
+
+def _percentile(values: list[float], percent: int) -> float:
+    return float(np.percentile(values, percent))
+
+
 def similarity(ours: bytes, theirs: bytes) -> tuple[bool, float]:
     """Whether the sizes are equal, and the PSNR in dB between the two (nan if not)."""
     a = np.asarray(Image.open(io.BytesIO(ours)).convert("RGB"), dtype=np.float64)
@@ -186,7 +233,7 @@ def print_table(results: list[Result]) -> None:
         )
 
 
-def summary_line(results: list[Result]) -> str:
+def summary_line(results: list[Result], function_ms: list[float]) -> str:
     twelve = [r for r in results if r.photo.kind == "jpeg12mp"]
     jpegs = [r for r in results if r.photo.kind.startswith("jpeg")]
     return (
@@ -196,7 +243,9 @@ def summary_line(results: list[Result]) -> str:
         f"jpeg_ratio={_ratio(jpegs):.2f} "
         f"mixed_ratio={_ratio(results):.2f} "
         f"dims_equal={sum(r.dims_equal for r in results)}/{len(results)} "
-        f"psnr_min_db={min(r.psnr_db for r in results):.1f}"
+        f"psnr_min_db={min(r.psnr_db for r in results):.1f} "
+        f"function_p50_ms={_percentile(function_ms, 50):.1f} "
+        f"function_p95_ms={_percentile(function_ms, 95):.1f}"
     )
 
 
