@@ -1,6 +1,7 @@
 import io
 import struct
 import zlib
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -9,7 +10,7 @@ from PIL import Image, ImageOps
 
 from functions.common.config import EmbedSettings
 from functions.common.errors import PermanentError
-from functions.embed.decode import decode_photo
+from functions.embed.decode import PhotoHeader, decode_photo, jpeg_reduction
 from scripts.sample_photos import sample_photo
 
 SETTINGS = EmbedSettings()
@@ -48,7 +49,7 @@ def test_jpeg_decodes_exactly_as_cv2_imread(tmp_path, orientation):
     path = tmp_path / "photo.jpg"
     path.write_bytes(data)
 
-    np.testing.assert_array_equal(decode_photo(data, SETTINGS), cv2.imread(str(path)))
+    np.testing.assert_array_equal(decode_photo(data, SETTINGS).image, cv2.imread(str(path)))
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
@@ -57,11 +58,11 @@ def test_exif_orientation_gives_the_displayed_image(orientation):
     data = encode(stored, "PNG", orientation)
     displayed = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
 
-    np.testing.assert_array_equal(decode_photo(data, SETTINGS), as_bgr(displayed))
+    np.testing.assert_array_equal(decode_photo(data, SETTINGS).image, as_bgr(displayed))
 
 
 def test_greyscale_becomes_three_equal_channels():
-    decoded = decode_photo(encode(marked_image("L"), "JPEG"), SETTINGS)
+    decoded = decode_photo(encode(marked_image("L"), "JPEG"), SETTINGS).image
 
     assert decoded.shape == (40, 60, 3)
     assert np.array_equal(decoded[..., 0], decoded[..., 1])
@@ -69,7 +70,7 @@ def test_greyscale_becomes_three_equal_channels():
 
 
 def test_cmyk_jpeg_becomes_bgr():
-    decoded = decode_photo(encode(marked_image("CMYK"), "JPEG", quality=95), SETTINGS)
+    decoded = decode_photo(encode(marked_image("CMYK"), "JPEG", quality=95), SETTINGS).image
 
     np.testing.assert_allclose(decoded[2, 2], (0, 0, 255), atol=12)
     np.testing.assert_allclose(decoded[30, 30], (128, 128, 128), atol=12)
@@ -79,18 +80,22 @@ def test_png_alpha_is_dropped_not_composited():
     image = marked_image("RGBA")
     image.putalpha(0)
 
-    np.testing.assert_array_equal(decode_photo(encode(image, "PNG"), SETTINGS), as_bgr(image))
+    np.testing.assert_array_equal(decode_photo(encode(image, "PNG"), SETTINGS).image, as_bgr(image))
 
 
 def test_heic_is_decoded_upright():
-    decoded = decode_photo(encode(marked_image(), "HEIF", orientation=6, quality=95), SETTINGS)
+    decoded = decode_photo(
+        encode(marked_image(), "HEIF", orientation=6, quality=95), SETTINGS
+    ).image
 
     assert decoded.shape == (60, 40, 3)
     np.testing.assert_allclose(decoded[2, 37], (0, 0, 255), atol=40)
 
 
 def test_avif_is_decoded_upright():
-    decoded = decode_photo(encode(marked_image(), "AVIF", orientation=6, quality=95), SETTINGS)
+    decoded = decode_photo(
+        encode(marked_image(), "AVIF", orientation=6, quality=95), SETTINGS
+    ).image
 
     assert decoded.shape == (60, 40, 3)
     np.testing.assert_allclose(decoded[2, 37], (0, 0, 255), atol=40)
@@ -132,3 +137,58 @@ def test_truncated_image_is_corrupt():
 
 def test_data_in_no_image_format_is_unsupported():
     assert_reason(b"%PDF-1.7 not a photo" * 20, "unsupported")
+
+
+def test_gif_decoded_by_pillow_has_the_same_bgr_pixels_as_png_decoded_by_opencv():
+    image = marked_image()
+
+    np.testing.assert_array_equal(
+        decode_photo(encode(image, "GIF"), SETTINGS).image,
+        decode_photo(encode(image, "PNG"), SETTINGS).image,
+    )
+
+
+SHRINK = replace(SETTINGS, decode_shrink=True, decode_min_side=1280)
+
+
+def test_jpeg_is_decoded_whole_by_default():
+    decoded = decode_photo(sample_photo(1, 0, size=(4000, 3000)), SETTINGS)
+
+    assert (decoded.image.shape, decoded.reduction) == ((3000, 4000, 3), 1)
+
+
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_shrink_on_load_decodes_as_libjpeg_scales_and_keeps_the_photos_size(tmp_path, orientation):
+    data = sample_photo(1, 0, size=(4000, 3000), orientation=orientation)
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(data)
+
+    decoded = decode_photo(data, SHRINK)
+
+    np.testing.assert_array_equal(decoded.image, cv2.imread(str(path), cv2.IMREAD_REDUCED_COLOR_2))
+    assert (decoded.width, decoded.height, decoded.reduction) == (4000, 3000, 2)
+
+
+@pytest.mark.parametrize(
+    ("long_side", "min_side", "reduction"),
+    [
+        (4000, 1280, 2),
+        (12000, 1280, 8),
+        (8000, 1280, 4),
+        (2558, 1280, 1),
+        (2559, 1280, 2),
+    ],
+)
+def test_shrink_is_the_largest_that_keeps_the_long_side_at_the_minimum(
+    long_side, min_side, reduction
+):
+    header = PhotoHeader("JPEG", long_side, long_side // 2)
+    settings = replace(SHRINK, decode_min_side=min_side)
+
+    assert jpeg_reduction(header, settings) == reduction
+
+
+def test_only_jpeg_is_shrunk_on_load():
+    decoded = decode_photo(encode(Image.new("RGB", (4000, 3000), (9, 9, 9)), "PNG"), SHRINK)
+
+    assert (decoded.image.shape, decoded.reduction) == ((3000, 4000, 3), 1)

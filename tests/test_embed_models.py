@@ -1,10 +1,14 @@
+import io
 import shutil
+from dataclasses import replace
 
 import cv2
 import numpy as np
+import onnx
 import pytest
 from insightface.app import FaceAnalysis
 from insightface.model_zoo import model_zoo
+from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from functions.common.config import EmbedSettings
@@ -19,6 +23,7 @@ from functions.embed.models import (
 )
 from scripts.make_test_model_pack import DETECTOR_FILE, RECOGNIZER_FILE, draw_face
 from scripts.sample_photos import face_layout, sample_photo
+from tests.embed_photos import scene
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +40,11 @@ def analyzer(settings):
 
 def analyze_sample(analyzer, settings, seed, faces, orientation=1):
     data = sample_photo(seed, faces, orientation=orientation)
-    return sorted(analyzer.analyze(decode_photo(data, settings)), key=lambda face: face.box)
+    return sorted(analyzer.analyze(decode_photo(data, settings).image), key=lambda face: face.box)
 
 
-def drawn_boxes(seed, faces):
-    return sorted(face.box for face in face_layout(seed, faces))
+def drawn_boxes(seed, faces, size=(3000, 2000)):
+    return sorted(face.box for face in face_layout(seed, faces, size))
 
 
 def assert_near(box, drawn):
@@ -156,7 +161,7 @@ def test_different_identities_embed_apart(analyzer):
 
 
 def test_recognizer_batches_all_faces_like_one_at_a_time(analyzer, settings):
-    image = decode_photo(sample_photo(2, 3), settings)
+    image = decode_photo(sample_photo(2, 3), settings).image
     _, landmarks = analyzer.detector.predict(image)
 
     batched = analyzer.recognizer.predict(image, landmarks)
@@ -188,25 +193,133 @@ def test_pack_without_recognizer_fails_at_load(tmp_path, test_model_pack):
         analyzer.load()
 
 
-def test_faces_equal_insightface_face_analysis_on_the_same_file(
-    analyzer, settings, test_model_pack, tmp_path
-):
-    path = tmp_path / "photo.jpg"
-    path.write_bytes(sample_photo(5, 3, orientation=6))
+def test_load_warms_the_detector_up_at_the_detection_size(settings):
+    analyzer = FaceAnalyzer(settings)
+
+    analyzer.load()
+
+    # insightface caches the anchor grid of each input size its detector has run at.
+    size = settings.det_size
+    assert (size // 8, size // 8, 8) in analyzer.detector._model.center_cache
+
+
+def test_a_higher_detection_threshold_finds_fewer_faces(analyzer, settings):
+    image = bgr(scene())
+    strict = FaceAnalyzer(replace(settings, det_thresh=0.93))
+
+    assert 0 < len(strict.analyze(image)) < len(analyzer.analyze(image))
+
+
+def test_nms_threshold_one_keeps_every_overlapping_detection(analyzer, settings):
+    image = bgr(scene())
+    loose = FaceAnalyzer(replace(settings, nms_thresh=1.0))
+
+    assert len(loose.analyze(image)) > len(analyzer.analyze(image))
+
+
+def test_a_face_cut_by_the_edge_has_a_box_reaching_past_it(analyzer):
+    faces = analyzer.analyze(bgr(scene(edge=True)))
+
+    assert min(face.box[0] for face in faces) < 0
+
+
+def test_a_shrunk_decode_reports_faces_in_the_photos_own_pixels(analyzer, settings):
+    data = sample_photo(4, 3, size=(4000, 3000), orientation=6)
+    shrunk = decode_photo(data, replace(settings, decode_shrink=True))
+
+    found = sorted(analyzer.analyze_photo(shrunk), key=lambda face: face.box)
+    full = sorted(analyzer.analyze_photo(decode_photo(data, settings)), key=lambda f: f.box)
+
+    assert shrunk.reduction == 2
+    assert len(found) == len(full) == 3
+    for face, full_face in zip(found, full, strict=True):
+        np.testing.assert_allclose(face.box, full_face.box, atol=1.0)
+        np.testing.assert_allclose(face.landmarks, full_face.landmarks, atol=1.0)
+
+
+def test_a_corrupt_model_file_fails_at_load_naming_the_file(tmp_path, test_model_pack):
+    pack = tmp_path / "models" / "buffalo_l"
+    shutil.copytree(test_model_pack, pack)
+    recognizer = pack / RECOGNIZER_FILE
+    recognizer.write_bytes(recognizer.read_bytes()[:1000])
+    analyzer = FaceAnalyzer(EmbedSettings(model_root=pack.parent))
+
+    with pytest.raises(ModelPackError, match=RECOGNIZER_FILE):
+        analyzer.load()
+
+
+def genderage_model():
+    """A model by insightface's genderage contract ([1, 3, 96, 96] -> two gender logits and
+    age / 100): the crop's mean colour times a fixed matrix."""
+    weights = np.array([[1.0, -1.0, 0.2], [-1.0, 1.0, 0.3], [0.5, 0.5, 0.4]], np.float32)
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["data"], ["pooled"], name="pool"),
+        helper.make_node("Flatten", ["pooled"], ["colour"], name="flatten"),
+        helper.make_node("MatMul", ["colour", "weights"], ["fc1"], name="project"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "genderage",
+        [helper.make_tensor_value_info("data", TensorProto.FLOAT, [1, 3, 96, 96])],
+        [helper.make_tensor_value_info("fc1", TensorProto.FLOAT, [1, 3])],
+        initializer=[numpy_helper.from_array(weights, "weights")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.fixture(scope="module")
+def pack_with_genderage(tmp_path_factory, test_model_pack):
+    pack = tmp_path_factory.mktemp("genderage") / "models" / "buffalo_l"
+    shutil.copytree(test_model_pack, pack)
+    onnx.save(genderage_model(), pack / "genderage.onnx")
+    return pack
+
+
+def test_an_optional_module_adds_its_attributes_as_face_analysis_does(pack_with_genderage):
+    modules = ["detection", "recognition", "genderage"]
+    analyzer = FaceAnalyzer(EmbedSettings(model_root=pack_with_genderage.parent, modules=modules))
     reference = FaceAnalysis(
-        name=test_model_pack.name,
-        root=str(test_model_pack.parent.parent),
-        allowed_modules=["detection", "recognition"],
+        root=str(pack_with_genderage.parent.parent),
+        allowed_modules=modules,
         providers=["CPUExecutionProvider"],
     )
     reference.prepare(ctx_id=0, det_size=(640, 640))
+    image = bgr(scene())
 
-    expected = sorted(reference.get(cv2.imread(str(path))), key=lambda face: tuple(face.bbox))
-    found = sorted(analyzer.analyze(decode_photo(path.read_bytes(), settings)), key=lambda f: f.box)
+    found = sorted(analyzer.analyze(image), key=lambda face: face.box)
+    expected = sorted(reference.get(image), key=lambda face: tuple(face.bbox))
 
     assert len(found) == len(expected) == 3
     for face, reference_face in zip(found, expected, strict=True):
-        np.testing.assert_allclose(face.box, reference_face.bbox, atol=1.0)
-        np.testing.assert_allclose(face.landmarks, reference_face.kps, atol=1.0)
-        assert face.score == pytest.approx(reference_face.det_score, abs=1e-4)
-        assert cosine(face.embedding, reference_face.embedding) >= 0.9999
+        assert face.attributes == {"gender": reference_face.gender, "age": reference_face.age}
+
+
+def test_modules_left_out_of_the_configuration_do_not_run(pack_with_genderage):
+    analyzer = FaceAnalyzer(EmbedSettings(model_root=pack_with_genderage.parent))
+
+    faces = analyzer.analyze(bgr(scene()))
+
+    assert faces
+    assert all(face.attributes == {} for face in faces)
+
+
+def bgr(image):
+    return cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2BGR)
+
+
+def test_a_48_megapixel_photo_under_the_pixel_limit_is_analysed(analyzer, settings):
+    image = Image.new("RGB", (8000, 6000), (120, 118, 124))
+    drawn = [((1500, 1500), 1200, 1), ((6000, 4000), 1600, 2)]
+    for center, side, identity in drawn:
+        draw_face(image, center, side, identity)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=85)
+
+    decoded = decode_photo(buffer.getvalue(), settings)
+    faces = sorted(analyzer.analyze_photo(decoded), key=lambda face: face.box)
+
+    assert len(faces) == 2
+    for face, ((x, y), side, _) in zip(faces, drawn, strict=True):
+        assert_near(face.box, (x - side // 2, y - side // 2, x + side // 2, y + side // 2))

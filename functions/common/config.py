@@ -51,6 +51,17 @@ def _list(name: str, default: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in _str(name, default).split(",") if item.strip())
 
 
+def _bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"{name} must be true or false, got {raw!r}")
+
+
 @dataclass(frozen=True)
 class StorageSettings:
     """The S3-compatible object store (Backblaze B2 in production)."""
@@ -99,16 +110,106 @@ class LambdaSettings:
 
 @dataclass(frozen=True)
 class StatusSettings:
-    """The Redis status store read by the status function."""
+    """The Redis status store, written by every stage and read by the status function."""
 
-    redis_url: str
-    failures_kept: int
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    failures_kept: int = 50
+    # A declared upload whose photos stop arriving no longer holds the run open after this.
+    upload_declaration_ttl_s: float = 900.0
+    # The per-user ETA uses the rate of this many most recent completions.
+    eta_completions: int = 20
+    # Per-stage latency samples: sliding window for the admin API, and a hard cap.
+    latency_window_s: float = 300.0
+    samples_kept: int = 20_000
 
     @classmethod
     def from_env(cls) -> StatusSettings:
+        defaults = cls()
         return cls(
-            redis_url=_str("REDIS_URL", "redis://127.0.0.1:6379/0"),
-            failures_kept=_int("STATUS_FAILURES_KEPT", 50),
+            redis_url=_str("REDIS_URL", defaults.redis_url),
+            failures_kept=_int("STATUS_FAILURES_KEPT", defaults.failures_kept),
+            upload_declaration_ttl_s=_float(
+                "UPLOAD_DECLARATION_TTL_S", defaults.upload_declaration_ttl_s
+            ),
+            eta_completions=_int("ETA_COMPLETIONS", defaults.eta_completions),
+            latency_window_s=_float("LATENCY_WINDOW_S", defaults.latency_window_s),
+            samples_kept=_int("LATENCY_SAMPLES_KEPT", defaults.samples_kept),
+        )
+
+
+# Pinned: a token's own `alg` header never chooses how it is verified.
+JWT_HMAC_ALGORITHM = "HS256"
+JWT_JWKS_ALGORITHM = "RS256"
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """Bearer tokens of the status API: HS256 JWTs from the app's backend, or RS256 via JWKS."""
+
+    jwt_secret: str | None = None
+    jwks_url: str | None = None
+    audience: str | None = None  # required `aud` claim, when the app's tokens carry one
+    leeway_s: float = 5.0
+    cors_origins: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not (self.jwt_secret or self.jwks_url):
+            raise ValueError("set JWT_SECRET (HS256) or JWT_JWKS_URL (RS256): no token verifier")
+        if self.jwt_secret is not None and len(self.jwt_secret.encode()) < 32:
+            raise ValueError("JWT_SECRET must be at least 32 bytes (HS256 wants a 256-bit key)")
+
+    @classmethod
+    def from_env(cls) -> AuthSettings:
+        return cls(
+            jwt_secret=_optional("JWT_SECRET"),
+            jwks_url=_optional("JWT_JWKS_URL"),
+            audience=_optional("JWT_AUDIENCE"),
+            leeway_s=_float("JWT_LEEWAY_S", 5.0),
+            cors_origins=_list("CORS_ORIGINS", ""),
+        )
+
+
+STAGES = ("thumbnail", "embed")
+THRESHOLD_KEYS = ("p95_ms", "backlog_age_s")
+
+
+@dataclass(frozen=True)
+class AdminSettings:
+    """The admin API and dashboard: login, and the default acceptable delay per stage."""
+
+    password: str | None = None
+    session_ttl_s: int = 1800
+    cookie_secure: bool = True
+    # Defaults until an admin sets thresholds through the API (they persist in Redis).
+    default_thresholds: dict[str, dict[str, float]] = field(
+        default_factory=lambda: {
+            "thumbnail": {"p95_ms": 300.0, "backlog_age_s": 60.0},
+            "embed": {"p95_ms": 500.0, "backlog_age_s": 120.0},
+        }
+    )
+    # Users listed in the overview (most recently active first), and how long an idle user
+    # stays in the active index.
+    users_shown: int = 50
+    idle_user_retention_s: float = 3600.0
+
+    @classmethod
+    def from_env(cls) -> AdminSettings:
+        defaults = cls()
+        return cls(
+            password=_optional("ADMIN_PASSWORD"),
+            session_ttl_s=_int("ADMIN_SESSION_TTL_S", defaults.session_ttl_s),
+            cookie_secure=_bool("ADMIN_COOKIE_SECURE", defaults.cookie_secure),
+            default_thresholds={
+                stage: {
+                    key: _float(f"THRESHOLD_{stage.upper()}_{key.upper()}", default)
+                    for key, default in values.items()
+                }
+                for stage, values in defaults.default_thresholds.items()
+            },
+            users_shown=_int("ADMIN_USERS_SHOWN", defaults.users_shown),
+            idle_user_retention_s=_float(
+                "ADMIN_IDLE_USER_RETENTION_S", defaults.idle_user_retention_s
+            ),
         )
 
 
@@ -143,22 +244,56 @@ class ThumbnailSettings:
         )
 
 
+REQUIRED_MODULES = ("detection", "recognition")
+OPTIONAL_MODULES = ("genderage", "landmark_2d_106", "landmark_3d_68")
+
+
 @dataclass(frozen=True)
 class EmbedSettings:
-    """Face detection + recognition; defaults are the production batch job's (buffalo_l)."""
+    """Face detection + recognition. Every value that changes an embedding defaults to what the
+    production batch job runs: insightface 0.7.3's `FaceAnalysis(name="buffalo_l")`,
+    `prepare(ctx_id=0, det_size=(640, 640))`, `get(cv2.imread(path))`."""
 
     model_root: Path = Path("/models")
     model_pack: str = "buffalo_l"
+    # Pack modules that run, by insightface task name; the optional ones add face attributes
+    # and change no embedding.
+    modules: tuple[str, ...] = REQUIRED_MODULES
     det_size: int = 640
     det_thresh: float = 0.5
-    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    nms_thresh: float = 0.4
+    # The best faces by detection score that are kept; production keeps every face.
+    max_faces: int = 100
+    normalize_embeddings: bool = False
+    # JPEGs far larger than the detector needs are decoded at 1/2, 1/4 or 1/8 scale, keeping
+    # the long side at least `decode_min_side`; off reproduces production's full decode.
+    decode_shrink: bool = False
+    decode_min_side: int = 1280
+    providers: tuple[str, ...] = ("CUDAExecutionProvider", "CPUExecutionProvider")
     intra_op_threads: int = 2
     max_input_bytes: int = 100 * 1024 * 1024
     max_input_pixels: int = 100_000_000
 
+    def __post_init__(self) -> None:
+        missing = [name for name in REQUIRED_MODULES if name not in self.modules]
+        unknown = [name for name in self.modules if name not in REQUIRED_MODULES + OPTIONAL_MODULES]
+        if missing or unknown:
+            raise ValueError(
+                f"MODEL_MODULES must hold {', '.join(REQUIRED_MODULES)} and only these besides: "
+                f"{', '.join(OPTIONAL_MODULES)}; got {', '.join(self.modules)}"
+            )
+        if self.det_size <= 0 or self.det_size % 32:
+            raise ValueError(f"DET_SIZE must be a positive multiple of 32, got {self.det_size}")
+        if self.max_faces < 1:
+            raise ValueError(f"MAX_FACES must be at least 1, got {self.max_faces}")
+
     @property
     def model_dir(self) -> Path:
         return self.model_root / self.model_pack
+
+    @property
+    def optional_modules(self) -> tuple[str, ...]:
+        return tuple(name for name in self.modules if name not in REQUIRED_MODULES)
 
     @classmethod
     def from_env(cls) -> EmbedSettings:
@@ -166,8 +301,14 @@ class EmbedSettings:
         return cls(
             model_root=Path(_str("MODEL_ROOT", str(defaults.model_root))),
             model_pack=_str("MODEL_PACK", defaults.model_pack),
+            modules=_list("MODEL_MODULES", ",".join(defaults.modules)),
             det_size=_int("DET_SIZE", defaults.det_size),
             det_thresh=_float("DET_THRESH", defaults.det_thresh),
+            nms_thresh=_float("DET_NMS_THRESH", defaults.nms_thresh),
+            max_faces=_int("MAX_FACES", defaults.max_faces),
+            normalize_embeddings=_bool("EMBEDDING_NORMALIZE", defaults.normalize_embeddings),
+            decode_shrink=_bool("DECODE_SHRINK_ON_LOAD", defaults.decode_shrink),
+            decode_min_side=_int("DECODE_MIN_SIDE", defaults.decode_min_side),
             providers=_list("ORT_PROVIDERS", ",".join(defaults.providers)),
             intra_op_threads=_int("ORT_INTRA_OP_THREADS", defaults.intra_op_threads),
             max_input_bytes=_int("MAX_INPUT_BYTES", defaults.max_input_bytes),

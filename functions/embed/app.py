@@ -1,7 +1,9 @@
 """Embed function, served as `functions.embed.app:create_app()` by gunicorn (one worker).
 
-The model pack is loaded when the app is created, so a missing or broken pack stops the
-process at start-up and the pod never becomes ready.
+The app exists only once the model pack is loaded and every model has run once (warm-up), so
+`/healthz`, the readiness probe, answers only then. A missing or broken pack raises
+ModelPackError from create_app: gunicorn's worker fails to boot, gunicorn exits, and the pod
+never becomes ready.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from flask import Flask
 from functions.common.config import EmbedSettings, LambdaSettings, StatusSettings, StorageSettings
 from functions.common.events import EMBEDDING_CREATED, EMBEDDING_FAILED
 from functions.common.lambda_client import DatabaseLambda
+from functions.common.metrics import MODEL_LOAD_SECONDS
 from functions.common.stage_app import StageSpec, create_stage_app
 from functions.common.status_store import Stage, StatusStore
 from functions.common.storage import ObjectStore
@@ -23,7 +26,8 @@ def create_app() -> Flask:
     configure_tracing("embed")
     settings = EmbedSettings.from_env()
     analyzer = FaceAnalyzer(settings)
-    analyzer.load()
+    with MODEL_LOAD_SECONDS.labels(settings.model_pack).time():
+        analyzer.load()
     service = EmbedService(
         settings,
         analyzer,

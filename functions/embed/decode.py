@@ -1,8 +1,11 @@
-"""Uploaded photo bytes to the BGR array that `cv2.imread` gives the production batch job."""
+"""Uploaded photo bytes to the BGR array that `cv2.imread` gives the production batch job,
+optionally decoded smaller (JPEG shrink-on-load) when the photo is far larger than needed."""
 
 from __future__ import annotations
 
 import io
+import math
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -18,41 +21,99 @@ pillow_heif.register_heif_opener()
 # (HEIC, AVIF, GIF, ...) go through Pillow.
 _CV2_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "TIFF", "BMP"})
 _PILLOW_ERRORS = (OSError, SyntaxError, ValueError)
+# libjpeg's DCT scaling: the decoder itself produces 1/2, 1/4 or 1/8 of the pixels.
+_JPEG_REDUCTIONS = {
+    8: cv2.IMREAD_REDUCED_COLOR_8,
+    4: cv2.IMREAD_REDUCED_COLOR_4,
+    2: cv2.IMREAD_REDUCED_COLOR_2,
+}
+_EXIF_ORIENTATION = 0x0112
+_TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 
 
-def decode_photo(data: bytes, settings: EmbedSettings) -> np.ndarray:
-    """BGR uint8 [height, width, 3] in displayed orientation; alpha is dropped, not composited."""
+@dataclass(frozen=True)
+class PhotoHeader:
+    format: str
+    width: int  # a JPEG's as displayed, after EXIF orientation; others' as stored
+    height: int
+
+
+@dataclass(frozen=True)
+class DecodedPhoto:
+    """BGR uint8 [height, width, 3] in displayed orientation, `reduction` times smaller than
+    the photo (1 unless shrunk on load); `width` × `height` is the photo's displayed size."""
+
+    image: np.ndarray
+    width: int
+    height: int
+    reduction: int = 1
+
+
+def decode_photo(data: bytes, settings: EmbedSettings) -> DecodedPhoto:
+    """Alpha is dropped, not composited, as cv2.imread drops it."""
     if len(data) > settings.max_input_bytes:
         raise PermanentError(
             "too_large", f"{len(data)} bytes, more than the {settings.max_input_bytes} allowed"
         )
-    if _read_header(data, settings) in _CV2_FORMATS:
-        return _decode_with_cv2(data)
-    return _decode_with_pillow(data)
+    header = read_header(data, settings)
+    if header.format not in _CV2_FORMATS:
+        return _whole(_decode_with_pillow(data))
+    reduction = jpeg_reduction(header, settings) if header.format == "JPEG" else 1
+    if reduction == 1:
+        return _whole(_decode_with_cv2(data, cv2.IMREAD_COLOR))
+    image = _decode_with_cv2(data, _JPEG_REDUCTIONS[reduction])
+    return DecodedPhoto(image, header.width, header.height, reduction)
 
 
-def _read_header(data: bytes, settings: EmbedSettings) -> str:
-    """The image's format, once its size (read without decoding) is within the limits."""
+def jpeg_reduction(header: PhotoHeader, settings: EmbedSettings) -> int:
+    """The largest libjpeg reduction that keeps the long side at least `decode_min_side`."""
+    if not settings.decode_shrink:
+        return 1
+    long_side = max(header.width, header.height)
+    for reduction in _JPEG_REDUCTIONS:
+        if math.ceil(long_side / reduction) >= settings.decode_min_side:
+            return reduction
+    return 1
+
+
+def read_header(data: bytes, settings: EmbedSettings) -> PhotoHeader:
+    """The image's format and displayed size, read without decoding and checked against the
+    limits."""
     try:
         with Image.open(io.BytesIO(data)) as image:
+            _check_pixels(image.size, settings)
             width, height = image.size
-            image_format = image.format
+            # Only a JPEG may be shrunk, and only its displayed size is needed then.
+            if image.format == "JPEG" and _transposed(image):
+                width, height = height, width
+            return PhotoHeader(image.format, width, height)
     except Image.DecompressionBombError as exc:
         raise PermanentError("too_large", str(exc)) from exc
     except UnidentifiedImageError as exc:
         raise PermanentError("unsupported", "not an image format that can be decoded") from exc
     except _PILLOW_ERRORS as exc:
         raise PermanentError("corrupt", f"unreadable image header: {exc}") from exc
+
+
+def _check_pixels(size: tuple[int, int], settings: EmbedSettings) -> None:
+    width, height = size
     if width * height > settings.max_input_pixels:
         raise PermanentError(
             "too_large",
             f"{width}×{height} pixels, more than the {settings.max_input_pixels} allowed",
         )
-    return image_format
 
 
-def _decode_with_cv2(data: bytes) -> np.ndarray:
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+def _transposed(image: Image.Image) -> bool:
+    return image.getexif().get(_EXIF_ORIENTATION, 1) in _TRANSPOSING_ORIENTATIONS
+
+
+def _whole(image: np.ndarray) -> DecodedPhoto:
+    return DecodedPhoto(image, image.shape[1], image.shape[0])
+
+
+def _decode_with_cv2(data: bytes, flag: int) -> np.ndarray:
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
     if image is None:
         raise PermanentError("corrupt", "the image data cannot be decoded")
     return image

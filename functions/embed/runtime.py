@@ -6,8 +6,15 @@ import onnxruntime as ort
 
 from functions.common.config import EmbedSettings
 
+CPU = "CPUExecutionProvider"
+
 
 def session_options(settings: EmbedSettings) -> ort.SessionOptions:
+    """Options of the sessions that serve requests.
+
+    Intra-op threads equal the pod's CPU request and inter-op is 1, so one inference uses every
+    core the pod is given and no more; FaceAnalyzer runs one inference at a time.
+    """
     options = ort.SessionOptions()
     options.intra_op_num_threads = settings.intra_op_threads
     options.inter_op_num_threads = 1
@@ -20,8 +27,23 @@ def session_options(settings: EmbedSettings) -> ort.SessionOptions:
     return options
 
 
+def probe_options() -> ort.SessionOptions:
+    """Options of the short-lived sessions that only read a pack file's inputs and outputs to
+    learn its task: no graph optimisation, one thread."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    return options
+
+
 def providers(settings: EmbedSettings) -> list[str]:
-    """The configured execution providers that this onnxruntime build has, in order."""
+    """The configured execution providers that this onnxruntime build has, in order.
+
+    The default lists CUDA first: the onnxruntime-gpu build has it and runs there, the CPU
+    build (`onnxruntime`) does not and runs on CPU.
+    """
     available = ort.get_available_providers()
     chosen = [name for name in settings.providers if name in available]
     if not chosen:

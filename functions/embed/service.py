@@ -11,7 +11,7 @@ from functions.common.stage_app import StageResult
 from functions.common.storage import ObjectStore
 from functions.common.timing import StepTimer
 from functions.embed.decode import decode_photo
-from functions.embed.encoding import face_to_payload
+from functions.embed.encoding import embedding_payload
 from functions.embed.models import FaceAnalyzer
 
 
@@ -35,26 +35,10 @@ class EmbedService:
                 photo.bucket, photo.key, photo.version_id, self._settings.max_input_bytes
             )
         with timer.step("decode"):
-            image = decode_photo(original, self._settings)
+            decoded = decode_photo(original, self._settings)
         with timer.step("analyze"):
-            faces = self._analyzer.analyze(image)
+            faces = self._analyzer.analyze_photo(decoded)
+        size = (decoded.width, decoded.height)
         with timer.step("lambda"):
-            self._database.invoke(
-                {
-                    "event": "embedding.created",
-                    "bucket": photo.bucket,
-                    "key": photo.key,
-                    "version_id": photo.version_id,
-                    "user_id": photo.user_id,
-                    "model": {
-                        "pack": self._settings.model_pack,
-                        "det_size": self._settings.det_size,
-                        "det_thresh": self._settings.det_thresh,
-                        "embedding": "float32-raw-base64",
-                    },
-                    "image": {"width": image.shape[1], "height": image.shape[0]},
-                    "faces": [face_to_payload(face) for face in faces],
-                    "timings_ms": timer.ms,
-                }
-            )
+            self._database.invoke(embedding_payload(photo, self._settings, size, faces, timer.ms))
         return StageResult(data={"faces": len(faces), "timings_ms": timer.ms}, faces=len(faces))

@@ -1,0 +1,127 @@
+"""The embed function's faces equal the production batch job's reference, insightface 0.7.3's
+`FaceAnalysis(...).get(cv2.imread(path))`, on the same pack and file.
+
+The pack is the real one in MODEL_ROOT/MODEL_PACK when there is one (the embed image has
+buffalo_l in /models), else the generated TEST pack; the photos hold faces for both
+(tests/embed_photos.py), so these tests run unchanged against either.
+"""
+
+from dataclasses import replace
+
+import cv2
+import numpy as np
+import pytest
+from insightface.app import FaceAnalysis
+
+from functions.common.config import EmbedSettings
+from functions.embed.decode import decode_photo
+from functions.embed.models import FaceAnalyzer
+from tests.embed_photos import encode, scene
+
+MIN_COSINE = 0.9999
+
+
+@pytest.fixture(scope="module")
+def pack(test_model_pack):
+    installed = EmbedSettings.from_env().model_dir
+    return installed if any(installed.glob("*.onnx")) else test_model_pack
+
+
+@pytest.fixture(scope="module")
+def real_pack(pack, test_model_pack):
+    return pack != test_model_pack
+
+
+@pytest.fixture(scope="module")
+def settings(pack):
+    return EmbedSettings(
+        model_root=pack.parent, model_pack=pack.name, providers=("CPUExecutionProvider",)
+    )
+
+
+@pytest.fixture(scope="module")
+def analyzer(settings):
+    analyzer = FaceAnalyzer(settings)
+    analyzer.load()
+    return analyzer
+
+
+@pytest.fixture(scope="module")
+def reference(pack, tmp_path_factory):
+    """Production's call. FaceAnalysis reads <root>/models/<name> (and would download a pack
+    that is not there), so the pack is linked in at that place."""
+    root = tmp_path_factory.mktemp("reference")
+    (root / "models").mkdir()
+    (root / "models" / pack.name).symlink_to(pack, target_is_directory=True)
+    app = FaceAnalysis(
+        name=pack.name,
+        root=str(root),
+        allowed_modules=["detection", "recognition"],
+        providers=["CPUExecutionProvider"],
+    )
+    app.prepare(ctx_id=0, det_size=(640, 640))
+    return app
+
+
+def cosine(a, b):
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def by_box(faces, box=lambda face: tuple(face.box)):
+    return sorted(faces, key=box)
+
+
+PHOTOS = {
+    "jpeg": (lambda: encode(scene()), "jpg", True),
+    "exif_rotated_jpeg": (lambda: encode(scene(), orientation=6), "jpg", True),
+    "png": (lambda: encode(scene(), "PNG"), "png", True),
+    "cmyk_jpeg": (lambda: encode(scene(), mode="CMYK"), "jpg", True),
+    # The TEST pack's markers are colours, so greyscale holds faces for a real pack only.
+    "greyscale_jpeg": (lambda: encode(scene(), mode="L"), "jpg", False),
+    "faces_cut_by_the_edges": (lambda: encode(scene(edge=True)), "jpg", True),
+}
+
+
+@pytest.mark.parametrize("name", PHOTOS)
+def test_faces_equal_face_analysis_on_the_same_file(
+    analyzer, reference, settings, real_pack, tmp_path, name
+):
+    make, suffix, markers_visible = PHOTOS[name]
+    data = make()
+    path = tmp_path / f"photo.{suffix}"
+    path.write_bytes(data)
+
+    expected = by_box(reference.get(cv2.imread(str(path))), lambda face: tuple(face.bbox))
+    found = by_box(analyzer.analyze_photo(decode_photo(data, settings)))
+
+    assert len(found) == len(expected) >= (1 if markers_visible or real_pack else 0)
+    for face, reference_face in zip(found, expected, strict=True):
+        np.testing.assert_allclose(face.box, reference_face.bbox, atol=1.0)
+        np.testing.assert_allclose(face.landmarks, reference_face.kps, atol=1.0)
+        assert face.score == pytest.approx(reference_face.det_score, abs=1e-4)
+        assert cosine(face.embedding, reference_face.embedding) >= MIN_COSINE
+
+
+def test_max_faces_keeps_the_faces_with_the_best_scores(analyzer, settings):
+    image = decode_photo(encode(scene()), settings).image
+    capped = FaceAnalyzer(replace(settings, max_faces=2))
+
+    every = sorted(analyzer.analyze(image), key=lambda face: -face.score)
+    kept = capped.analyze(image)
+
+    assert len(every) > 2
+    assert [face.box for face in kept] == [face.box for face in every[:2]]
+
+
+def test_rgb_pixels_fed_as_bgr_change_the_embeddings(analyzer, settings):
+    bgr = decode_photo(encode(scene()), settings).image
+
+    expected = by_box(analyzer.analyze(bgr))
+    swapped = by_box(analyzer.analyze(np.ascontiguousarray(bgr[..., ::-1])))
+
+    assert expected
+    assert (
+        len(swapped) != len(expected)
+        or min(cosine(a.embedding, b.embedding) for a, b in zip(swapped, expected, strict=True))
+        < MIN_COSINE
+    )
