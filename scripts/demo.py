@@ -94,7 +94,17 @@ def photos_for(user_id: str, args: argparse.Namespace, user_index: int) -> list[
 
 
 def upload_all(stack: LocalStack, upload: Upload) -> None:
+    """Declare the upload as the app's front end does, then upload one photo after another."""
     s3 = stack.s3()
+    try:
+        requests.post(
+            f"{stack.urls['status']}/v1/uploads",
+            json={"expected": len(upload.photos)},
+            headers={"Authorization": f"Bearer {stack.user_token(upload.user_id)}"},
+            timeout=5,
+        ).raise_for_status()
+    except requests.RequestException as exc:  # optional: the photos are counted regardless
+        print(f"{upload.user_id}: declaring the upload failed: {exc}")
     for photo in upload.photos:
         try:
             stored = s3.put_object(Bucket=stack.config.bucket, Key=photo.key, Body=photo.data)
@@ -111,7 +121,9 @@ def upload_all(stack: LocalStack, upload: Upload) -> None:
 
 
 def fetch_status(stack: LocalStack, user_id: str) -> dict:
-    response = requests.get(f"{stack.urls['status']}/v1/users/{user_id}/status", timeout=5)
+    """Poll as the user's front end does, with a token the app's backend would issue."""
+    headers = {"Authorization": f"Bearer {stack.user_token(user_id)}"}
+    response = requests.get(f"{stack.urls['status']}/v1/status", headers=headers, timeout=5)
     response.raise_for_status()
     return response.json()
 

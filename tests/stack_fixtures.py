@@ -32,7 +32,9 @@ def deliver(stack: LocalStack, events: list[dict], secret: str | None = None) ->
 
 
 def status(stack: LocalStack, user_id: str) -> dict:
-    return requests.get(f"{stack.urls['status']}/v1/users/{user_id}/status", timeout=5).json()
+    """The user's status, polled with that user's own token as the front end does."""
+    headers = {"Authorization": f"Bearer {stack.user_token(user_id)}"}
+    return requests.get(f"{stack.urls['status']}/v1/status", headers=headers, timeout=5).json()
 
 
 def wait_until_idle(stack: LocalStack, user_id: str, photos: int, timeout_s: float = 90) -> dict:

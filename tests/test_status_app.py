@@ -1,24 +1,24 @@
-"""The status function: what the front end polls, and the Triggers' dead-letter sink."""
+"""The status function's user API: what the front end polls, the declared upload, and the
+Triggers' dead-letter sink."""
 
-import pytest
+# The fixtures imported from tests.status_fixtures are parameters of the tests below.
+# ruff: noqa: F811
+
 import redis
 from cloudevents.v1.http import CloudEvent
 
 from functions.common.events import OBJECT_CREATED, THUMBNAIL_CREATED, binary_http
 from functions.common.status_store import Stage, StatusStore
 from functions.status.app import create_app
-
-
-@pytest.fixture
-def store(redis_server):
-    client = redis.Redis.from_url(redis_server, decode_responses=True)
-    client.flushdb()
-    return StatusStore(client)
-
-
-@pytest.fixture
-def client(store):
-    return create_app(store).test_client()
+from tests.status_fixtures import (  # noqa: F401 - fixtures
+    FRONT_END,
+    admin_settings,
+    app,
+    as_user,
+    auth_settings,
+    client,
+    store,
+)
 
 
 def dead_lettered(event_type, key="ann/a.jpg"):
@@ -34,28 +34,130 @@ def dead_lettered(event_type, key="ann/a.jpg"):
     return binary_http(event)
 
 
+def own_status(client, user_id="ann", **headers):
+    return client.get("/v1/status", headers={**as_user(user_id), **headers})
+
+
 def test_status_of_a_user_with_pending_thumbnails_says_processing(client, store):
     store.record("ann", "a.jpg", Stage.UPLOADED)
-    body = client.get("/v1/users/ann/status").get_json()
-    assert body["phase"] == "processing"
-    assert body["message"] == "Processing your photos"
-    assert body["counts"]["thumbnails_pending"] == 1
+    body = own_status(client).get_json()
+    assert (body["phase"], body["message"]) == ("processing", "Processing your photos")
+    assert body["run"]["thumbnails_pending"] == 1
 
 
 def test_status_of_a_user_with_pending_embeddings_says_indexing_with_ai(client, store):
     store.record("ann", "a.jpg", Stage.THUMBNAIL)
-    body = client.get("/v1/users/ann/status").get_json()
+    body = own_status(client).get_json()
     assert (body["phase"], body["message"]) == ("indexing", "Indexing with AI")
 
 
-def test_status_of_an_unknown_user_is_idle_with_zero_counts(client):
-    body = client.get("/v1/users/nobody/status").get_json()
-    assert body["phase"] == "idle"
+def test_status_of_a_new_user_is_idle_with_zero_counts(client):
+    body = own_status(client, "nobody").get_json()
+    assert (body["phase"], body["message"]) == ("idle", "")
     assert body["counts"]["uploaded"] == 0
+    assert (body["run"]["started_at"], body["run"]["progress"], body["run"]["eta_s"]) == (
+        None,
+        1.0,
+        0.0,
+    )
+
+
+def test_status_reports_the_run_with_progress_and_lifetime_counts(client, store):
+    store.record("ann", "a.jpg", Stage.UPLOADED)
+    store.record("ann", "a.jpg", Stage.THUMBNAIL)
+    store.record("ann", "b.jpg", Stage.UPLOADED)
+    body = own_status(client).get_json()
+    run = body["run"]
+    assert (run["expected"], run["uploaded"], run["thumbnails_done"]) == (2, 2, 1)
+    assert run["progress"] == 0.25
+    assert run["eta_s"] is not None
+    assert body["counts"]["uploaded"] == 2
+
+
+def test_the_users_path_reads_the_tokens_own_user(client, store):
+    store.record("ann", "a.jpg", Stage.UPLOADED)
+    response = client.get("/v1/users/ann/status", headers=as_user("ann"))
+    assert response.get_json()["counts"]["uploaded"] == 1
 
 
 def test_status_is_never_cached(client):
-    assert client.get("/v1/users/ann/status").headers["Cache-Control"] == "no-store"
+    assert own_status(client).headers["Cache-Control"] == "no-store"
+
+
+def test_an_unchanged_status_answers_304_to_its_etag(client):
+    etag = own_status(client).headers["ETag"]
+    response = own_status(client, **{"If-None-Match": etag})
+    assert (response.status_code, response.data) == (304, b"")
+    assert response.headers["ETag"] == etag
+
+
+def test_a_run_in_progress_answers_304_while_nothing_changes(client, store):
+    store.record("ann", "a.jpg", Stage.UPLOADED)
+    store.record("ann", "a.jpg", Stage.THUMBNAIL)
+    first = own_status(client)
+    assert first.get_json()["run"]["eta_s"] is not None
+    assert own_status(client, **{"If-None-Match": first.headers["ETag"]}).status_code == 304
+
+
+def test_a_changed_status_answers_200_with_a_new_etag(client, store):
+    etag = own_status(client).headers["ETag"]
+    store.record("ann", "a.jpg", Stage.UPLOADED)
+    response = own_status(client, **{"If-None-Match": etag})
+    assert response.status_code == 200
+    assert response.headers["ETag"] != etag
+
+
+def test_a_declared_upload_makes_the_phase_processing_at_once(client):
+    response = client.post("/v1/uploads", json={"expected": 4}, headers=as_user())
+    body = response.get_json()
+    assert (response.status_code, body["phase"]) == (200, "processing")
+    assert (body["run"]["expected"], body["run"]["uploaded"]) == (4, 0)
+    assert own_status(client).get_json()["phase"] == "processing"
+
+
+def test_a_declared_upload_counts_for_the_tokens_user_only(client):
+    client.post("/v1/uploads", json={"expected": 4}, headers=as_user("ann"))
+    assert own_status(client, "bob").get_json()["phase"] == "idle"
+
+
+def test_a_declared_upload_needs_a_whole_positive_count(client):
+    for body in ({"expected": 0}, {"expected": 2.5}, {"expected": True}, {"expected": "3"}, []):
+        response = client.post("/v1/uploads", json=body, headers=as_user())
+        assert response.status_code == 400, body
+        assert "expected" in response.get_json()["error"]
+
+
+def test_a_declared_upload_needs_a_token(client):
+    assert client.post("/v1/uploads", json={"expected": 1}).status_code == 401
+
+
+def test_a_configured_front_end_origin_may_read_the_status(client):
+    response = own_status(client, Origin=FRONT_END)
+    assert response.headers["Access-Control-Allow-Origin"] == FRONT_END
+    assert "ETag" in response.headers["Access-Control-Expose-Headers"]
+
+
+def test_a_preflight_from_the_front_end_allows_the_authorization_header(client):
+    response = client.options(
+        "/v1/status",
+        headers={
+            "Origin": FRONT_END,
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization",
+        },
+    )
+    assert response.status_code == 200
+    assert "Authorization" in response.headers["Access-Control-Allow-Headers"]
+
+
+def test_another_origin_gets_no_cors_headers(client):
+    response = own_status(client, Origin="https://evil.example")
+    assert "Access-Control-Allow-Origin" not in response.headers
+
+
+def test_the_admin_api_gets_no_cors_headers(client):
+    response = client.get("/v1/admin/thresholds", headers={"Origin": FRONT_END})
+    assert "Access-Control-Allow-Origin" not in response.headers
 
 
 def test_a_dead_lettered_upload_marks_the_thumbnail_failed(client, store):
@@ -80,7 +182,18 @@ def test_a_dead_letter_that_is_not_a_cloudevent_is_refused(client):
     assert client.post("/v1/dead-letter", data=b"{}").status_code == 400
 
 
-def test_a_redis_outage_answers_503(store):
+def test_a_redis_outage_answers_503(auth_settings, admin_settings):
     unreachable = StatusStore(redis.Redis(port=1, socket_connect_timeout=0.2))
-    response = create_app(unreachable).test_client().get("/v1/users/ann/status")
-    assert response.status_code == 503
+    app = create_app(unreachable, auth_settings, admin_settings)
+    assert app.test_client().get("/v1/status", headers=as_user()).status_code == 503
+
+
+def test_the_openapi_document_describes_every_route(app, client):
+    document = client.get("/openapi.json").get_json()
+    assert document["openapi"].startswith("3.1")
+    served = {
+        rule.rule.replace("<user_id>", "{user_id}")
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint != "static"
+    }
+    assert served == set(document["paths"])

@@ -1,17 +1,43 @@
-"""The status store counts each photo once per stage, whatever the delivery order or repeats."""
+"""The status store counts each photo once per stage, whatever the delivery order or repeats,
+and keeps each user's current run, its ETA, the stage backlogs and latency windows."""
 
 import pytest
 import redis
 
+from functions.common.config import StatusSettings
 from functions.common.errors import TransientError
 from functions.common.status_store import Stage, StatusStore
 
+T0 = 1_000_000.0
+
 
 @pytest.fixture
-def store(redis_server):
+def client(redis_server):
     client = redis.Redis.from_url(redis_server, decode_responses=True)
     client.flushdb()
-    return StatusStore(client, failures_kept=3)
+    return client
+
+
+@pytest.fixture
+def store(client):
+    return StatusStore(
+        client,
+        StatusSettings(
+            failures_kept=3,
+            upload_declaration_ttl_s=60,
+            eta_completions=4,
+            latency_window_s=300,
+            samples_kept=5,
+        ),
+    )
+
+
+def process(store, user, photo, at, stages=(Stage.UPLOADED, Stage.THUMBNAIL, Stage.EMBEDDING)):
+    for offset, stage in enumerate(stages):
+        store.record(user, photo, stage, at=at + offset)
+
+
+# Counting, once per photo and stage
 
 
 def test_a_duplicate_upload_counts_once(store):
@@ -35,11 +61,12 @@ def test_phase_is_indexing_once_thumbnails_are_done_and_embeddings_pending(store
 
 
 def test_phase_is_idle_when_every_photo_is_embedded(store):
-    store.record("ann", "a.jpg", Stage.UPLOADED)
-    store.record("ann", "a.jpg", Stage.THUMBNAIL)
-    store.record("ann", "a.jpg", Stage.EMBEDDING, faces=2)
+    process(store, "ann", "a.jpg", T0)
+    store.record("ann", "b.jpg", Stage.UPLOADED)
+    store.record("ann", "b.jpg", Stage.THUMBNAIL)
+    store.record("ann", "b.jpg", Stage.EMBEDDING, faces=2)
     status = store.user_status("ann")
-    assert (status.phase, status.embeddings_done, status.faces) == ("idle", 1, 2)
+    assert (status.phase, status.embeddings_done, status.faces) == ("idle", 2, 2)
 
 
 def test_a_failed_thumbnail_ends_the_photo_so_the_user_reaches_idle(store):
@@ -60,9 +87,7 @@ def test_a_repeated_embedding_does_not_count_its_faces_twice(store):
 
 
 def test_a_late_thumbnail_after_its_embedding_changes_nothing(store):
-    store.record("ann", "a.jpg", Stage.UPLOADED)
-    store.record("ann", "a.jpg", Stage.THUMBNAIL)
-    store.record("ann", "a.jpg", Stage.EMBEDDING)
+    process(store, "ann", "a.jpg", T0)
     assert not store.record("ann", "a.jpg", Stage.THUMBNAIL)
     assert store.user_status("ann").thumbnails_done == 1
 
@@ -102,3 +127,213 @@ def test_an_unreachable_redis_is_a_transient_error():
     client = redis.Redis(port=1, socket_connect_timeout=0.2)
     with pytest.raises(TransientError):
         StatusStore(client).record("ann", "a.jpg", Stage.UPLOADED)
+
+
+# Runs
+
+
+def test_a_run_counts_each_photo_once_despite_duplicates_and_failures(store):
+    for photo in ("a", "b", "c", "d"):
+        store.record("ann", photo, Stage.UPLOADED, at=T0)
+        store.record("ann", photo, Stage.UPLOADED, at=T0)
+    store.record("ann", "a", Stage.THUMBNAIL, at=T0 + 1)
+    store.record("ann", "a", Stage.THUMBNAIL, at=T0 + 1)
+    store.record("ann", "b", Stage.THUMBNAIL_FAILED, reason="corrupt", at=T0 + 1)
+    store.record("ann", "b", Stage.THUMBNAIL, at=T0 + 2)
+    store.record("ann", "c", Stage.THUMBNAIL, at=T0 + 1)
+    store.record("ann", "c", Stage.EMBEDDING_FAILED, reason="too_large", at=T0 + 2)
+    store.record("ann", "a", Stage.EMBEDDING, faces=2, at=T0 + 2)
+    store.record("ann", "a", Stage.EMBEDDING, faces=2, at=T0 + 3)
+    run = store.user_status("ann", now=T0 + 3).run
+    assert (run.uploaded, run.thumbnails_done, run.thumbnails_failed) == (4, 2, 1)
+    assert (run.embeddings_done, run.embeddings_failed, run.faces) == (1, 1, 2)
+    assert (run.thumbnails_pending, run.embeddings_pending) == (1, 0)
+
+
+def test_a_photo_arriving_after_the_run_finished_starts_a_new_run(store):
+    process(store, "ann", "a", T0)
+    process(store, "ann", "b", T0)
+    store.record("ann", "c", Stage.UPLOADED, at=T0 + 100)
+    status = store.user_status("ann", now=T0 + 100)
+    assert (status.run.started_at, status.run.uploaded, status.run.photos) == (T0 + 100, 1, 1)
+    assert status.uploaded == 3
+
+
+def test_a_photo_arriving_while_the_run_is_busy_joins_it(store):
+    store.record("ann", "a", Stage.UPLOADED, at=T0)
+    store.record("ann", "b", Stage.UPLOADED, at=T0 + 5)
+    run = store.user_status("ann", now=T0 + 5).run
+    assert (run.started_at, run.uploaded) == (T0, 2)
+
+
+def test_a_finished_run_keeps_its_counts_until_the_next_one_starts(store):
+    process(store, "ann", "a", T0)
+    run = store.user_status("ann", now=T0 + 1000).run
+    assert run.finished
+    assert (run.uploaded, run.embeddings_done, run.progress, run.eta_s) == (1, 1, 1.0, 0.0)
+
+
+def test_progress_counts_a_failed_thumbnail_as_the_end_of_its_photo(store):
+    store.record("ann", "a", Stage.UPLOADED, at=T0)
+    store.record("ann", "b", Stage.UPLOADED, at=T0)
+    store.record("ann", "a", Stage.THUMBNAIL_FAILED, reason="corrupt", at=T0 + 1)
+    store.record("ann", "b", Stage.THUMBNAIL, at=T0 + 1)
+    # Work: b's thumbnail and embedding, a's thumbnail; two of three done.
+    assert store.user_status("ann", now=T0 + 2).run.progress == pytest.approx(2 / 3)
+
+
+# Declared uploads (the expected count)
+
+
+def test_a_declared_upload_is_processing_before_any_photo_arrives(store):
+    store.declare_upload("ann", 3, at=T0)
+    status = store.user_status("ann", now=T0 + 1)
+    assert status.phase == "processing"
+    assert (status.run.photos, status.run.uploaded, status.run.thumbnails_pending) == (3, 0, 3)
+
+
+def test_a_declared_run_is_not_finished_while_declared_photos_are_still_in_flight(store):
+    store.declare_upload("ann", 3, at=T0)
+    process(store, "ann", "a", T0 + 1)
+    process(store, "ann", "b", T0 + 1)
+    status = store.user_status("ann", now=T0 + 5)
+    assert status.phase == "processing"
+    assert (status.run.embeddings_done, status.run.thumbnails_pending) == (2, 1)
+    process(store, "ann", "c", T0 + 6)
+    assert store.user_status("ann", now=T0 + 10).phase == "idle"
+
+
+def test_photos_of_a_declared_upload_join_its_run(store):
+    store.declare_upload("ann", 2, at=T0)
+    store.record("ann", "a", Stage.UPLOADED, at=T0 + 1)
+    run = store.user_status("ann", now=T0 + 1).run
+    assert (run.started_at, run.uploaded, run.photos) == (T0, 1, 2)
+
+
+def test_a_declaration_during_a_busy_run_adds_to_its_photos(store):
+    store.record("ann", "a", Stage.UPLOADED, at=T0)
+    store.record("ann", "b", Stage.UPLOADED, at=T0)
+    store.declare_upload("ann", 5, at=T0 + 1)
+    assert store.user_status("ann", now=T0 + 1).run.photos == 7
+
+
+def test_a_declaration_whose_photos_never_arrive_expires(store):
+    store.declare_upload("ann", 3, at=T0)
+    process(store, "ann", "a", T0 + 1)
+    assert store.user_status("ann", now=T0 + 30).phase == "processing"
+    status = store.user_status("ann", now=T0 + 1 + 61)
+    assert (status.phase, status.run.photos) == ("idle", 1)
+
+
+def test_each_arriving_photo_extends_the_declaration(store):
+    store.declare_upload("ann", 3, at=T0)
+    store.record("ann", "a", Stage.UPLOADED, at=T0 + 50)
+    assert store.user_status("ann", now=T0 + 100).run.photos == 3
+
+
+# ETA
+
+
+def test_eta_is_unknown_until_something_completes(store):
+    store.declare_upload("ann", 2, at=T0)
+    assert store.user_status("ann", now=T0 + 10).run.eta_s is None
+
+
+def test_eta_follows_the_rate_since_the_run_started(store):
+    for photo in ("a", "b", "c"):
+        store.record("ann", photo, Stage.UPLOADED, at=T0)
+    store.record("ann", "a", Stage.THUMBNAIL, at=T0 + 5)
+    store.record("ann", "b", Stage.THUMBNAIL, at=T0 + 10)
+    # 2 completions in 10 s; 4 of 6 stage completions left: 20 s.
+    assert store.user_status("ann", now=T0 + 10).run.eta_s == pytest.approx(20.0)
+
+
+def test_eta_uses_only_the_most_recent_completions(store):
+    for index in range(6):
+        store.record("ann", f"p{index}", Stage.UPLOADED, at=T0)
+    # Slow at first (one per 100 s), then fast (one per second).
+    store.record("ann", "p0", Stage.THUMBNAIL, at=T0 + 100)
+    store.record("ann", "p1", Stage.THUMBNAIL, at=T0 + 200)
+    for index, offset in zip(range(2, 6), (201, 202, 203, 204), strict=True):
+        store.record("ann", f"p{index}", Stage.THUMBNAIL, at=T0 + offset)
+    # The 4 newest completions took 4 s (since the 5th newest, at T0 + 200): 6 embeddings left.
+    assert store.user_status("ann", now=T0 + 204).run.eta_s == pytest.approx(6.0)
+
+
+def test_eta_stays_put_between_completions_so_polls_can_be_answered_304(store):
+    store.record("ann", "a", Stage.UPLOADED, at=T0)
+    store.record("ann", "a", Stage.THUMBNAIL, at=T0 + 1)
+    assert store.user_status("ann", now=T0 + 1).run.eta_s == 1.0
+    assert store.user_status("ann", now=T0 + 60).run.eta_s == 1.0
+
+
+# Backlog, samples and thresholds for the admin
+
+
+def test_the_backlog_counts_waiting_photos_and_the_oldest_wait_per_stage(store):
+    store.record("ann", "a", Stage.UPLOADED, at=T0)
+    store.record("bob", "b", Stage.UPLOADED, at=T0 + 10)
+    store.record("bob", "c", Stage.UPLOADED, at=T0 + 20)
+    store.record("bob", "c", Stage.THUMBNAIL, at=T0 + 30)
+    backlog = store.snapshot(idle_retention_s=3600, now=T0 + 40).backlog
+    assert (backlog["thumbnail"].pending, backlog["thumbnail"].oldest_since) == (2, T0)
+    assert (backlog["embed"].pending, backlog["embed"].oldest_since) == (1, T0 + 30)
+
+
+def test_a_photo_leaves_the_backlog_when_it_ends(store):
+    process(store, "ann", "a", T0)
+    store.record("ann", "b", Stage.UPLOADED, at=T0)
+    store.record("ann", "b", Stage.THUMBNAIL_FAILED, reason="corrupt", at=T0 + 1)
+    backlog = store.snapshot(idle_retention_s=3600, now=T0 + 5).backlog
+    assert (backlog["thumbnail"].pending, backlog["embed"].pending) == (0, 0)
+    assert backlog["thumbnail"].oldest_since is None
+
+
+def test_each_stage_completion_adds_one_latency_sample(store):
+    store.record("ann", "a", Stage.UPLOADED, at=T0)
+    store.record("ann", "a", Stage.THUMBNAIL, at=T0 + 1, duration_ms=120)
+    store.record("ann", "a", Stage.THUMBNAIL, at=T0 + 2, duration_ms=999)
+    store.record("ann", "b", Stage.THUMBNAIL_FAILED, reason="corrupt", at=T0 + 3, duration_ms=5)
+    samples = store.snapshot(idle_retention_s=3600, now=T0 + 4).samples
+    assert [(s.duration_ms, s.reason) for s in samples["thumbnail"]] == [
+        (120.0, None),
+        (5.0, "corrupt"),
+    ]
+    assert samples["embed"] == []
+
+
+def test_samples_older_than_the_window_are_not_read(store):
+    store.record("ann", "a", Stage.THUMBNAIL, at=T0, duration_ms=100)
+    store.record("ann", "b", Stage.THUMBNAIL, at=T0 + 200, duration_ms=200)
+    samples = store.snapshot(idle_retention_s=3600, now=T0 + 400).samples["thumbnail"]
+    assert [s.duration_ms for s in samples] == [200.0]
+
+
+def test_the_sample_window_is_capped_to_the_newest(store, client):
+    for index in range(8):
+        store.record("ann", f"p{index}", Stage.THUMBNAIL, duration_ms=index)
+    assert client.zcard("samples:thumbnail") == 5
+
+
+def test_thresholds_persist_as_set(store):
+    store.set_thresholds({"thumbnail": {"p95_ms": 250.0}, "embed": {"backlog_age_s": 30.0}})
+    store.set_thresholds({"thumbnail": {"backlog_age_s": 45.0}})
+    assert store.thresholds() == {
+        "thumbnail": {"p95_ms": 250.0, "backlog_age_s": 45.0},
+        "embed": {"backlog_age_s": 30.0},
+    }
+
+
+def test_the_snapshot_lists_active_users_newest_first(store):
+    store.record("ann", "a", Stage.UPLOADED, at=T0)
+    store.record("bob", "b", Stage.UPLOADED, at=T0 + 5)
+    users = store.snapshot(idle_retention_s=3600, now=T0 + 10).users
+    assert [(status.user_id, last) for status, last in users] == [("bob", T0 + 5), ("ann", T0)]
+
+
+def test_idle_users_leave_the_active_index_after_the_retention(store):
+    process(store, "ann", "a", T0)
+    store.record("bob", "b", Stage.UPLOADED, at=T0)
+    store.snapshot(idle_retention_s=60, now=T0 + 100)
+    # ann is idle and old; bob still waits for a thumbnail, however old.
+    assert store.users() == ["bob"]

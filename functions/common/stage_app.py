@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
+from opentelemetry.trace import SpanKind, StatusCode
 
 from functions.common.errors import PermanentError, TransientError
 from functions.common.events import PhotoRef, binary_http, new_event, parse_event, photo_data
+from functions.common.metrics import instrument, observe_stage
 from functions.common.status_store import Stage, StatusStore
-from functions.common.telemetry import tracer
+from functions.common.telemetry import add_trace_context, event_context, tracer
 
 log = logging.getLogger(__name__)
 
@@ -55,17 +57,27 @@ def create_stage_app(spec: StageSpec, store: StatusStore) -> Flask:
             photo = PhotoRef.from_data(event.data)
         except (ValueError, KeyError, TypeError) as exc:
             return jsonify(error=f"bad event: {exc}"), 400
-        with span_tracer.start_as_current_span(spec.name) as span:
+        parent = event_context(event, request.headers)
+        with span_tracer.start_as_current_span(
+            spec.name, context=parent, kind=SpanKind.SERVER
+        ) as span:
+            span.set_attribute("cloudevents.event_id", event["id"])
+            span.set_attribute("cloudevents.event_type", event["type"])
             span.set_attribute("photo.key", photo.key)
             span.set_attribute("user.id", photo.user_id)
+            started = time.perf_counter()
             try:
                 reply_type, data = _run(spec, store, photo, event.data)
             except TransientError as exc:
+                observe_stage(spec.name, "retried", "transient", time.perf_counter() - started)
                 log.warning(
                     "%s %s: transient failure, will be retried: %s", spec.name, photo.key, exc
                 )
+                span.set_status(StatusCode.ERROR, str(exc))
                 return jsonify(error=str(exc)), 503
-        headers, body = binary_http(new_event(reply_type, source, photo, data))
+            # Created inside the span, so the next stage's span is this one's child.
+            reply = add_trace_context(new_event(reply_type, source, photo, data))
+        headers, body = binary_http(reply)
         return Response(body, status=200, headers=headers)
 
     @app.get("/healthz")
@@ -73,22 +85,34 @@ def create_stage_app(spec: StageSpec, store: StatusStore) -> Flask:
         # Created only after the stage's dependencies (the model, for embed) loaded.
         return jsonify(ready=True)
 
+    instrument(app)
     return app
 
 
 def _run(
     spec: StageSpec, store: StatusStore, photo: PhotoRef, event_data: dict[str, Any]
 ) -> tuple[str, dict[str, Any]]:
+    """Process the photo and record its outcome: status, latency sample and metrics."""
     started = time.perf_counter()
     try:
         result = spec.process(photo, event_data)
     except PermanentError as exc:
+        seconds = time.perf_counter() - started
         log.info("%s %s: permanent failure %s", spec.name, photo.key, exc)
         store.record(
-            photo.user_id, photo.photo_id, spec.failed, reason=exc.reason, detail=exc.detail
+            photo.user_id,
+            photo.photo_id,
+            spec.failed,
+            reason=exc.reason,
+            detail=exc.detail,
+            duration_ms=seconds * 1000,
         )
+        observe_stage(spec.name, "failed", exc.reason, seconds)
         return spec.failed_type, photo_data(photo, reason=exc.reason, detail=exc.detail)
-    store.record(photo.user_id, photo.photo_id, spec.done, faces=result.faces)
-    elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
-    log.info("%s %s: done in %.1f ms", spec.name, photo.key, elapsed_ms)
+    seconds = time.perf_counter() - started
+    store.record(
+        photo.user_id, photo.photo_id, spec.done, faces=result.faces, duration_ms=seconds * 1000
+    )
+    observe_stage(spec.name, "done", "none", seconds)
+    log.info("%s %s: done in %.1f ms", spec.name, photo.key, seconds * 1000)
     return spec.created_type, photo_data(photo, **result.data)

@@ -1,28 +1,55 @@
 """Per-user processing status in Redis, counted exactly once per photo version.
 
-Layout (the `{user_id}` hash tag keeps one user's keys in one Redis Cluster slot):
+Per user (the `{user_id}` hash tag keeps one user's keys in one Redis Cluster slot, so each
+script below touches a single slot):
 - `photos:{user}`: hash photo_id -> stage reached (`uploaded`, `thumbnail`, `thumbnail_failed`,
   `embedding`, `embedding_failed`); a stage is only entered from an earlier one, so a duplicate
   or late delivery never counts twice.
-- `user:{user}`: hash of counters and timestamps, read by the status function in one round trip.
+- `user:{user}`: hash of lifetime counters, timestamps and the current run (`run_*` fields),
+  read by the status function in one round trip with the two lists below.
 - `failures:{user}`: newest failures first (JSON), capped.
-- `users`: set of every user seen, for the admin views.
+- `completions:{user}`: times of the current run's newest stage completions, for the ETA.
+- `queue:{user}:thumbnail`, `queue:{user}:embed`: photos waiting for each stage, scored by
+  the time they started waiting (the backlog and its oldest age).
+
+Shared by every user, written by separate commands so no script crosses slots:
+- `active_users`: sorted set user -> time of the latest activity (the admin's user list).
+- `samples:{stage}`: recent stage completions (time, duration, failure reason), the sliding
+  window behind the admin API's throughput, latency percentiles and error rates.
+- `thresholds`: the admin's acceptable delays, `<stage>.<key>` -> number.
+
+What a run is: functions/common/status_model.py.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import StrEnum
-from typing import Any
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from functions.common.config import StatusSettings
+from functions.common.config import STAGES, StatusSettings
 from functions.common.errors import TransientError
+from functions.common.status_model import (
+    Backlog,
+    PipelineSnapshot,
+    RunStatus,
+    StageSample,
+    UserStatus,
+)
+from functions.common.telemetry import tracer
+
+ACTIVE_USERS = "active_users"
+THRESHOLDS = "thresholds"
+
+
+_tracer = tracer(__name__)
 
 
 class Stage(StrEnum):
@@ -32,6 +59,18 @@ class Stage(StrEnum):
     EMBEDDING = "embedding"
     EMBEDDING_FAILED = "embedding_failed"
 
+    @property
+    def pipeline_stage(self) -> str | None:
+        """The function whose work this status ends (`thumbnail`, `embed`); None for uploads."""
+        return _PIPELINE_STAGE.get(self)
+
+
+_PIPELINE_STAGE = {
+    Stage.THUMBNAIL: "thumbnail",
+    Stage.THUMBNAIL_FAILED: "thumbnail",
+    Stage.EMBEDDING: "embed",
+    Stage.EMBEDDING_FAILED: "embed",
+}
 
 # Which stages a photo may be in for each transition to apply, and which counter it bumps.
 _TRANSITIONS: dict[Stage, tuple[tuple[str, ...], str, str]] = {
@@ -46,35 +85,109 @@ _TRANSITIONS: dict[Stage, tuple[tuple[str, ...], str, str]] = {
     ),
 }
 
-# KEYS: photos, user, failures, users. ARGV: photo_id, new stage, counter, timestamp field,
-# timestamp, faces, failure json ('' if none), failures kept, user_id, allowed stages...
+# KEYS (both scripts): photos, user, completions, failures, thumbnail queue, embed queue.
+# `run_finished` is RunStatus.finished in Lua: keep the two in step.
+_RUN_HELPERS = """
+local function run_finished(now)
+  local r = redis.call('HMGET', KEYS[2], 'run_started_at', 'run_expected', 'run_expected_until',
+    'run_uploaded', 'run_thumbnails_done', 'run_thumbnails_failed',
+    'run_embeddings_done', 'run_embeddings_failed')
+  if not r[1] then return true end
+  local n = {}
+  for i = 2, 8 do n[i] = tonumber(r[i]) or 0 end
+  local photos = n[4]
+  if n[3] >= now then photos = math.max(photos, n[2]) end
+  return n[5] + n[6] >= photos and n[7] + n[8] >= n[5]
+end
+local function start_run(now)
+  redis.call('HSET', KEYS[2], 'run_started_at', now, 'run_expected', 0, 'run_expected_until', 0,
+    'run_uploaded', 0, 'run_thumbnails_done', 0, 'run_thumbnails_failed', 0,
+    'run_embeddings_done', 0, 'run_embeddings_failed', 0, 'run_faces', 0)
+  redis.call('DEL', KEYS[3])
+end
+"""
+
+# ARGV: photo_id, new stage, counter, timestamp field, timestamp, faces, failure json ('' if
+# none), failures kept, completions kept, declaration ttl, allowed stages...
 # A photo first seen past `uploaded` (its upload record was lost) still counts as uploaded,
 # and one first seen at `embedding` also counts its thumbnail, so the counts stay consistent.
-_RECORD = """
-local current = redis.call('HGET', KEYS[1], ARGV[1]) or ''
+_RECORD = (
+    _RUN_HELPERS
+    + """
+local photo, stage, at = ARGV[1], ARGV[2], tonumber(ARGV[5])
+local current = redis.call('HGET', KEYS[1], photo) or ''
 local allowed = false
-for i = 10, #ARGV do
+for i = 11, #ARGV do
   if ARGV[i] == current then allowed = true end
 end
 if not allowed then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[1], photo, stage)
+local function bump(field, by)
+  redis.call('HINCRBY', KEYS[2], field, by)
+  redis.call('HINCRBY', KEYS[2], 'run_' .. field, by)
+end
 if current == '' then
-  redis.call('HINCRBY', KEYS[2], 'uploaded', 1)
+  if run_finished(at) then start_run(at) end
+  bump('uploaded', 1)
   redis.call('HSETNX', KEYS[2], 'first_upload_at', ARGV[5])
-  if ARGV[2] ~= 'uploaded' then redis.call('HSET', KEYS[2], 'last_upload_at', ARGV[5]) end
+  redis.call('HSET', KEYS[2], 'last_upload_at', ARGV[5])
+  local declared_until = tonumber(redis.call('HGET', KEYS[2], 'run_expected_until')) or 0
+  if declared_until >= at then
+    redis.call('HSET', KEYS[2], 'run_expected_until', at + tonumber(ARGV[10]))
+  end
 end
-if (ARGV[2] == 'embedding' or ARGV[2] == 'embedding_failed') and current ~= 'thumbnail' then
-  redis.call('HINCRBY', KEYS[2], 'thumbnails_done', 1)
+if stage == 'uploaded' then
+  redis.call('ZADD', KEYS[5], at, photo)
+else
+  redis.call('ZREM', KEYS[5], photo)
+  if stage == 'thumbnail' then
+    redis.call('ZADD', KEYS[6], at, photo)
+  elseif stage ~= 'thumbnail_failed' then
+    redis.call('ZREM', KEYS[6], photo)
+  end
+  redis.call('LPUSH', KEYS[3], ARGV[5])
+  redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[9]) - 1)
 end
-if ARGV[3] ~= 'uploaded' then redis.call('HINCRBY', KEYS[2], ARGV[3], 1) end
+if (stage == 'embedding' or stage == 'embedding_failed') and current ~= 'thumbnail' then
+  bump('thumbnails_done', 1)
+end
+if ARGV[3] ~= 'uploaded' then bump(ARGV[3], 1) end
 redis.call('HSET', KEYS[2], ARGV[4], ARGV[5])
-if tonumber(ARGV[6]) > 0 then redis.call('HINCRBY', KEYS[2], 'faces', ARGV[6]) end
+if tonumber(ARGV[6]) > 0 then bump('faces', tonumber(ARGV[6])) end
 if ARGV[7] ~= '' then
-  redis.call('LPUSH', KEYS[3], ARGV[7])
-  redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[8]) - 1)
+  redis.call('LPUSH', KEYS[4], ARGV[7])
+  redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[8]) - 1)
 end
-redis.call('SADD', KEYS[4], ARGV[9])
 return 1
+"""
+)
+
+# ARGV: photos expected, now, declaration ttl. A declaration adds to the current run's
+# expected photos (or starts a run); it holds the run open until the photos arrive or it
+# expires, `ttl` after the declaration or the latest arrival.
+_DECLARE = (
+    _RUN_HELPERS
+    + """
+local now = tonumber(ARGV[2])
+if run_finished(now) then start_run(now) end
+local r = redis.call('HMGET', KEYS[2], 'run_expected', 'run_expected_until', 'run_uploaded')
+local expected = tonumber(r[1]) or 0
+if (tonumber(r[2]) or 0) < now then expected = 0 end
+local total = math.max(expected, tonumber(r[3]) or 0) + tonumber(ARGV[1])
+redis.call('HSET', KEYS[2], 'run_expected', total, 'run_expected_until', now + tonumber(ARGV[3]))
+return total
+"""
+)
+
+# ARGV: pairs of user, score read earlier. Removes a user only if it was not active since.
+_PRUNE_USERS = """
+local removed = 0
+for i = 1, #ARGV, 2 do
+  if tonumber(redis.call('ZSCORE', KEYS[1], ARGV[i])) == tonumber(ARGV[i + 1]) then
+    removed = removed + redis.call('ZREM', KEYS[1], ARGV[i])
+  end
+end
+return removed
 """
 
 _COUNTERS = (
@@ -86,44 +199,56 @@ _COUNTERS = (
     "faces",
 )
 _TIMESTAMPS = ("first_upload_at", "last_upload_at", "last_thumbnail_at", "last_embedding_at")
+_FAILURES_SHOWN = 10
 
 
-@dataclass(frozen=True)
-class UserStatus:
-    """What the status function returns for one user."""
+def _user_keys(user_id: str) -> list[str]:
+    tag = f"{{{user_id}}}"
+    return [
+        f"photos:{tag}",
+        f"user:{tag}",
+        f"completions:{tag}",
+        f"failures:{tag}",
+        *(f"queue:{tag}:{stage}" for stage in STAGES),
+    ]
 
-    user_id: str
-    uploaded: int
-    thumbnails_done: int
-    thumbnails_failed: int
-    embeddings_done: int
-    embeddings_failed: int
-    faces: int
-    timestamps: dict[str, float]
-    failures: list[dict[str, Any]]
 
-    @property
-    def thumbnails_pending(self) -> int:
-        return max(0, self.uploaded - self.thumbnails_done - self.thumbnails_failed)
+def _samples_key(stage: str) -> str:
+    return f"samples:{stage}"
 
-    @property
-    def embeddings_pending(self) -> int:
-        return max(0, self.thumbnails_done - self.embeddings_done - self.embeddings_failed)
 
-    @property
-    def phase(self) -> str:
-        if self.thumbnails_pending:
-            return "processing"
-        if self.embeddings_pending:
-            return "indexing"
-        return "idle"
+def _encode_sample(sample: StageSample) -> str:
+    # A random suffix keeps equal samples distinct members of the sorted set.
+    duration = "" if sample.duration_ms is None else f"{sample.duration_ms:.1f}"
+    return f"{sample.at:.3f}|{duration}|{sample.reason or ''}|{os.urandom(4).hex()}"
+
+
+def _decode_sample(member: str) -> StageSample:
+    at, duration, reason, _ = member.split("|", 3)
+    return StageSample(float(at), float(duration) if duration else None, reason or None)
+
+
+def _run_status(
+    fields: dict[str, str], completions: list[str], now: float, eta_window: int
+) -> RunStatus:
+    declared_until = float(fields.get("run_expected_until", 0))
+    return RunStatus(
+        started_at=float(fields["run_started_at"]) if "run_started_at" in fields else None,
+        expected=int(fields.get("run_expected", 0)) if declared_until >= now else 0,
+        **{name: int(fields.get(f"run_{name}", 0)) for name in _COUNTERS},
+        now=now,
+        completions=tuple(float(t) for t in completions),
+        eta_window=eta_window,
+    )
 
 
 class StatusStore:
-    def __init__(self, client: redis.Redis, failures_kept: int = 50) -> None:
+    def __init__(self, client: redis.Redis, settings: StatusSettings | None = None) -> None:
         self._redis = client
-        self._failures_kept = failures_kept
+        self._settings = settings or StatusSettings()
         self._record = client.register_script(_RECORD)
+        self._declare = client.register_script(_DECLARE)
+        self._prune_users = client.register_script(_PRUNE_USERS)
 
     @classmethod
     def from_settings(cls, settings: StatusSettings) -> StatusStore:
@@ -136,7 +261,7 @@ class StatusStore:
             # One quick retry: callers (B2's webhook, the broker) retry too, on their own clocks.
             retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1),
         )
-        return cls(client, settings.failures_kept)
+        return cls(client, settings)
 
     def record(
         self,
@@ -148,8 +273,13 @@ class StatusStore:
         reason: str | None = None,
         detail: str = "",
         at: float | None = None,
+        duration_ms: float | None = None,
     ) -> bool:
-        """Move a photo to `stage`; False when it was already there or beyond (a duplicate)."""
+        """Move a photo to `stage`; False when it was already there or beyond (a duplicate).
+
+        A transition that applied also adds a sample to its stage's window, so throughput and
+        latency count each photo once per stage.
+        """
         allowed, counter, timestamp_field = _TRANSITIONS[stage]
         at = time.time() if at is None else at
         failure = ""
@@ -163,7 +293,6 @@ class StatusStore:
                     "at": at,
                 }
             )
-        keys = [f"photos:{{{user_id}}}", f"user:{{{user_id}}}", f"failures:{{{user_id}}}", "users"]
         args = [
             photo_id,
             stage.value,
@@ -172,33 +301,157 @@ class StatusStore:
             repr(at),
             faces,
             failure,
-            self._failures_kept,
-            user_id,
+            self._settings.failures_kept,
+            self._settings.eta_completions + 1,
+            self._settings.upload_declaration_ttl_s,
             *allowed,
         ]
-        try:
-            return bool(self._record(keys=keys, args=args))
-        except redis.RedisError as exc:
-            raise TransientError(f"status store unavailable: {exc}") from exc
+        span = _tracer.start_as_current_span(
+            "status.write", attributes={"photo.id": photo_id, "status.stage": stage.value}
+        )
+        with span, _transient():
+            self._redis.zadd(ACTIVE_USERS, {user_id: at}, gt=True)
+            applied = bool(self._record(keys=_user_keys(user_id), args=args))
+            if applied and stage.pipeline_stage is not None:
+                self._add_sample(stage.pipeline_stage, StageSample(at, duration_ms, reason))
+        return applied
 
-    def user_status(self, user_id: str) -> UserStatus:
-        """Counters, timestamps and newest failures in one round trip."""
-        try:
+    def declare_upload(self, user_id: str, expected: int, at: float | None = None) -> int:
+        """The front end is about to upload `expected` photos; returns the run's photo count."""
+        at = time.time() if at is None else at
+        args = [expected, repr(at), self._settings.upload_declaration_ttl_s]
+        with _transient():
+            self._redis.zadd(ACTIVE_USERS, {user_id: at}, gt=True)
+            return int(self._declare(keys=_user_keys(user_id), args=args))
+
+    def user_status(self, user_id: str, now: float | None = None) -> UserStatus:
+        """Counters, current run, timestamps and newest failures in one round trip."""
+        keys = _user_keys(user_id)
+        with _transient():
             pipe = self._redis.pipeline(transaction=False)
-            pipe.hgetall(f"user:{{{user_id}}}")
-            pipe.lrange(f"failures:{{{user_id}}}", 0, 9)
-            fields, failures = pipe.execute()
-        except redis.RedisError as exc:
-            raise TransientError(f"status store unavailable: {exc}") from exc
+            pipe.hgetall(keys[1])
+            pipe.lrange(keys[3], 0, _FAILURES_SHOWN - 1)
+            pipe.lrange(keys[2], 0, -1)
+            fields, failures, completions = pipe.execute()
+        now = time.time() if now is None else now
+        return self._user_status(user_id, fields, completions, failures, now)
+
+    def _user_status(
+        self,
+        user_id: str,
+        fields: dict[str, str],
+        completions: list[str],
+        failures: list[str],
+        now: float,
+    ) -> UserStatus:
         return UserStatus(
             user_id=user_id,
             **{name: int(fields.get(name, 0)) for name in _COUNTERS},
             timestamps={name: float(fields[name]) for name in _TIMESTAMPS if name in fields},
             failures=[json.loads(item) for item in failures],
+            run=_run_status(fields, completions, now, self._settings.eta_completions),
         )
 
     def users(self) -> list[str]:
-        try:
-            return sorted(self._redis.smembers("users"))
-        except redis.RedisError as exc:
-            raise TransientError(f"status store unavailable: {exc}") from exc
+        """Users active recently (or still with work pending), in name order."""
+        with _transient():
+            return sorted(self._redis.zrange(ACTIVE_USERS, 0, -1))
+
+    def thresholds(self) -> dict[str, dict[str, float]]:
+        """The thresholds an admin set; stages and keys never set are absent."""
+        with _transient():
+            return _thresholds_from_hash(self._redis.hgetall(THRESHOLDS))
+
+    def set_thresholds(self, values: dict[str, dict[str, float]]) -> None:
+        mapping = {
+            f"{stage}.{key}": value
+            for stage, pairs in values.items()
+            for key, value in pairs.items()
+        }
+        if mapping:
+            with _transient():
+                self._redis.hset(THRESHOLDS, mapping=mapping)
+
+    def snapshot(self, idle_retention_s: float, now: float | None = None) -> PipelineSnapshot:
+        """Stage samples in the window, thresholds, and every active user's status and queues.
+
+        Users idle for longer than `idle_retention_s` leave the active index here.
+        """
+        now = time.time() if now is None else now
+        since = now - self._settings.latency_window_s
+        with _transient():
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.zrevrange(ACTIVE_USERS, 0, -1, withscores=True)
+            pipe.hgetall(THRESHOLDS)
+            for stage in STAGES:
+                pipe.zrangebyscore(_samples_key(stage), since, "+inf")
+            active, thresholds, *samples = pipe.execute()
+            users, backlog = self._active_users(active, now)
+            self._prune_idle(users, now - idle_retention_s)
+        return PipelineSnapshot(
+            now=now,
+            users=users,
+            backlog=backlog,
+            samples={
+                stage: [_decode_sample(member) for member in members]
+                for stage, members in zip(STAGES, samples, strict=True)
+            },
+            thresholds=_thresholds_from_hash(thresholds),
+        )
+
+    def _active_users(
+        self, active: list[tuple[str, float]], now: float
+    ) -> tuple[list[tuple[UserStatus, float]], dict[str, Backlog]]:
+        pipe = self._redis.pipeline(transaction=False)
+        for user_id, _ in active:
+            keys = _user_keys(user_id)
+            pipe.hgetall(keys[1])
+            pipe.lrange(keys[2], 0, -1)
+            for queue in keys[4:]:
+                pipe.zcard(queue)
+                pipe.zrange(queue, 0, 0, withscores=True)
+        replies = pipe.execute()
+        users = []
+        backlog = {stage: Backlog() for stage in STAGES}
+        per_user = 2 + 2 * len(STAGES)
+        for index, (user_id, last_active) in enumerate(active):
+            fields, completions, *queues = replies[index * per_user : (index + 1) * per_user]
+            users.append((self._user_status(user_id, fields, completions, [], now), last_active))
+            for stage, pending, head in zip(STAGES, queues[0::2], queues[1::2], strict=True):
+                backlog[stage] = backlog[stage].add(pending, head[0][1] if head else None)
+        return users, backlog
+
+    def _prune_idle(self, users: list[tuple[UserStatus, float]], cutoff: float) -> None:
+        stale = [
+            (status.user_id, last_active)
+            for status, last_active in users
+            if last_active < cutoff and status.phase == "idle"
+        ]
+        if stale:
+            args = [item for user_id, last in stale for item in (user_id, repr(last))]
+            self._prune_users(keys=[ACTIVE_USERS], args=args)
+
+    def _add_sample(self, stage: str, sample: StageSample) -> None:
+        key = _samples_key(stage)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zadd(key, {_encode_sample(sample): sample.at})
+        pipe.zremrangebyscore(key, "-inf", f"({sample.at - self._settings.latency_window_s}")
+        pipe.zremrangebyrank(key, 0, -self._settings.samples_kept - 1)
+        pipe.execute()
+
+
+def _thresholds_from_hash(fields: dict[str, str]) -> dict[str, dict[str, float]]:
+    values: dict[str, dict[str, float]] = {}
+    for name, value in fields.items():
+        stage, _, key = name.partition(".")
+        values.setdefault(stage, {})[key] = float(value)
+    return values
+
+
+@contextmanager
+def _transient() -> Iterator[None]:
+    """A Redis error becomes a TransientError: answered 503, so the caller retries."""
+    try:
+        yield
+    except redis.RedisError as exc:
+        raise TransientError(f"status store unavailable: {exc}") from exc

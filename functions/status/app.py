@@ -1,21 +1,46 @@
 """Status function, served as `functions.status.app:create_app()` by gunicorn.
 
-- `GET /v1/users/<user_id>/status`: what the front end shows while a user's photos process.
+- `GET /v1/status`: what the front end shows while the caller's photos process (bearer JWT);
+  `GET /v1/users/<user_id>/status`: the same for one user (that user, or an admin).
+- `POST /v1/uploads`: the front end declares how many photos it is about to upload.
+- `/v1/admin/...`: the admin API (admin.py); `GET /admin`: the dashboard page.
 - `POST /v1/dead-letter`: the Triggers' dead-letter sink; an event the broker gave up on marks
   its photo failed, so no user's status waits forever.
+- `GET /openapi.json`, `GET /metrics`, `GET /healthz`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from functools import cache
+from pathlib import Path
 from typing import Any
 
+import yaml
 from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
 
-from functions.common.config import StatusSettings
+from functions.common.config import AdminSettings, AuthSettings, StatusSettings
 from functions.common.errors import TransientError
 from functions.common.events import OBJECT_CREATED, THUMBNAIL_CREATED, PhotoRef, parse_event
-from functions.common.status_store import Stage, StatusStore, UserStatus
+from functions.common.metrics import instrument
+from functions.common.status_model import UserStatus
+from functions.common.status_store import Stage, StatusStore
 from functions.common.telemetry import configure_tracing
+from functions.status.admin import create_admin_blueprint, read_pipeline
+from functions.status.auth import (
+    AdminSessions,
+    Authenticator,
+    Forbidden,
+    TokenVerifier,
+    Unauthorized,
+)
+from functions.status.cors import add_cors
+from functions.status.metrics import StageHealthCollector
+
+OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
+MAX_DECLARED_UPLOAD = 100_000
 
 MESSAGES = {
     "processing": "Processing your photos",
@@ -31,10 +56,25 @@ _DEAD_LETTER_STAGE = {
 
 
 def status_body(status: UserStatus) -> dict[str, Any]:
+    run = status.run
     return {
         "user_id": status.user_id,
         "phase": status.phase,
         "message": MESSAGES[status.phase],
+        "run": {
+            "started_at": run.started_at,
+            "expected": run.photos,
+            "uploaded": run.uploaded,
+            "thumbnails_done": run.thumbnails_done,
+            "thumbnails_failed": run.thumbnails_failed,
+            "thumbnails_pending": run.thumbnails_pending,
+            "embeddings_done": run.embeddings_done,
+            "embeddings_failed": run.embeddings_failed,
+            "embeddings_pending": run.embeddings_pending,
+            "faces": run.faces,
+            "progress": round(run.progress, 4),
+            "eta_s": run.eta_s,
+        },
         "counts": {
             "uploaded": status.uploaded,
             "thumbnails_done": status.thumbnails_done,
@@ -50,26 +90,56 @@ def status_body(status: UserStatus) -> dict[str, Any]:
     }
 
 
-def create_app(store: StatusStore | None = None) -> Flask:
-    configure_tracing("status")
-    store = store or StatusStore.from_settings(StatusSettings.from_env())
-    app = Flask("status")
+@cache
+def openapi_document() -> dict[str, Any]:
+    return yaml.safe_load(OPENAPI_PATH.read_text())
 
-    @app.errorhandler(TransientError)
-    def unavailable(exc: TransientError) -> tuple[Response, int]:
-        return jsonify(error=str(exc)), 503
+
+def create_app(
+    store: StatusStore | None = None,
+    auth_settings: AuthSettings | None = None,
+    admin_settings: AdminSettings | None = None,
+) -> Flask:
+    configure_tracing("status")
+    auth_settings = auth_settings or AuthSettings.from_env()
+    admin_settings = admin_settings or AdminSettings.from_env()
+    store = store or StatusStore.from_settings(StatusSettings.from_env())
+    auth = Authenticator(
+        TokenVerifier(auth_settings), AdminSessions(admin_settings, auth_settings.jwt_secret)
+    )
+    app = Flask(__name__, static_folder="static", static_url_path="/admin/static")
+    _register_error_handlers(app)
+
+    def status_response(user_id: str) -> Response:
+        return conditional_json(status_body(store.user_status(user_id)))
+
+    @app.get("/v1/status")
+    def own_status() -> Response:
+        return status_response(auth.user(request).user_id)
 
     @app.get("/v1/users/<user_id>/status")
     def user_status(user_id: str) -> Response:
-        response = jsonify(status_body(store.user_status(user_id)))
-        response.headers["Cache-Control"] = "no-store"
-        return response
+        if not auth.user(request).may_read(user_id):
+            raise Forbidden("a token may read only its own user's status")
+        return status_response(user_id)
+
+    @app.post("/v1/uploads")
+    def declare_upload() -> Response | tuple[Response, int]:
+        principal = auth.user(request)
+        body = request.get_json(silent=True)
+        expected = _whole_number(body.get("expected") if isinstance(body, dict) else None)
+        if expected is None or not 1 <= expected <= MAX_DECLARED_UPLOAD:
+            return jsonify(
+                error=f'send {{"expected": N}} with N a whole number, 1 to {MAX_DECLARED_UPLOAD}'
+            ), 400
+        store.declare_upload(principal.user_id, expected)
+        return status_response(principal.user_id)
 
     @app.post("/v1/dead-letter")
     def dead_letter() -> tuple[Response, int]:
         try:
             event = parse_event(request.headers, request.get_data())
-            photo = PhotoRef.from_data(event.data)
+            photo = _dead_lettered_photo(event.data)
             stage = _DEAD_LETTER_STAGE[event["type"]]
         except (ValueError, KeyError, TypeError) as exc:
             return jsonify(error=f"bad dead-lettered event: {exc}"), 400
@@ -84,8 +154,77 @@ def create_app(store: StatusStore | None = None) -> Flask:
         )
         return jsonify(recorded=stage.value), 200
 
+    app.register_blueprint(create_admin_blueprint(store, auth, admin_settings))
+
+    @app.get("/admin")
+    def dashboard() -> Response:
+        response = app.send_static_file("dashboard.html")
+        response.headers["X-Frame-Options"] = "DENY"
+        return response
+
+    @app.get("/openapi.json")
+    def openapi() -> Response:
+        return jsonify(openapi_document())
+
     @app.get("/healthz")
     def healthz() -> tuple[Response, int]:
         return jsonify(ok=True), 200
 
+    add_cors(app, auth_settings.cors_origins)
+    instrument(app, [StageHealthCollector(lambda: read_pipeline(store, admin_settings))])
     return app
+
+
+def conditional_json(body: dict[str, Any]) -> Response:
+    """`body` as never-cached JSON with an ETag; 304 without a body when it matches the
+    request's If-None-Match. (Leaner than Flask's jsonify + make_conditional: the front end
+    polls this every few seconds.)"""
+    data = json.dumps(body, separators=(",", ":")).encode()
+    etag = hashlib.blake2b(data, digest_size=16).hexdigest()
+    headers = {"ETag": f'"{etag}"', "Cache-Control": "no-store"}
+    if request.if_none_match.contains_weak(etag):
+        return Response(status=304, headers=headers)
+    return Response(data, mimetype="application/json", headers=headers)
+
+
+def _whole_number(value: Any) -> int | None:
+    """An integer, or a float with no fraction (JSON does not tell 3 from 3.0); else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float) and not value.is_integer():
+        return None
+    return int(value)
+
+
+def _dead_lettered_photo(data: Any) -> PhotoRef:
+    """The photo a dead-lettered event is about; TypeError unless its fields are strings."""
+    if not isinstance(data, dict):
+        raise TypeError("the event's data is not a JSON object")
+    for name in ("bucket", "key", "user_id"):
+        if not isinstance(data.get(name), str) or not data[name]:
+            raise TypeError(f"the event's data needs a non-empty string {name!r}")
+    if not isinstance(data.get("version_id", ""), (str, type(None))):
+        raise TypeError("the event's version_id must be a string")
+    return PhotoRef.from_data(data)
+
+
+def _register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(TransientError)
+    def unavailable(exc: TransientError) -> tuple[Response, int]:
+        return jsonify(error=str(exc)), 503
+
+    @app.errorhandler(Unauthorized)
+    def unauthorized(exc: Unauthorized) -> tuple[Response, int, dict[str, str]]:
+        return jsonify(error=str(exc)), 401, {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+
+    @app.errorhandler(Forbidden)
+    def forbidden(exc: Forbidden) -> tuple[Response, int]:
+        return jsonify(error=str(exc)), 403
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        """Werkzeug's errors (404, 405, ...) as JSON, keeping their headers (Allow)."""
+        response = exc.get_response()
+        response.set_data(json.dumps({"error": exc.description}))
+        response.content_type = "application/json"
+        return response

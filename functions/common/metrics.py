@@ -1,0 +1,98 @@
+"""Prometheus metrics shared by every function, and the `/metrics` route that serves them.
+
+Under gunicorn each worker is a process: with PROMETHEUS_MULTIPROC_DIR set (gunicorn_conf.py
+sets it before any worker imports this module) prometheus-client keeps each worker's values in
+files there, and `/metrics` adds them up across workers, whichever worker answers.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+
+from flask import Flask, Response, g, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+# Seconds; includes each stage's default threshold (0.3 s thumbnail, 0.5 s embed) as a bound.
+_DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+STAGE_DURATION = Histogram(
+    "photo_stage_duration_seconds",
+    "Time a stage spent on one photo, by outcome (done, failed, retried).",
+    ["stage", "outcome"],
+    buckets=_DURATION_BUCKETS,
+)
+STAGE_OUTCOMES = Counter(
+    "photo_stage_outcomes_total",
+    "Photos handled by a stage, by outcome and reason (the failure reason; `none` when done).",
+    ["stage", "outcome", "reason"],
+)
+HTTP_REQUESTS = Counter(
+    "http_requests_total",
+    "HTTP requests answered, by route template and status code.",
+    ["app", "method", "route", "status"],
+)
+HTTP_DURATION = Histogram(
+    "http_request_duration_seconds",
+    "Time to answer an HTTP request, by route template.",
+    ["app", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+MODEL_LOAD_SECONDS = Gauge(
+    "embed_model_load_seconds",
+    "Seconds the embed function took to load its model pack at start-up.",
+    ["pack"],
+    multiprocess_mode="livemax",
+)
+
+
+def observe_stage(stage: str, outcome: str, reason: str, seconds: float) -> None:
+    """Record one photo handled by a stage."""
+    STAGE_DURATION.labels(stage, outcome).observe(seconds)
+    STAGE_OUTCOMES.labels(stage, outcome, reason).inc()
+
+
+def exposition(collectors: Iterable[Collector] = ()) -> bytes:
+    """Every metric of this process (of all workers, in multiprocess mode) plus `collectors`."""
+    registry = CollectorRegistry()
+    if os.environ.get(MULTIPROC_DIR_ENV):
+        MultiProcessCollector(registry)
+    else:
+        registry.register(REGISTRY)
+    for collector in collectors:
+        registry.register(collector)
+    return generate_latest(registry)
+
+
+def instrument(app: Flask, collectors: Iterable[Collector] = ()) -> None:
+    """Count and time every request of `app`, and serve `GET /metrics` (with `collectors`)."""
+    collectors = tuple(collectors)
+
+    @app.before_request
+    def start_timer() -> None:
+        g.request_started = time.perf_counter()
+
+    @app.after_request
+    def count_request(response: Response) -> Response:
+        route = request.url_rule.rule if request.url_rule else "unmatched"
+        HTTP_REQUESTS.labels(app.name, request.method, route, str(response.status_code)).inc()
+        HTTP_DURATION.labels(app.name, route).observe(time.perf_counter() - g.request_started)
+        return response
+
+    def metrics() -> Response:
+        return Response(exposition(collectors), content_type=CONTENT_TYPE_LATEST)
+
+    app.add_url_rule("/metrics", "metrics", metrics, methods=["GET"])

@@ -1,0 +1,89 @@
+"""The admin API: login for the dashboard, the pipeline overview, and the thresholds."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, request
+
+from functions.common.config import AdminSettings
+from functions.common.status_model import PipelineSnapshot
+from functions.common.status_store import StatusStore
+from functions.status.auth import ADMIN_COOKIE, Authenticator
+from functions.status.overview import overview_body
+from functions.status.thresholds import Thresholds, in_force, validate_change
+
+_COOKIE_PATH = "/v1/admin"
+_PUBLIC_ENDPOINTS = {"admin.login", "admin.logout"}
+
+
+def read_pipeline(
+    store: StatusStore, settings: AdminSettings
+) -> tuple[PipelineSnapshot, Thresholds]:
+    """A fresh snapshot of the pipeline, and the thresholds in force."""
+    snapshot = store.snapshot(settings.idle_user_retention_s)
+    return snapshot, in_force(settings.default_thresholds, snapshot.thresholds)
+
+
+def create_admin_blueprint(
+    store: StatusStore, auth: Authenticator, settings: AdminSettings
+) -> Blueprint:
+    admin = Blueprint("admin", __name__, url_prefix="/v1/admin")
+
+    @admin.before_request
+    def require_admin() -> None:
+        if request.endpoint not in _PUBLIC_ENDPOINTS:
+            auth.admin(request)
+
+    @admin.post("/login")
+    def login() -> Response | tuple[Response, int]:
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict) or not isinstance(body.get("password"), str):
+            return jsonify(error='send {"password": "..."} as JSON'), 400
+        token = auth.sessions.login(body["password"])
+        response = jsonify(role="admin", expires_in_s=auth.sessions.ttl_s)
+        response.set_cookie(
+            ADMIN_COOKIE,
+            token,
+            max_age=auth.sessions.ttl_s,
+            path=_COOKIE_PATH,
+            secure=settings.cookie_secure,
+            httponly=True,
+            samesite="Strict",
+        )
+        return response
+
+    @admin.post("/logout")
+    def logout() -> Response:
+        response = jsonify(logged_out=True)
+        response.delete_cookie(
+            ADMIN_COOKIE,
+            path=_COOKIE_PATH,
+            secure=settings.cookie_secure,
+            httponly=True,
+            samesite="Strict",
+        )
+        return response
+
+    @admin.get("/overview")
+    def overview() -> Response:
+        snapshot, thresholds = read_pipeline(store, settings)
+        return _no_store(jsonify(overview_body(snapshot, thresholds, settings.users_shown)))
+
+    @admin.get("/thresholds")
+    def get_thresholds() -> Response:
+        return _no_store(jsonify(in_force(settings.default_thresholds, store.thresholds())))
+
+    @admin.put("/thresholds")
+    def put_thresholds() -> Response | tuple[Response, int]:
+        try:
+            change = validate_change(request.get_json(silent=True))
+        except ValueError as exc:
+            return jsonify(error=str(exc)), 400
+        store.set_thresholds(change)
+        return _no_store(jsonify(in_force(settings.default_thresholds, store.thresholds())))
+
+    return admin
+
+
+def _no_store(response: Response) -> Response:
+    response.headers["Cache-Control"] = "no-store"
+    return response

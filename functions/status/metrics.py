@@ -1,0 +1,87 @@
+"""Stage health as Prometheus gauges, computed from Redis at scrape time.
+
+Every status pod reads the same Redis, so each exports the same values; alert rules take the
+max over pods (knative/alerts/prometheus-rules.yaml).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from functions.common.config import THRESHOLD_KEYS
+from functions.common.errors import TransientError
+from functions.common.status_model import PipelineSnapshot
+from functions.status.overview import PERCENTILES, StageHealth, stages_health
+from functions.status.thresholds import Thresholds
+
+log = logging.getLogger(__name__)
+
+
+class StageHealthCollector(Collector):
+    def __init__(self, read: Callable[[], tuple[PipelineSnapshot, Thresholds]]) -> None:
+        """`read` returns a fresh snapshot and the thresholds in force."""
+        self._read = read
+
+    def collect(self) -> Iterator[Metric]:
+        store_up = GaugeMetricFamily(
+            "photo_status_store_up", "1 when the status store (Redis) answered this scrape."
+        )
+        try:
+            snapshot, thresholds = self._read()
+        except TransientError as exc:
+            log.warning("stage health not exported: %s", exc)
+            store_up.add_metric([], 0)
+            yield store_up
+            return
+        store_up.add_metric([], 1)
+        yield store_up
+        yield from _stage_families(stages_health(snapshot, thresholds), thresholds)
+
+
+def _stage_families(
+    health: dict[str, StageHealth], thresholds: Thresholds
+) -> Iterator[GaugeMetricFamily]:
+    breach = GaugeMetricFamily(
+        "photo_stage_threshold_breach",
+        "1 while a stage is beyond an admin threshold (p95_ms, backlog_age_s).",
+        labels=["stage", "threshold"],
+    )
+    limit = GaugeMetricFamily(
+        "photo_stage_threshold",
+        "The threshold in force (milliseconds for p95_ms, seconds for backlog_age_s).",
+        labels=["stage", "threshold"],
+    )
+    latency = GaugeMetricFamily(
+        "photo_stage_latency_ms",
+        "Stage latency percentile over the sliding window, in milliseconds.",
+        labels=["stage", "quantile"],
+    )
+    pending = GaugeMetricFamily(
+        "photo_stage_backlog_pending", "Photos waiting for the stage.", labels=["stage"]
+    )
+    oldest = GaugeMetricFamily(
+        "photo_stage_backlog_oldest_age_seconds",
+        "How long the oldest photo waiting for the stage has waited (0 when none waits).",
+        labels=["stage"],
+    )
+    throughput = GaugeMetricFamily(
+        "photo_stage_throughput_per_minute",
+        "Photos the stage completed in the last minute.",
+        labels=["stage"],
+    )
+    for stage, stage_health in health.items():
+        for key in THRESHOLD_KEYS:
+            breach.add_metric([stage, key], 1 if key in stage_health.breaches else 0)
+            limit.add_metric([stage, key], thresholds[stage][key])
+        for name, rank in PERCENTILES.items():
+            value = stage_health.latency_ms[name]
+            if value is not None:
+                latency.add_metric([stage, f"{rank / 100:g}"], value)
+        pending.add_metric([stage], stage_health.pending)
+        oldest.add_metric([stage], stage_health.oldest_age_s or 0.0)
+        throughput.add_metric([stage], stage_health.throughput_per_min)
+    yield from (breach, limit, latency, pending, oldest, throughput)
