@@ -4,6 +4,9 @@ Production routes events with Knative Eventing. This reads the same Trigger mani
 does what the pipeline relies on: exact-match `filter.attributes`, binary-mode delivery,
 replies routed back into the broker, Knative's retries (404, 408, 409, 429, 5xx and
 connection errors) and backoff, and dead-letter sinks with the `knativeerror*` extensions.
+Like Knative's broker it traces each delivery in a span, child of the event's
+distributed-tracing extension, and passes that span on in the HTTP `traceparent` header; the
+event's own extension attributes go through unchanged.
 Not supported: `spec.filters`, several brokers, Retry-After, authentication, events whose
 data is not JSON (answered 400).
 
@@ -30,10 +33,13 @@ from urllib.parse import urljoin
 import requests
 import yaml
 from flask import Flask, request
+from opentelemetry import propagate
+from opentelemetry.trace import SpanKind
 from requests.adapters import HTTPAdapter
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from functions.common.events import binary_http, parse_event
+from functions.common.telemetry import configure_tracing, event_context, tracer
 
 if TYPE_CHECKING:
     from cloudevents.v1.http import CloudEvent
@@ -51,6 +57,7 @@ _DURATION = re.compile(
 _COUNTERS = ("delivered", "retried", "dead_lettered", "failed", "in_flight")
 
 log = logging.getLogger(__name__)
+_tracer = tracer(__name__)
 
 
 def parse_duration(text: str) -> float:
@@ -263,12 +270,16 @@ class LocalBroker:
 
     def _deliver(self, trigger: Trigger, event: CloudEvent) -> None:
         try:
-            outcome = self._send_with_retries(trigger, trigger.subscriber_url, binary_http(event))
-            if outcome.succeeded:
-                self._stats.add(trigger.name, "delivered")
-                self._route_reply(outcome)
-            elif not self._stopping.is_set():
-                self._dead_letter(trigger, event, outcome)
+            with _tracer.start_as_current_span(
+                f"trigger {trigger.name}", context=event_context(event), kind=SpanKind.PRODUCER
+            ):
+                message = binary_http(event)
+                outcome = self._send_with_retries(trigger, trigger.subscriber_url, message)
+                if outcome.succeeded:
+                    self._stats.add(trigger.name, "delivered")
+                    self._route_reply(outcome)
+                elif not self._stopping.is_set():
+                    self._dead_letter(trigger, event, outcome)
         except Exception:  # an executor would swallow it silently
             log.exception("delivering %s to trigger %s failed", event["id"], trigger.name)
         finally:
@@ -291,6 +302,8 @@ class LocalBroker:
         self, url: str, message: tuple[dict[str, str], bytes], timeout_s: float | None
     ) -> _Outcome:
         headers, body = message
+        headers = {**headers}
+        propagate.inject(headers)  # the delivery span, as Knative's dispatcher sends it
         try:
             response = self._session.post(
                 url, headers=headers, data=body, timeout=timeout_s, allow_redirects=False
@@ -406,6 +419,7 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     args = _arguments(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_tracing("broker")
     broker = LocalBroker.from_manifests(args.triggers, dict(args.service), args.workers)
     log.info("local broker listening on %s", broker.start(args.host, args.port))
     stopped = threading.Event()

@@ -10,17 +10,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import copy_context
 from typing import TYPE_CHECKING
 
 import requests
 from flask import Flask, request
+from opentelemetry import propagate
+from opentelemetry.trace import SpanKind
 from requests.adapters import HTTPAdapter
 
 from eventing.b2_webhook import SIGNATURE_HEADER, Upload, parse_notification, verify_signature
 from functions.common.config import ReceiverSettings, StatusSettings
 from functions.common.errors import TransientError
 from functions.common.events import OBJECT_CREATED, binary_http, new_event, photo_data
+from functions.common.metrics import instrument
 from functions.common.status_store import Stage, StatusStore
+from functions.common.telemetry import add_trace_context, configure_tracing, server_span, tracer
 
 if TYPE_CHECKING:
     from cloudevents.v1.http import CloudEvent
@@ -29,6 +34,7 @@ if TYPE_CHECKING:
 PUBLISH_WORKERS = 16
 
 log = logging.getLogger(__name__)
+_tracer = tracer(__name__)
 
 
 class BrokerRejected(Exception):
@@ -47,19 +53,25 @@ class BrokerPublisher:
         self._session.mount("https://", adapter)
 
     def publish(self, event: CloudEvent) -> None:
-        headers, body = binary_http(event)
-        response = self._session.post(
-            self._sink_url,
-            headers=headers,
-            data=body,
-            timeout=self._timeout_s,
-            allow_redirects=False,
-        )
-        if not 200 <= response.status_code < 300:
-            raise BrokerRejected(f"broker answered {response.status_code} to {event['id']}")
+        """POST `event` carrying this span's trace context, as extension and as HTTP header."""
+        with _tracer.start_as_current_span("publish", kind=SpanKind.PRODUCER) as span:
+            span.set_attribute("cloudevents.event_id", event["id"])
+            span.set_attribute("photo.key", event["subject"])
+            headers, body = binary_http(add_trace_context(event))
+            propagate.inject(headers)
+            response = self._session.post(
+                self._sink_url,
+                headers=headers,
+                data=body,
+                timeout=self._timeout_s,
+                allow_redirects=False,
+            )
+            if not 200 <= response.status_code < 300:
+                raise BrokerRejected(f"broker answered {response.status_code} to {event['id']}")
 
 
 def create_app(settings: ReceiverSettings | None = None, store: StatusStore | None = None) -> Flask:
+    configure_tracing("receiver")
     settings = settings or ReceiverSettings.from_env()
     store = store or StatusStore.from_settings(StatusSettings.from_env())
     publisher = BrokerPublisher(settings.sink_url, settings.publish_timeout_s)
@@ -67,10 +79,13 @@ def create_app(settings: ReceiverSettings | None = None, store: StatusStore | No
     app = Flask(__name__)
 
     @app.post("/")
+    @server_span("webhook")  # one trace per notification: its every photo, through every stage
     def notification() -> tuple[dict, int]:
         body = request.get_data()
         signature = request.headers.get(SIGNATURE_HEADER)
-        if not verify_signature(body, signature, settings.signing_secrets):
+        with _tracer.start_as_current_span("verify"):
+            verified = verify_signature(body, signature, settings.signing_secrets)
+        if not verified:
             return {"error": "invalid signature"}, 401
         try:
             parsed = parse_notification(body, settings)
@@ -85,6 +100,7 @@ def create_app(settings: ReceiverSettings | None = None, store: StatusStore | No
     def healthz() -> tuple[dict, int]:
         return {"status": "ok"}, 200
 
+    instrument(app)
     return app
 
 
@@ -101,7 +117,10 @@ def _accept_all(
     publisher: BrokerPublisher,
     pool: ThreadPoolExecutor,
 ) -> list[BaseException]:
-    futures = [pool.submit(_accept, upload, store, publisher) for upload in uploads]
+    # Each task runs in a copy of this context, so its spans join the webhook's trace.
+    futures = [
+        pool.submit(copy_context().run, _accept, upload, store, publisher) for upload in uploads
+    ]
     errors = [error for error in (future.exception() for future in futures) if error]
     for error in errors:
         log.warning("upload not accepted: %s", error)

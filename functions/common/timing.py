@@ -10,6 +10,11 @@ from functions.common.telemetry import tracer
 
 
 class StepTimer:
+    """Times each step in milliseconds into `ms`, and runs it in a span of the same name.
+
+    A step that raises is recorded on its span as an error and is not timed.
+    """
+
     def __init__(self, component: str) -> None:
         self._tracer = tracer(component)
         self.ms: dict[str, float] = {}
