@@ -21,7 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
+import jwt
 import requests
+
+from functions.common.config import JWT_HMAC_ALGORITHM
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN_CONF = ROOT / "functions" / "common" / "gunicorn_conf.py"
@@ -34,6 +37,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def mint_token(secret: str, user_id: str, role: str | None = None, ttl_s: int = 3600) -> str:
+    """An HS256 bearer token for the status API, as the app's backend issues them."""
+    claims: dict[str, str | int] = {"sub": user_id, "exp": int(time.time()) + ttl_s}
+    if role is not None:
+        claims["role"] = role
+    return jwt.encode(claims, secret, algorithm=JWT_HMAC_ALGORITHM)
+
+
 @dataclass
 class StackConfig:
     model_root: Path
@@ -41,7 +52,12 @@ class StackConfig:
     model_pack: str = "buffalo_l"
     bucket: str = "photos"
     webhook_secret: str = "local-webhook-secret"
+    # The status function's HS256 key (the app's backend signs user tokens with it).
+    jwt_secret: str = "local-jwt-secret-of-the-stack-only-32b"
+    admin_password: str = "local-admin-password"
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Export every process's spans to a stand-in OTLP collector (scripts/otlp_receiver.py).
+    tracing: bool = False
 
 
 @dataclass
@@ -98,8 +114,18 @@ class LocalStack:
             aws_secret_access_key="local",
         )
 
+    def user_token(self, user_id: str, role: str | None = None) -> str:
+        """A bearer token for the status API, as the app's backend issues them."""
+        return mint_token(self.config.jwt_secret, user_id, role)
+
     def start(self) -> None:
         self.config.workdir.mkdir(parents=True, exist_ok=True)
+        if self.config.tracing:
+            self.urls["otlp"] = self._spawn_http(
+                "otlp",
+                [sys.executable, "-m", "scripts.otlp_receiver", "--port", "{port}"],
+                "/healthz",
+            )
         self._redis_port = free_port()
         self._spawn(
             "redis",
@@ -145,7 +171,16 @@ class LocalStack:
             {"WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "2"},
             ready_timeout=120,
         )
-        self.urls["status"] = self._spawn_function("status", "functions.status.app")
+        self.urls["status"] = self._spawn_function(
+            "status",
+            "functions.status.app",
+            {
+                "JWT_SECRET": self.config.jwt_secret,
+                "ADMIN_PASSWORD": self.config.admin_password,
+                # Plain http on loopback: a Secure cookie would never be sent back.
+                "ADMIN_COOKIE_SECURE": "0",
+            },
+        )
         self.urls["broker"] = self._spawn_http(
             "broker",
             [
@@ -163,6 +198,7 @@ class LocalStack:
                 ),
             ],
             "/healthz",
+            self._tracing_env("broker"),
         )
         self.urls["receiver"] = self._spawn_function(
             "receiver", "eventing.receiver", {"K_SINK": self.urls["broker"]}
@@ -203,8 +239,26 @@ class LocalStack:
             str(GUNICORN_CONF),
             f"{module}:create_app()",
         ]
-        env = {**self.env, "PORT": "{port}", **(env or {})}
+        metrics_dir = self.config.workdir / "metrics" / name
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        env = {
+            **self.env,
+            **self._tracing_env(name),
+            "PORT": "{port}",
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+            **(env or {}),
+        }
         return self._spawn_http(name, command, "/healthz", env, ready_timeout)
+
+    def _tracing_env(self, service: str) -> dict[str, str]:
+        """OTLP export as `service`, flushed every 100 ms; none (tracing off) by default."""
+        if not self.config.tracing:
+            return {}
+        return {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": self.urls["otlp"],
+            "OTEL_SERVICE_NAME": service,
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+        }
 
     def _spawn_http(
         self,
@@ -268,8 +322,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-root", type=Path, default=ROOT / "var" / "models")
     parser.add_argument("--workdir", type=Path, default=ROOT / "var" / "stack")
+    parser.add_argument(
+        "--tracing", action="store_true", help="collect spans; read them at <otlp>/spans"
+    )
     args = parser.parse_args()
-    with LocalStack(StackConfig(model_root=args.model_root, workdir=args.workdir)) as stack:
+    config = StackConfig(model_root=args.model_root, workdir=args.workdir, tracing=args.tracing)
+    with LocalStack(config) as stack:
         for name, url in stack.urls.items():
             print(f"{name:10} {url}")
         signals = {signal.SIGINT, signal.SIGTERM}

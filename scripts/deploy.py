@@ -1,0 +1,415 @@
+"""Deploy the photo pipeline to a Knative cluster in one command (run as `scripts/deploy`).
+
+Builds and pushes the four images, pins them by digest in a generated kustomize overlay
+(with the Secret generated from --secrets-file), merges the tracing settings into Knative's
+own ConfigMaps, applies everything with `kubectl apply -k`, waits for every Knative resource
+to be Ready, and prints the public URLs and the `b2 bucket notification-rule create` command.
+
+    scripts/deploy --registry registry.example.com/photos --bucket photos \\
+        --secrets-file knative/secrets.env
+    scripts/deploy --dry-run --registry registry.example.com/photos --bucket photos
+
+--dry-run needs neither docker nor kubectl nor a cluster: it prints every command it would
+run (as `#` comments) and the full manifest set it would apply (as YAML, Secret values
+redacted), rendered by scripts/kustomize_render.py exactly as `kubectl kustomize` would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from scripts.kustomize_render import Manifest, dump, read_env_file, render
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OVERLAY = ROOT / "knative"
+CLUSTER_PATCHES = ROOT / "knative" / "cluster"
+EXAMPLE_SECRETS = ROOT / "knative" / "secrets.example.env"
+SECRET_NAME = "photo-pipeline-secrets"
+NAMESPACE = "photos"
+# Knative Service name -> its Dockerfile; every image is built from the repository root.
+DOCKERFILES = {
+    "thumbnail": "functions/thumbnail/Dockerfile",
+    "embed": "functions/embed/Dockerfile",
+    "status": "functions/status/Dockerfile",
+    "b2-receiver": "eventing/Dockerfile",
+}
+PLACEHOLDER_IMAGE = "photo-pipeline/{name}"
+PUBLIC_SERVICES = ("b2-receiver", "status")
+REQUIRED_CRDS = (
+    "services.serving.knative.dev",
+    "brokers.eventing.knative.dev",
+    "triggers.eventing.knative.dev",
+    "sinkbindings.sources.knative.dev",
+    "certificates.cert-manager.io",
+)
+# Kinds whose Ready condition says the pipeline is up, and Deployments/StatefulSets to roll out.
+READY_KINDS = {
+    ("serving.knative.dev/v1", "Service"): "ksvc",
+    ("eventing.knative.dev/v1", "Broker"): "broker",
+    ("eventing.knative.dev/v1", "Trigger"): "trigger",
+    ("sources.knative.dev/v1", "SinkBinding"): "sinkbinding",
+}
+ROLLOUT_KINDS = {"Deployment": "deployment", "StatefulSet": "statefulset"}
+B2_SIGNING_SECRET = re.compile(r"[A-Za-z0-9]{32}")
+WAIT_TIMEOUT = "10m"
+
+
+class DeployError(RuntimeError):
+    """A precondition failed; nothing after it ran."""
+
+
+@dataclass(frozen=True)
+class Options:
+    registry: str
+    tag: str
+    overlay: Path
+    secrets_file: Path
+    bucket: str
+    upload_prefix: str
+    rule_name: str
+    domain: str | None
+    onnxruntime: str
+    onnxruntime_version: str
+    model_pack_sha256: str | None
+    skip_build: bool
+    dry_run: bool
+
+
+class Shell:
+    """Runs commands, echoing each; in a dry run only prints them, as YAML comments."""
+
+    def __init__(self, dry_run: bool) -> None:
+        self.dry_run = dry_run
+
+    def run(self, command: Sequence[str]) -> None:
+        print(f"# + {shlex.join(command)}", flush=True)
+        if not self.dry_run:
+            subprocess.run(command, cwd=ROOT, check=True)
+
+    def output(self, command: Sequence[str]) -> str:
+        """A read-only query of the cluster or docker; never called in a dry run."""
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise DeployError(f"{shlex.join(command)} failed: {result.stderr.strip()}")
+        return result.stdout.strip()
+
+
+def referenced_secret_keys(manifests: list[Manifest]) -> set[str]:
+    """Every key of the pipeline's Secret that some container reads."""
+    return {
+        ref["key"] for ref in _find_key(manifests, "secretKeyRef") if ref.get("name") == SECRET_NAME
+    }
+
+
+def _find_key(node: Any, wanted: str) -> Iterator[Any]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == wanted:
+                yield value
+            yield from _find_key(value, wanted)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _find_key(item, wanted)
+
+
+def secret_problems(secrets: dict[str, str], required: set[str]) -> list[str]:
+    """What is wrong with the secrets file, in words; empty when it can be applied."""
+    problems = [f"{key} is missing" for key in sorted(required - set(secrets))]
+    problems += [
+        f"{key} is still a placeholder"
+        for key, value in sorted(secrets.items())
+        if "change-me" in value or not value
+    ]
+    signing = secrets.get("B2_WEBHOOK_SECRETS", "").split(",")[0]
+    if not B2_SIGNING_SECRET.fullmatch(signing):
+        problems.append("B2_WEBHOOK_SECRETS' first secret must be 32 letters and digits (B2)")
+    if len(secrets.get("JWT_SECRET", "").encode()) < 32:
+        problems.append("JWT_SECRET must be at least 32 bytes")
+    if not secrets.get("REDIS_URL", "").startswith("rediss://"):
+        problems.append("REDIS_URL must be rediss:// (Redis is reached over TLS)")
+    return problems
+
+
+def image_reference(options: Options, name: str) -> str:
+    return f"{options.registry}/{name}:{options.tag}"
+
+
+def build_and_push(options: Options, shell: Shell) -> dict[str, str]:
+    """Image reference per Service: by digest once pushed, by tag in a dry run."""
+    pinned = {}
+    for name, dockerfile in DOCKERFILES.items():
+        reference = image_reference(options, name)
+        build = ["docker", "build", "--file", dockerfile, "--tag", reference]
+        if name == "embed":
+            build += [
+                "--build-arg", f"ONNXRUNTIME={options.onnxruntime}",
+                "--build-arg", f"ONNXRUNTIME_VERSION={options.onnxruntime_version}",
+                "--build-arg", f"MODEL_PACK_SHA256={options.model_pack_sha256 or '<sha256>'}",
+            ]  # fmt: skip
+        shell.run([*build, "."])
+        shell.run(["docker", "push", reference])
+        pinned[name] = reference if shell.dry_run else _pushed_digest(shell, options, name)
+    return pinned
+
+
+def _pushed_digest(shell: Shell, options: Options, name: str) -> str:
+    repository = f"{options.registry}/{name}"
+    template = "{{range .RepoDigests}}{{println .}}{{end}}"
+    reference = image_reference(options, name)
+    digests = shell.output(["docker", "inspect", "--format", template, reference]).splitlines()
+    for digest in digests:
+        if digest.startswith(f"{repository}@"):
+            return digest
+    raise DeployError(f"docker reports no pushed digest for {repository}: {digests}")
+
+
+def write_overlay(options: Options, images: dict[str, str], workdir: Path) -> Path:
+    """The kustomization that scripts/deploy applies: the chosen overlay, its images pinned,
+    the Secret generated from the secrets file (copied beside it, readable by its owner only)."""
+    secrets_copy = workdir / "secrets.env"
+    shutil.copyfile(options.secrets_file, secrets_copy)
+    secrets_copy.chmod(0o600)
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [os.path.relpath(options.overlay, workdir)],
+        "images": [_image_entry(name, reference) for name, reference in images.items()],
+        "secretGenerator": [{"name": SECRET_NAME, "namespace": NAMESPACE, "envs": ["secrets.env"]}],
+        # Knative Services are not among the kinds whose Secret references kustomize renames.
+        "generatorOptions": {"disableNameSuffixHash": True},
+    }
+    (workdir / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
+    return workdir
+
+
+def _image_entry(name: str, reference: str) -> dict[str, str]:
+    entry = {"name": PLACEHOLDER_IMAGE.format(name=name)}
+    if "@" in reference:
+        entry["newName"], entry["digest"] = reference.split("@", 1)
+    else:
+        entry["newName"], entry["newTag"] = reference.rsplit(":", 1)
+    return entry
+
+
+def redacted(manifests: list[Manifest]) -> list[Manifest]:
+    """The manifests with every Secret value replaced, for printing."""
+    marker = base64.b64encode(b"<redacted>").decode()
+    for manifest in manifests:
+        if manifest["kind"] == "Secret":
+            manifest["data"] = dict.fromkeys(manifest.get("data", {}), marker)
+    return manifests
+
+
+def patch_knative_config(shell: Shell) -> None:
+    """Merge knative/cluster/*.yaml into Knative's own ConfigMaps (applying them would replace
+    keys that Knative's installation owns)."""
+    for path in sorted(CLUSTER_PATCHES.glob("*.yaml")):
+        metadata = yaml.safe_load(path.read_text())["metadata"]
+        shell.run(
+            [
+                "kubectl", "patch", "configmap", metadata["name"],
+                "--namespace", metadata["namespace"],
+                "--type", "merge", "--patch-file", str(path.relative_to(ROOT)),
+            ]
+        )  # fmt: skip
+
+
+def set_domain(shell: Shell, domain: str) -> None:
+    patch = json.dumps({"data": {domain: ""}})
+    shell.run(
+        [
+            "kubectl", "patch", "configmap", "config-domain", "--namespace", "knative-serving",
+            "--type", "merge", "--patch", patch,
+        ]
+    )  # fmt: skip
+
+
+def wait_until_ready(shell: Shell, manifests: list[Manifest]) -> None:
+    for manifest in manifests:
+        metadata = manifest["metadata"]
+        namespace = metadata.get("namespace", "default")
+        resource = READY_KINDS.get((manifest["apiVersion"], manifest["kind"]))
+        if resource:
+            shell.run(
+                [
+                    "kubectl", "wait", "--for=condition=Ready", f"--timeout={WAIT_TIMEOUT}",
+                    "--namespace", namespace, f"{resource}/{metadata['name']}",
+                ]
+            )  # fmt: skip
+        elif manifest["kind"] in ROLLOUT_KINDS:
+            shell.run(
+                [
+                    "kubectl", "rollout", "status", f"--timeout={WAIT_TIMEOUT}",
+                    "--namespace", namespace,
+                    f"{ROLLOUT_KINDS[manifest['kind']]}/{metadata['name']}",
+                ]
+            )  # fmt: skip
+
+
+def public_urls(options: Options, shell: Shell) -> dict[str, str]:
+    """The public URL of each public Service: from the cluster, or the expected one in a dry
+    run (Knative's default domain template, {name}.{namespace}.{domain})."""
+    if shell.dry_run:
+        domain = options.domain or "<your-domain>"
+        return {name: f"https://{name}.{NAMESPACE}.{domain}" for name in PUBLIC_SERVICES}
+    query = ["kubectl", "get", "ksvc", "--namespace", NAMESPACE, "-o", "jsonpath={.status.url}"]
+    return {name: shell.output([*query, name]) for name in PUBLIC_SERVICES}
+
+
+def notification_rule_command(options: Options, webhook_url: str, signing_secret: str) -> str:
+    """The B2 CLI (v4) command that makes B2 call the receiver for every upload."""
+    prefix = options.upload_prefix.lstrip("/")
+    return shlex.join(
+        [
+            "b2", "bucket", "notification-rule", "create",
+            f"b2://{options.bucket}/{prefix}", options.rule_name,
+            "--event-type", "b2:ObjectCreated:*",
+            "--webhook-url", f"{webhook_url.rstrip('/')}/",
+            "--sign-secret", signing_secret,
+        ]
+    )  # fmt: skip
+
+
+def preflight(shell: Shell) -> None:
+    for tool in ("docker", "kubectl"):
+        if shutil.which(tool) is None:
+            raise DeployError(f"{tool} is not installed")
+    shell.output(["kubectl", "get", "crd", *REQUIRED_CRDS])
+
+
+def deploy(options: Options) -> None:
+    shell = Shell(options.dry_run)
+    secrets = read_env_file(options.secrets_file)
+    check_inputs(options, secrets, render(options.overlay))
+    if not options.dry_run:
+        preflight(shell)
+    if options.skip_build:
+        images = {name: image_reference(options, name) for name in DOCKERFILES}
+    else:
+        images = build_and_push(options, shell)
+    (ROOT / "var").mkdir(exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="deploy-", dir=ROOT / "var"))
+    try:
+        overlay = write_overlay(options, images, workdir)
+        manifests = render(overlay)
+        patch_knative_config(shell)
+        if options.domain:
+            set_domain(shell, options.domain)
+        shell.run(["kubectl", "apply", "-k", str(overlay.relative_to(ROOT))])
+    finally:
+        shutil.rmtree(workdir)
+    if options.dry_run:
+        print(dump(redacted(manifests)), end="")
+    wait_until_ready(shell, manifests)
+    report(options, shell, secrets)
+
+
+def check_inputs(options: Options, secrets: dict[str, str], manifests: list[Manifest]) -> None:
+    """Refuse, before touching docker or the cluster, what would deploy a broken pipeline; in a
+    dry run, print the problems instead."""
+    problems = [
+        f"secrets file {options.secrets_file.name}: {problem}"
+        for problem in secret_problems(secrets, referenced_secret_keys(manifests))
+    ]
+    if not (options.skip_build or options.model_pack_sha256):
+        problems.append("the embed image needs --model-pack-sha256 (or MODEL_PACK_SHA256)")
+    if problems and not options.dry_run:
+        raise DeployError("; ".join(problems))
+    for problem in problems:
+        print(f"# {problem}")
+
+
+def report(options: Options, shell: Shell, secrets: dict[str, str]) -> None:
+    urls = public_urls(options, shell)
+    print("#")
+    for name, url in urls.items():
+        print(f"# {name}: {url}")
+    print("# traces: kubectl port-forward --namespace observability svc/jaeger 16686")
+    print("#   then http://localhost:16686")
+    print("# B2 event notifications (run once; B2 calls only HTTPS URLs):")
+    signing_secret = secrets.get("B2_WEBHOOK_SECRETS", "").split(",")[0]
+    print(f"#   {notification_rule_command(options, urls['b2-receiver'], signing_secret)}")
+
+
+def _git_tag() -> str:
+    result = subprocess.run(
+        ["git", "describe", "--always", "--dirty", "--abbrev=12"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    return result.stdout.strip() or "latest-build"
+
+
+def parse_options(argv: Sequence[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--registry", required=True, help="e.g. registry.example.com/photos")
+    parser.add_argument("--bucket", required=True, help="the B2 bucket photos are uploaded to")
+    parser.add_argument("--upload-prefix", default="", help="key prefix of uploads (B2 rule)")
+    parser.add_argument("--rule-name", default="photo-uploads", help="B2 notification rule")
+    parser.add_argument("--secrets-file", type=Path, help="KEY=VALUE file; see the example")
+    parser.add_argument("--overlay", type=Path, default=DEFAULT_OVERLAY)
+    parser.add_argument("--tag", default=None, help="image tag (default: git describe)")
+    parser.add_argument("--domain", help="set Knative's public domain (config-domain)")
+    parser.add_argument(
+        "--onnxruntime",
+        default="onnxruntime",
+        help="embed's onnxruntime package, e.g. 'onnxruntime-gpu[cuda,cudnn]' for NVIDIA nodes",
+    )
+    parser.add_argument(
+        "--onnxruntime-version",
+        default="",
+        help="its version when it differs from the CPU pin (onnxruntime-gpu: 1.31.1)",
+    )
+    parser.add_argument(
+        "--model-pack-sha256",
+        default=os.environ.get("MODEL_PACK_SHA256"),
+        help="SHA-256 of the buffalo_l archive the embed image bakes in (MODEL_PACK_SHA256)",
+    )
+    parser.add_argument("--skip-build", action="store_true", help="deploy already-pushed --tag")
+    parser.add_argument("--dry-run", action="store_true", help="print, touch nothing")
+    args = parser.parse_args(argv)
+    if args.secrets_file is None and not args.dry_run:
+        parser.error("--secrets-file is required (copy knative/secrets.example.env)")
+    return Options(
+        registry=args.registry.rstrip("/"),
+        tag=args.tag or _git_tag(),
+        overlay=args.overlay.resolve(),
+        secrets_file=(args.secrets_file or EXAMPLE_SECRETS).resolve(),
+        bucket=args.bucket,
+        upload_prefix=args.upload_prefix,
+        rule_name=args.rule_name,
+        domain=args.domain,
+        onnxruntime=args.onnxruntime,
+        onnxruntime_version=args.onnxruntime_version,
+        model_pack_sha256=args.model_pack_sha256,
+        skip_build=args.skip_build,
+        dry_run=args.dry_run,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    options = parse_options(argv)
+    try:
+        deploy(options)
+    except (DeployError, subprocess.CalledProcessError) as exc:
+        sys.exit(f"deploy: {exc}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+"""`scripts/deploy --dry-run` runs here, with no docker engine, kubectl or cluster, and prints
+every command it would run and the full, valid manifest set it would apply."""
+
+from __future__ import annotations
+
+import base64
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from scripts.deploy import (
+    DOCKERFILES,
+    EXAMPLE_SECRETS,
+    SECRET_NAME,
+    parse_options,
+    referenced_secret_keys,
+    secret_problems,
+    write_overlay,
+)
+from scripts.kustomize_render import read_env_file, render
+from tests.knative_manifests import KSVC, OVERLAYS, ROOT, find, of_kind, validation_errors
+
+REGISTRY = "registry.example.com/photos"
+WEBHOOK_SECRET = "Abcdefghijklmnopqrstuvwxyz012345"
+GOOD_SECRETS = {
+    "S3_ACCESS_KEY_ID": "0045b2keyid",
+    "S3_SECRET_ACCESS_KEY": "K004-b2-application-key-value",
+    "AWS_ACCESS_KEY_ID": "AKIAEXAMPLEKEYID",
+    "AWS_SECRET_ACCESS_KEY": "aws-secret-access-key-value",
+    "B2_WEBHOOK_SECRETS": WEBHOOK_SECRET,
+    "JWT_SECRET": "a-jwt-signing-key-that-is-long-enough-000",
+    "ADMIN_PASSWORD": "admin-password-value",
+    "REDIS_PASSWORD": "redis-password-value",
+    "REDIS_URL": "rediss://:redis-password-value@redis.photos.svc.cluster.local:6379/0",
+}
+
+
+def write_secrets(path: Path, secrets: dict[str, str]) -> Path:
+    path.write_text("".join(f"{key}={value}\n" for key, value in secrets.items()))
+    return path
+
+
+def dry_run(*arguments: str) -> str:
+    result = subprocess.run(
+        [ROOT / "scripts" / "deploy", "--dry-run", "--registry", REGISTRY, *arguments],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def commands(output: str) -> list[list[str]]:
+    return [
+        shlex.split(line[len("# + ") :]) for line in output.splitlines() if line.startswith("# + ")
+    ]
+
+
+@pytest.fixture(scope="module")
+def secrets_file(tmp_path_factory) -> Path:
+    return write_secrets(tmp_path_factory.mktemp("secrets") / "secrets.env", GOOD_SECRETS)
+
+
+@pytest.fixture(scope="module")
+def output(secrets_file) -> str:
+    return dry_run(
+        "--bucket", "photo-uploads", "--upload-prefix", "users/", "--domain", "photos.example.com",
+        "--tag", "v1", "--secrets-file", str(secrets_file),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_a_dry_run_prints_the_full_valid_manifest_set(overlay, secrets_file):
+    printed = dry_run("--bucket", "b", "--overlay", overlay, "--secrets-file", str(secrets_file))
+    manifests = tuple(yaml.safe_load_all(printed))
+    errors = {
+        f"{m['kind']}/{m['metadata']['name']}": validation_errors(m, manifests) for m in manifests
+    }
+    assert {name: found for name, found in errors.items() if found} == {}
+    assert len(manifests) == len(render(ROOT / overlay)) + 1  # and the generated Secret
+
+
+def test_a_dry_run_builds_and_pushes_every_image_from_the_repository_root(output):
+    builds = [c for c in commands(output) if c[:2] == ["docker", "build"]]
+    assert sorted(c[c.index("--file") + 1] for c in builds) == sorted(DOCKERFILES.values())
+    assert all(c[-1] == "." for c in builds)
+    pushes = [c[2] for c in commands(output) if c[:2] == ["docker", "push"]]
+    assert pushes == [f"{REGISTRY}/{name}:v1" for name in DOCKERFILES]
+
+
+def test_each_service_runs_the_image_the_dry_run_builds_for_it(output):
+    services = of_kind(tuple(yaml.safe_load_all(output)), *KSVC)
+    images = {
+        s["metadata"]["name"]: s["spec"]["template"]["spec"]["containers"][0]["image"]
+        for s in services
+    }
+    assert images == {name: f"{REGISTRY}/{name}:v1" for name in DOCKERFILES}
+
+
+def test_a_dry_run_applies_with_kubectl_apply_k_then_waits_for_every_knative_resource(output):
+    steps = commands(output)
+    (apply,) = [c for c in steps if c[:3] == ["kubectl", "apply", "-k"]]
+    waits = {c[-1] for c in steps if c[:2] == ["kubectl", "wait"]}
+    assert waits == {
+        *(f"ksvc/{name}" for name in DOCKERFILES),
+        "broker/photos",
+        "trigger/thumbnail",
+        "trigger/embed",
+        "sinkbinding/b2-receiver",
+    }
+    assert steps.index(apply) < min(i for i, c in enumerate(steps) if c[:2] == ["kubectl", "wait"])
+
+
+def test_a_dry_run_merges_tracing_into_knatives_own_configmaps(output):
+    patched = {
+        (c[c.index("--namespace") + 1], c[3])
+        for c in commands(output)
+        if c[:3] == ["kubectl", "patch", "configmap"]
+    }
+    assert {
+        ("knative-serving", "config-observability"),
+        ("knative-eventing", "config-observability"),
+        ("knative-serving", "config-domain"),
+    } <= patched
+
+
+def test_a_dry_run_prints_the_b2_notification_rule_command(output):
+    (line,) = [line for line in output.splitlines() if "notification-rule" in line]
+    assert shlex.split(line.lstrip("# ")) == [
+        "b2", "bucket", "notification-rule", "create", "b2://photo-uploads/users/",
+        "photo-uploads", "--event-type", "b2:ObjectCreated:*",
+        "--webhook-url", "https://b2-receiver.photos.photos.example.com/",
+        "--sign-secret", WEBHOOK_SECRET,
+    ]  # fmt: skip
+
+
+def test_a_dry_run_prints_no_secret_value_but_the_signing_secret_b2_needs(output):
+    shown = [v for k, v in GOOD_SECRETS.items() if v in output and k != "B2_WEBHOOK_SECRETS"]
+    assert shown == []
+    (secret,) = [m for m in yaml.safe_load_all(output) if m["kind"] == "Secret"]
+    assert set(secret["data"]) == set(GOOD_SECRETS)
+    assert {base64.b64decode(v) for v in secret["data"].values()} == {b"<redacted>"}
+
+
+def test_the_example_secrets_are_refused_as_placeholders():
+    problems = secret_problems(read_env_file(EXAMPLE_SECRETS), set(GOOD_SECRETS))
+    assert "REDIS_URL is still a placeholder" in problems
+
+
+def test_complete_secrets_pass():
+    assert secret_problems(GOOD_SECRETS, set(GOOD_SECRETS)) == []
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "problem"),
+    [
+        ("B2_WEBHOOK_SECRETS", "too-short", "32 letters and digits"),
+        ("JWT_SECRET", "short", "at least 32 bytes"),
+        ("REDIS_URL", "redis://redis:6379/0", "rediss://"),
+    ],
+)
+def test_secrets_the_services_would_reject_are_refused(key, value, problem):
+    problems = secret_problems({**GOOD_SECRETS, key: value}, set(GOOD_SECRETS))
+    assert any(problem in found for found in problems)
+
+
+def test_a_missing_secret_is_refused():
+    secrets = {k: v for k, v in GOOD_SECRETS.items() if k != "ADMIN_PASSWORD"}
+    assert "ADMIN_PASSWORD is missing" in secret_problems(secrets, set(GOOD_SECRETS))
+
+
+def test_the_applied_overlay_pins_images_by_digest_and_generates_the_secret(tmp_path, secrets_file):
+    digest = "sha256:" + "ab" * 32
+    images = {name: f"{REGISTRY}/{name}@{digest}" for name in DOCKERFILES}
+    options = parse_options(
+        ["--registry", REGISTRY, "--bucket", "b", "--secrets-file", str(secrets_file)]
+    )
+    manifests = tuple(render(write_overlay(options, images, tmp_path)))
+    for name in DOCKERFILES:
+        image = find(manifests, *KSVC, name)["spec"]["template"]["spec"]["containers"][0]["image"]
+        assert image == f"{REGISTRY}/{name}@{digest}"
+    secret = find(manifests, "v1", "Secret", SECRET_NAME)
+    assert secret["metadata"]["namespace"] == "photos"
+    assert base64.b64decode(secret["data"]["REDIS_URL"]).decode() == GOOD_SECRETS["REDIS_URL"]
+    assert set(secret["data"]) == referenced_secret_keys(list(manifests))
+    assert (tmp_path / "secrets.env").stat().st_mode & 0o077 == 0
+
+
+def test_a_deploy_with_placeholder_secrets_stops_before_touching_docker_or_the_cluster():
+    arguments = [
+        "--bucket",
+        "b",
+        "--secrets-file",
+        EXAMPLE_SECRETS,
+        "--model-pack-sha256",
+        "0" * 64,
+    ]
+    result = subprocess.run(
+        [ROOT / "scripts" / "deploy", "--registry", REGISTRY, *arguments],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "REDIS_URL is still a placeholder" in result.stderr
+    assert "# + " not in result.stdout
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_the_applied_overlay_renders_as_kubectl_kustomize_renders_it(tmp_path, secrets_file):
+    options = parse_options(
+        ["--registry", REGISTRY, "--bucket", "b", "--secrets-file", str(secrets_file)]
+    )
+    images = {name: f"{REGISTRY}/{name}@sha256:{'cd' * 32}" for name in DOCKERFILES}
+    overlay = write_overlay(options, images, tmp_path)
+    kubectl = subprocess.run(
+        ["kubectl", "kustomize", str(overlay)], capture_output=True, text=True, check=True
+    )
+    assert render(overlay) == list(yaml.safe_load_all(kubectl.stdout))

@@ -1,0 +1,456 @@
+"""The Knative deployment, proven without a cluster: every rendered document is valid for its
+kind, the autoscaling settings mean what the design says, func.yaml and the Knative Services
+agree, and the pieces reference each other correctly."""
+
+from __future__ import annotations
+
+import copy
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from scripts.deploy import EXAMPLE_SECRETS, referenced_secret_keys
+from scripts.kustomize_render import KustomizationError, read_env_file, render
+from tests.knative_manifests import (
+    KSVC,
+    OVERLAYS,
+    ROOT,
+    annotations,
+    config_maps_loaded,
+    container,
+    find,
+    knative_service,
+    knative_services,
+    literal_env,
+    of_kind,
+    rendered,
+    secret_env,
+    triggers,
+    validation_errors,
+)
+
+FUNCTIONS = ("thumbnail", "embed", "status")
+AUTOSCALING = "autoscaling.knative.dev/"
+# Every per-revision autoscaling annotation Knative Serving reads.
+AUTOSCALING_KEYS = {
+    "class",
+    "metric",
+    "target",
+    "target-utilization-percentage",
+    "target-burst-capacity",
+    "min-scale",
+    "max-scale",
+    "initial-scale",
+    "activation-scale",
+    "scale-down-delay",
+    "scale-to-zero-pod-retention-period",
+    "window",
+    "panic-window-percentage",
+    "panic-threshold-percentage",
+}
+# Mount paths and variables Knative's admission webhook rejects in a Service.
+KNATIVE_RESERVED_PATHS = {"/", "/dev", "/dev/log", "/tmp", "/var", "/var/log"}
+KNATIVE_RESERVED_ENV = {"PORT", "K_SERVICE", "K_CONFIGURATION", "K_REVISION"}
+# Loading buffalo_l's detection and recognition graphs (191 MB) into onnxruntime took 2.2-4.5 s
+# on a shared 2-core machine (full-size stand-ins, scripts/reference_graphs.py); the budget is
+# ten times that and more, for a cold node reading the image from disk.
+MODEL_LOAD_BUDGET_S = 60
+DURATION = re.compile(r"(?:(\d+)m)?(?:(\d+)s)?")
+
+
+def seconds(duration: str) -> int:
+    match = DURATION.fullmatch(duration)
+    assert match and duration, f"not a Go duration in minutes/seconds: {duration!r}"
+    return int(match[1] or 0) * 60 + int(match[2] or 0)
+
+
+def startup_window_s(probe: dict) -> int:
+    """How long a startup probe lets a container take before it is restarted."""
+    return probe.get("initialDelaySeconds", 0) + probe["periodSeconds"] * probe["failureThreshold"]
+
+
+def func_yaml(name: str) -> dict:
+    return yaml.safe_load((ROOT / "functions" / name / "func.yaml").read_text())
+
+
+# -- every document is valid ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_rendered_document_is_valid_for_its_kind(overlay):
+    manifests = rendered(overlay)
+    assert len(manifests) > 20
+    errors = {
+        f"{m['kind']}/{m['metadata']['name']}": validation_errors(m, manifests) for m in manifests
+    }
+    assert {name: found for name, found in errors.items() if found} == {}
+
+
+def test_validation_catches_a_misspelled_knative_field():
+    service = copy.deepcopy(knative_service("embed"))
+    service["spec"]["template"]["spec"]["containerconcurrency"] = 2
+    assert validation_errors(service, rendered())
+
+
+def test_validation_catches_a_wrongly_typed_kubernetes_field():
+    statefulset = copy.deepcopy(find(rendered(), "apps/v1", "StatefulSet", "redis"))
+    statefulset["spec"]["replicas"] = "one"
+    assert validation_errors(statefulset, rendered())
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_renderer_matches_kubectl_kustomize(overlay):
+    output = subprocess.run(
+        ["kubectl", "kustomize", str(ROOT / overlay)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert list(rendered(overlay)) == list(yaml.safe_load_all(output))
+
+
+def test_the_renderer_refuses_kustomize_fields_it_does_not_implement(tmp_path: Path):
+    (tmp_path / "kustomization.yaml").write_text("resources: []\ncommonLabels: {a: b}\n")
+    with pytest.raises(KustomizationError, match="commonLabels"):
+        render(tmp_path)
+
+
+# -- autoscaling -------------------------------------------------------------------------------
+
+
+def test_embed_keeps_one_pod_warm():
+    assert annotations(knative_service("embed"))[AUTOSCALING + "min-scale"] == "1"
+
+
+def test_thumbnail_scales_to_zero():
+    assert annotations(knative_service("thumbnail")).get(AUTOSCALING + "min-scale", "0") == "0"
+
+
+@pytest.mark.parametrize("service", knative_services(), ids=lambda s: s["metadata"]["name"])
+def test_autoscaling_annotations_are_ones_knative_reads_with_valid_values(service):
+    scaling = {
+        key.removeprefix(AUTOSCALING): value
+        for key, value in annotations(service).items()
+        if key.startswith(AUTOSCALING)
+    }
+    assert set(scaling) <= AUTOSCALING_KEYS
+    bounds = {key: int(scaling[key]) for key in ("min-scale", "max-scale") if key in scaling}
+    assert all(value >= 0 for value in bounds.values())
+    assert bounds.get("min-scale", 0) <= bounds.get("max-scale", 10**6)
+    assert scaling.get("metric", "concurrency") in {"concurrency", "rps"}  # KPA's metrics
+    assert float(scaling.get("target", "1")) > 0
+
+
+@pytest.mark.parametrize("service", knative_services(), ids=lambda s: s["metadata"]["name"])
+def test_concurrency_is_a_hard_limit_at_the_threads_gunicorn_runs(service):
+    env = literal_env(service)
+    threads = int(env["WEB_CONCURRENCY"]) * int(env["GUNICORN_THREADS"])
+    assert service["spec"]["template"]["spec"]["containerConcurrency"] == threads
+
+
+def test_embed_takes_two_photos_at_a_time():
+    assert knative_service("embed")["spec"]["template"]["spec"]["containerConcurrency"] == 2
+
+
+def test_embed_requests_the_cpus_its_onnxruntime_threads_use():
+    embed = knative_service("embed")
+    resources = container(embed)["resources"]
+    threads = literal_env(embed)["ORT_INTRA_OP_THREADS"]
+    assert resources["requests"]["cpu"] == resources["limits"]["cpu"] == threads == "2"
+
+
+def test_embed_is_started_by_a_startup_probe_on_healthz_that_outlasts_the_model_load():
+    probe = container(knative_service("embed"))["startupProbe"]
+    assert probe["httpGet"]["path"] == "/healthz"
+    window = (
+        probe.get("initialDelaySeconds", 0) + probe["periodSeconds"] * probe["failureThreshold"]
+    )
+    assert window > MODEL_LOAD_BUDGET_S
+
+
+def test_embed_progress_deadline_outlasts_its_startup_probe():
+    embed = knative_service("embed")
+    probe = container(embed)["startupProbe"]
+    window = (
+        probe.get("initialDelaySeconds", 0) + probe["periodSeconds"] * probe["failureThreshold"]
+    )
+    deadline = annotations(embed)["serving.knative.dev/progress-deadline"]
+    assert seconds(deadline) > window
+
+
+@pytest.mark.parametrize("name", ["thumbnail", "embed"])
+def test_a_service_answers_within_its_triggers_delivery_timeout(name):
+    (trigger,) = [t for t in triggers() if t["spec"]["subscriber"]["ref"]["name"] == name]
+    timeout = seconds(trigger["spec"]["delivery"]["timeout"].removeprefix("PT").lower())
+    assert knative_service(name)["spec"]["template"]["spec"]["timeoutSeconds"] == timeout
+
+
+# -- func.yaml and the Knative Services agree --------------------------------------------------
+
+
+def func_yaml_drift(function: dict, service: dict, all_triggers: list[dict]) -> list[str]:
+    """How `function` (a func.yaml) and `service` (its Knative Service) disagree; empty if not."""
+    options = function["deploy"]["options"]
+    scale = options["scale"]
+    expected_annotations = {
+        AUTOSCALING + "min-scale": str(scale["min"]),
+        AUTOSCALING + "max-scale": str(scale["max"]),
+        AUTOSCALING + "metric": scale["metric"],
+        AUTOSCALING + "target": str(scale["target"]),
+    }
+    actual_annotations = {key: annotations(service).get(key) for key in expected_annotations}
+    resources = container(service)["resources"]
+    limits = dict(options["resources"]["limits"])
+    concurrency = limits.pop("concurrency")
+    envs = function["run"]["envs"]
+    secret_refs = {
+        env["name"]: tuple(env["value"].strip("{} ").removeprefix("secret:").split(":"))
+        for env in envs
+        if env["value"].startswith("{{ secret:")
+    }
+    config_imports = {
+        env["value"].strip("{} ").removeprefix("configMap:")
+        for env in envs
+        if env["value"].startswith("{{ configMap:")
+    }
+    literals = {env["name"]: env["value"] for env in envs if not env["value"].startswith("{{")}
+    subscriptions = {
+        (sub["source"], tuple(sorted(sub.get("filters", {}).items())))
+        for sub in function["deploy"].get("subscriptions", [])
+    }
+    name = service["metadata"]["name"]
+    trigger_subscriptions = {
+        (t["spec"]["broker"], tuple(sorted(t["spec"]["filter"]["attributes"].items())))
+        for t in all_triggers
+        if t["spec"]["subscriber"]["ref"]["name"] == name
+    }
+    health = function["deploy"]["healthEndpoints"]
+    probes = {
+        "liveness": container(service)["livenessProbe"]["httpGet"]["path"],
+        "readiness": container(service)["readinessProbe"]["httpGet"]["path"],
+    }
+    checks = {
+        "scale": (expected_annotations, actual_annotations),
+        "requests": (options["resources"]["requests"], resources["requests"]),
+        "limits": (limits, resources["limits"]),
+        "concurrency": (concurrency, service["spec"]["template"]["spec"]["containerConcurrency"]),
+        "literal envs": (literals, literal_env(service)),
+        "secret envs": (secret_refs, secret_env(service)),
+        "config maps": (config_imports, config_maps_loaded(service)),
+        "subscriptions": (subscriptions, trigger_subscriptions),
+        "health endpoints": (health, probes),
+    }
+    return [
+        f"{what}: func.yaml {ours} != Knative {theirs}"
+        for what, (ours, theirs) in checks.items()
+        if ours != theirs
+    ]
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_func_yaml_agrees_with_the_knative_service(name):
+    assert func_yaml_drift(func_yaml(name), knative_service(name), triggers()) == []
+
+
+@pytest.mark.parametrize(
+    "drift",
+    [
+        lambda f: f["deploy"]["options"]["scale"].update(min=0),
+        lambda f: f["deploy"]["options"]["resources"]["requests"].update(cpu="1"),
+        lambda f: f["deploy"]["options"]["resources"]["limits"].update(concurrency=4),
+        lambda f: f["run"]["envs"].append({"name": "DET_SIZE", "value": "320"}),
+        lambda f: f["run"]["envs"].pop(),
+        lambda f: f["deploy"]["subscriptions"][0]["filters"].update(type="x"),
+    ],
+    ids=["scale", "requests", "concurrency", "added env", "dropped secret", "subscription"],
+)
+def test_a_func_yaml_that_drifts_from_the_knative_service_is_caught(drift):
+    function = func_yaml("embed")
+    drift(function)
+    assert func_yaml_drift(function, knative_service("embed"), triggers())
+
+
+# -- security ----------------------------------------------------------------------------------
+
+
+def pod_containers(manifest: dict) -> list[dict]:
+    return manifest["spec"]["template"]["spec"]["containers"]
+
+
+def workloads(overlay: str = "knative") -> list[dict]:
+    kinds = {KSVC, ("apps/v1", "Deployment"), ("apps/v1", "StatefulSet")}
+    return [m for m in rendered(overlay) if (m["apiVersion"], m["kind"]) in kinds]
+
+
+@pytest.mark.parametrize("workload", workloads(), ids=lambda w: w["metadata"]["name"])
+def test_every_container_runs_as_non_root_on_a_read_only_root_filesystem(workload):
+    pod_context = workload["spec"]["template"]["spec"].get("securityContext", {})
+    for spec in pod_containers(workload):
+        context = {**pod_context, **spec["securityContext"]}
+        assert context["runAsNonRoot"] is True
+        assert context["runAsUser"] > 0
+        assert context["readOnlyRootFilesystem"] is True
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"]["drop"] == ["ALL"]
+
+
+@pytest.mark.parametrize("service", knative_services(), ids=lambda s: s["metadata"]["name"])
+def test_knative_services_avoid_what_knatives_webhook_rejects(service):
+    spec = container(service)
+    assert not {m["mountPath"] for m in spec["volumeMounts"]} & KNATIVE_RESERVED_PATHS
+    assert not {e["name"] for e in spec.get("env", [])} & KNATIVE_RESERVED_ENV
+
+
+@pytest.mark.parametrize("service", knative_services(), ids=lambda s: s["metadata"]["name"])
+def test_writable_paths_the_code_uses_are_mounted(service):
+    mounts = {m["mountPath"] for m in container(service)["volumeMounts"]}
+    env = literal_env(service)
+    assert {env["TMPDIR"], env["PROMETHEUS_MULTIPROC_DIR"]} <= mounts
+
+
+def test_only_the_webhook_and_status_endpoints_are_public():
+    visibility = {
+        s["metadata"]["name"]: s["metadata"]
+        .get("labels", {})
+        .get("networking.knative.dev/visibility", "public")
+        for s in knative_services()
+    }
+    assert visibility == {
+        "b2-receiver": "public",
+        "status": "public",
+        "thumbnail": "cluster-local",
+        "embed": "cluster-local",
+    }
+
+
+def test_redis_url_in_the_template_is_tls_with_the_mounted_ca():
+    url = read_env_file(EXAMPLE_SECRETS)["REDIS_URL"]
+    assert url.startswith("rediss://")
+    ca_path = re.search(r"ssl_ca_certs=([^&]+)", url)[1]
+    for service in knative_services():
+        mounts = {m["name"]: m["mountPath"] for m in container(service)["volumeMounts"]}
+        assert ca_path == f"{mounts['redis-ca']}/ca.crt"
+
+
+# -- settings ----------------------------------------------------------------------------------
+
+
+def test_the_secret_template_holds_exactly_the_keys_the_manifests_read():
+    assert set(read_env_file(EXAMPLE_SECRETS)) == referenced_secret_keys(list(rendered()))
+
+
+# Read by libraries rather than by our code: Python's tempfile, the OpenTelemetry SDK, and
+# boto3's credential chain (the Lambda invoke).
+READ_BY_LIBRARIES = re.compile(r"TMPDIR|OTEL_\w+|AWS_ACCESS_KEY_ID|AWS_SECRET_ACCESS_KEY")
+
+
+@pytest.mark.parametrize("service", knative_services(), ids=lambda s: s["metadata"]["name"])
+def test_every_setting_a_service_gets_is_one_the_code_reads(service):
+    sources = "".join(
+        path.read_text()
+        for folder in ("functions", "eventing")
+        for path in (ROOT / folder).rglob("*.py")
+    )
+    config = find(rendered(), "v1", "ConfigMap", "photo-pipeline")["data"]
+    names = {*config, *literal_env(service), *secret_env(service)}
+    unread = [
+        name
+        for name in sorted(names)
+        if not READ_BY_LIBRARIES.fullmatch(name) and f'"{name}"' not in sources
+    ]
+    assert unread == []
+
+
+@pytest.mark.parametrize("service", knative_services(), ids=lambda s: s["metadata"]["name"])
+def test_every_service_loads_the_shared_settings(service):
+    assert config_maps_loaded(service) == {"photo-pipeline"}
+
+
+# -- wiring ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_trigger_delivers_to_a_service_in_the_manifests_with_a_dead_letter_sink(overlay):
+    manifests = rendered(overlay)
+    for trigger in triggers(overlay):
+        spec = trigger["spec"]
+        assert find(manifests, "eventing.knative.dev/v1", "Broker", spec["broker"])
+        for destination in (spec["subscriber"], spec["delivery"]["deadLetterSink"]):
+            ref = destination["ref"]
+            assert find(manifests, ref["apiVersion"], ref["kind"], ref["name"])
+        assert spec["delivery"]["deadLetterSink"]["uri"] == "/v1/dead-letter"
+
+
+def test_the_sinkbinding_points_the_receiver_at_the_broker():
+    (binding,) = of_kind(rendered(), "sources.knative.dev/v1", "SinkBinding")
+    subject, sink = binding["spec"]["subject"], binding["spec"]["sink"]["ref"]
+    assert (subject["kind"], subject["name"]) == ("Service", "b2-receiver")
+    assert (sink["kind"], sink["name"]) == ("Broker", "photos")
+    namespace = find(rendered(), "v1", "Namespace", "photos")
+    assert namespace["metadata"]["labels"]["bindings.knative.dev/include"] == "true"
+
+
+def test_the_kafka_overlay_makes_the_broker_a_kafka_broker_with_its_topic_config():
+    manifests = rendered("knative/overlays/kafka-broker")
+    broker = find(manifests, "eventing.knative.dev/v1", "Broker", "photos")
+    assert broker["metadata"]["annotations"]["eventing.knative.dev/broker.class"] == "Kafka"
+    config = broker["spec"]["config"]
+    topic = find(manifests, "v1", "ConfigMap", config["name"])
+    assert topic["metadata"]["namespace"] == config["namespace"]
+    assert int(topic["data"]["default.topic.replication.factor"]) >= 3
+    assert broker["spec"]["delivery"] == find(rendered(), *broker_key(broker))["spec"]["delivery"]
+
+
+def broker_key(broker: dict) -> tuple[str, str, str]:
+    return broker["apiVersion"], broker["kind"], broker["metadata"]["name"]
+
+
+def service_port(url: str) -> tuple[str, str, int]:
+    """(service, namespace, port) of an in-cluster URL or host:port."""
+    match = re.fullmatch(
+        r"(?:https?://)?([^./:]+)\.([^./:]+)\.svc\.cluster\.local:(\d+)(/.*)?", url
+    )
+    assert match, url
+    return match[1], match[2], int(match[3])
+
+
+def assert_service_listens(url: str) -> None:
+    name, namespace, port = service_port(url)
+    service = find(rendered(), "v1", "Service", name)
+    assert service is not None and service["metadata"]["namespace"] == namespace, url
+    assert port in {p["port"] for p in service["spec"]["ports"]}, url
+
+
+def test_functions_export_traces_to_the_collector_over_otlp_http():
+    config = find(rendered(), "v1", "ConfigMap", "photo-pipeline")["data"]
+    assert_service_listens(config["OTEL_EXPORTER_OTLP_ENDPOINT"])
+    assert service_port(config["OTEL_EXPORTER_OTLP_ENDPOINT"])[2] == 4318
+
+
+def test_the_collector_forwards_traces_to_jaeger():
+    collector = find(rendered(), "v1", "ConfigMap", "otel-collector")
+    config = yaml.safe_load(collector["data"]["config.yaml"])
+    assert_service_listens(config["exporters"]["otlp/jaeger"]["endpoint"])
+    assert config["service"]["pipelines"]["traces"]["exporters"] == ["otlp/jaeger"]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "knative" / "cluster").glob("*.yaml")))
+def test_knative_config_patches_are_valid_configmaps_of_knatives_namespaces(path):
+    patch = yaml.safe_load(path.read_text())
+    assert validation_errors(patch, ()) == []
+    assert patch["metadata"]["namespace"] in {"knative-serving", "knative-eventing"}
+
+
+@pytest.mark.parametrize("component", ["serving", "eventing"])
+def test_knatives_own_spans_go_to_the_same_collector(component):
+    path = ROOT / "knative" / "cluster" / f"{component}-config-observability.yaml"
+    data = yaml.safe_load(path.read_text())["data"]
+    assert data["tracing-protocol"] == "http/protobuf"
+    assert data["tracing-endpoint"].endswith("/v1/traces")
+    assert_service_listens(data["tracing-endpoint"])
+    assert 0 < float(data["tracing-sampling-rate"]) <= 1
