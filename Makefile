@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements/*.txt | sha1sum | cut -c1-12)
 ARGS ?=
 
-.PHONY: install demo test lint bench-thumbnail clean
+.PHONY: install demo deploy test lint bench-thumbnail bench-embed bench-status clean
 
 install: $(STAMP)
 	@scripts/install-system-deps.sh
@@ -20,7 +20,12 @@ demo: install
 	$(BIN)/python -m scripts.demo $(ARGS)
 
 test: install
+	@scripts/install-system-deps.sh --chromium --node
 	$(BIN)/python -m pytest $(ARGS)
+
+# Build, push and apply to the current kubectl context (README "Deploying to Knative on Vultr").
+deploy: install
+	scripts/deploy $(ARGS)
 
 lint: install
 	$(BIN)/ruff check .
@@ -33,3 +38,10 @@ bench-thumbnail: install
 	@scripts/install-system-deps.sh --node
 	@cd scripts/sharp && { test node_modules/.package-lock.json -nt package-lock.json || npm ci --no-audit --no-fund; }
 	$(BIN)/python -m scripts.bench_thumbnail $(ARGS)
+
+bench-embed: install
+	$(BIN)/python -m scripts.bench_embed $(ARGS)
+
+bench-status: install
+	@scripts/install-system-deps.sh --wrk
+	$(BIN)/python -m scripts.bench_status $(ARGS)
