@@ -14,7 +14,7 @@ IDENTITIES = 10
 EXIF_ORIENTATION = 0x0112
 # For each EXIF orientation, the transpose that turns the displayed image into the stored one
 # (the inverse of what a viewer applies).
-_STORE = {
+_STORED_TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
     3: Image.Transpose.ROTATE_180,
     4: Image.Transpose.FLIP_TOP_BOTTOM,
@@ -78,11 +78,17 @@ def sample_photo(
         draw_face(image, face.center, face.size, face.identity)
     exif = Image.Exif()
     if orientation != 1:
-        image = image.transpose(_STORE[orientation])
+        image = stored_for_orientation(image, orientation)
         exif[EXIF_ORIENTATION] = orientation
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=92, subsampling=0, exif=exif.tobytes())
     return buffer.getvalue()
+
+
+def stored_for_orientation(image: Image.Image, orientation: int) -> Image.Image:
+    """What to store so that a viewer applying EXIF `orientation` displays `image`."""
+    transpose = _STORED_TRANSPOSE.get(orientation)
+    return image if transpose is None else image.transpose(transpose)
 
 
 def _background(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:

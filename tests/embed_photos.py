@@ -13,19 +13,13 @@ import insightface
 from PIL import Image
 
 from scripts.make_test_model_pack import draw_face
-from scripts.sample_photos import sample_photo
+from scripts.sample_photos import EXIF_ORIENTATION, sample_photo, stored_for_orientation
 
 GROUP_PHOTO = Path(insightface.__file__).parent / "data" / "images" / "t1.jpg"
 SIZE = (3000, 2000)
 # (centre, side, identity) of each marker, all left of the group photo.
 MARKERS = (((350, 350), 240, 0), ((1000, 1000), 260, 1), ((350, 1650), 240, 2))
 EDGE_MARKER = ((110, 1650), 260, 3)  # 20 px of its 260 lie left of the photo
-EXIF_ORIENTATION = 0x0112
-_STORE = {
-    3: Image.Transpose.ROTATE_180,
-    6: Image.Transpose.ROTATE_90,
-    8: Image.Transpose.ROTATE_270,
-}
 
 
 def scene(seed: int = 1, edge: bool = False) -> Image.Image:
@@ -47,7 +41,7 @@ def encode(
     orientation tag when `orientation` is not 1."""
     exif = Image.Exif()
     if orientation != 1:
-        image = image.transpose(_STORE[orientation])
+        image = stored_for_orientation(image, orientation)
         exif[EXIF_ORIENTATION] = orientation
     options = {"quality": 92} if image_format == "JPEG" else {}
     buffer = io.BytesIO()

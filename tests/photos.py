@@ -14,20 +14,11 @@ import zlib
 import pillow_heif
 from PIL import Image, ImageDraw
 
+from scripts.sample_photos import EXIF_ORIENTATION, stored_for_orientation
+
 pillow_heif.register_heif_opener()
 
 MARKER = (255, 0, 0)
-# The inverse of each orientation's display transform: store this, display the scene.
-_STORED_FOR_ORIENTATION = {
-    1: None,
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_90,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_270,
-}
 
 
 def scene(width: int = 1200, height: int = 800) -> Image.Image:
@@ -53,12 +44,9 @@ def oriented(
     format: str, orientation: int, width: int = 1200, height: int = 800, **params: object
 ) -> bytes:
     """A file that displays as `scene(width, height)` once its EXIF orientation is applied."""
-    stored = scene(width, height)
-    transpose = _STORED_FOR_ORIENTATION[orientation]
-    if transpose is not None:
-        stored = stored.transpose(transpose)
+    stored = stored_for_orientation(scene(width, height), orientation)
     exif = Image.Exif()
-    exif[0x0112] = orientation
+    exif[EXIF_ORIENTATION] = orientation
     return encode(stored, format, exif=exif.tobytes(), **params)
 
 
@@ -177,7 +165,7 @@ def with_metadata() -> bytes:
 def flat(format: str, width: int, height: int, orientation: int = 1) -> bytes:
     """A quickly encoded file of a given stored size, for checking sizes only."""
     exif = Image.Exif()
-    exif[0x0112] = orientation
+    exif[EXIF_ORIENTATION] = orientation
     return encode(Image.new("RGB", (width, height), (90, 140, 200)), format, exif=exif.tobytes())
 
 
