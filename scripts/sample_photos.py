@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from functions.common.images import EXIF_ORIENTATION
 from scripts.make_test_model_pack import draw_face
 
 IDENTITIES = 10
-EXIF_ORIENTATION = 0x0112
 # For each EXIF orientation, the transpose that turns the displayed image into the stored one
 # (the inverse of what a viewer applies).
 _STORED_TRANSPOSE = {

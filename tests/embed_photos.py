@@ -12,8 +12,9 @@ from pathlib import Path
 import insightface
 from PIL import Image
 
+from functions.common.images import EXIF_ORIENTATION
 from scripts.make_test_model_pack import draw_face
-from scripts.sample_photos import EXIF_ORIENTATION, sample_photo, stored_for_orientation
+from scripts.sample_photos import sample_photo, stored_for_orientation
 
 GROUP_PHOTO = Path(insightface.__file__).parent / "data" / "images" / "t1.jpg"
 SIZE = (3000, 2000)
@@ -46,4 +47,13 @@ def encode(
     options = {"quality": 92} if image_format == "JPEG" else {}
     buffer = io.BytesIO()
     image.convert(mode).save(buffer, image_format, exif=exif.tobytes(), **options)
+    return buffer.getvalue()
+
+
+def multi_picture(image: Image.Image) -> bytes:
+    """A multi-picture JPEG (MPO), as phones write one: `image`, then a half-size grey picture
+    standing for the gain map or depth map they append."""
+    appended = Image.new("RGB", (image.width // 2, image.height // 2), (128, 128, 128))
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, "MPO", quality=92, save_all=True, append_images=[appended])
     return buffer.getvalue()

@@ -11,12 +11,10 @@ import random
 import struct
 import zlib
 
-import pillow_heif
 from PIL import Image, ImageDraw
 
-from scripts.sample_photos import EXIF_ORIENTATION, stored_for_orientation
-
-pillow_heif.register_heif_opener()
+from functions.common.images import EXIF_ORIENTATION
+from scripts.sample_photos import stored_for_orientation
 
 MARKER = (255, 0, 0)
 

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from functions.common.config import EmbedSettings
+from functions.common.config import EmbedSettings, InputLimits
 from functions.common.errors import PermanentError
 from functions.embed.decode import PhotoHeader, decode_photo, jpeg_reduction
 from scripts.sample_photos import sample_photo
+from tests.embed_photos import multi_picture
 
 SETTINGS = EmbedSettings()
 
@@ -46,6 +47,14 @@ def assert_reason(data, reason, settings=SETTINGS):
 @pytest.mark.parametrize("orientation", [1, 3, 6, 8])
 def test_jpeg_decodes_exactly_as_cv2_imread(tmp_path, orientation):
     data = sample_photo(7, 1, size=(600, 400), orientation=orientation)
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(data)
+
+    np.testing.assert_array_equal(decode_photo(data, SETTINGS).image, cv2.imread(str(path)))
+
+
+def test_multi_picture_jpeg_decodes_exactly_as_cv2_imread(tmp_path):
+    data = multi_picture(Image.open(io.BytesIO(sample_photo(7, 1, size=(600, 400)))))
     path = tmp_path / "photo.jpg"
     path.write_bytes(data)
 
@@ -104,11 +113,15 @@ def test_avif_is_decoded_upright():
 def test_more_bytes_than_allowed_is_too_large():
     data = encode(marked_image(), "PNG")
 
-    assert_reason(data, "too_large", EmbedSettings(max_input_bytes=len(data) - 1))
+    assert_reason(data, "too_large", EmbedSettings(limits=InputLimits(max_bytes=len(data) - 1)))
 
 
 def test_more_pixels_than_allowed_is_too_large():
-    assert_reason(encode(marked_image(), "PNG"), "too_large", EmbedSettings(max_input_pixels=2399))
+    assert_reason(
+        encode(marked_image(), "PNG"),
+        "too_large",
+        EmbedSettings(limits=InputLimits(max_pixels=2399)),
+    )
 
 
 def png_without_pixels(width, height):
@@ -126,7 +139,7 @@ def png_without_pixels(width, height):
 def test_pixel_limit_is_checked_from_the_header_before_decoding():
     data = png_without_pixels(10000, 6000)
 
-    assert_reason(data, "too_large", EmbedSettings(max_input_pixels=50_000_000))
+    assert_reason(data, "too_large", EmbedSettings(limits=InputLimits(max_pixels=50_000_000)))
 
 
 def test_truncated_image_is_corrupt():
@@ -186,6 +199,17 @@ def test_shrink_is_the_largest_that_keeps_the_long_side_at_the_minimum(
     settings = replace(SHRINK, decode_min_side=min_side)
 
     assert jpeg_reduction(header, settings) == reduction
+
+
+def test_multi_picture_jpeg_is_shrunk_on_load_as_libjpeg_scales(tmp_path):
+    data = multi_picture(Image.open(io.BytesIO(sample_photo(1, 0, size=(4000, 3000)))))
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(data)
+
+    decoded = decode_photo(data, SHRINK)
+
+    np.testing.assert_array_equal(decoded.image, cv2.imread(str(path), cv2.IMREAD_REDUCED_COLOR_2))
+    assert (decoded.width, decoded.height, decoded.reduction) == (4000, 3000, 2)
 
 
 def test_only_jpeg_is_shrunk_on_load():

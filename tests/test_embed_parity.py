@@ -16,7 +16,7 @@ from insightface.app import FaceAnalysis
 from functions.common.config import EmbedSettings
 from functions.embed.decode import decode_photo
 from functions.embed.models import FaceAnalyzer
-from tests.embed_photos import encode, scene
+from tests.embed_photos import encode, multi_picture, scene
 
 MIN_COSINE = 0.9999
 
@@ -76,6 +76,8 @@ PHOTOS = {
     "exif_rotated_jpeg": (lambda: encode(scene(), orientation=6), "jpg", True),
     "png": (lambda: encode(scene(), "PNG"), "png", True),
     "cmyk_jpeg": (lambda: encode(scene(), mode="CMYK"), "jpg", True),
+    # Pillow reports it as MPO; cv2.imread decodes its first picture as any JPEG.
+    "multi_picture_jpeg": (lambda: multi_picture(scene()), "jpg", True),
     # The TEST pack's markers are colours, so greyscale holds faces for a real pack only.
     "greyscale_jpeg": (lambda: encode(scene(), mode="L"), "jpg", False),
     "faces_cut_by_the_edges": (lambda: encode(scene(edge=True)), "jpg", True),

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageCms, JpegImagePlugin
 
-from functions.common.config import ThumbnailSettings
+from functions.common.config import InputLimits, ThumbnailSettings
 from functions.common.errors import PermanentError
 from functions.thumbnail.imaging import Thumbnail, make_thumbnail, thumbnail_size
 from tests import photos
@@ -267,7 +267,7 @@ def test_input_over_the_byte_limit_is_too_large():
     data = photos.jpeg()
 
     with pytest.raises(PermanentError) as error:
-        thumbnail(data, max_input_bytes=len(data) - 1)
+        thumbnail(data, limits=InputLimits(max_bytes=len(data) - 1))
 
     assert error.value.reason == "too_large"
 
@@ -275,18 +275,18 @@ def test_input_over_the_byte_limit_is_too_large():
 def test_input_at_the_byte_limit_is_accepted():
     data = photos.jpeg()
 
-    assert thumbnail(data, max_input_bytes=len(data)).width == 400
+    assert thumbnail(data, limits=InputLimits(max_bytes=len(data))).width == 400
 
 
 def test_image_over_the_pixel_limit_is_too_large():
     with pytest.raises(PermanentError) as error:
-        thumbnail(photos.jpeg(1200, 800), max_input_pixels=1200 * 800 - 1)
+        thumbnail(photos.jpeg(1200, 800), limits=InputLimits(max_pixels=1200 * 800 - 1))
 
     assert error.value.reason == "too_large"
 
 
 def test_image_at_the_pixel_limit_is_accepted():
-    assert thumbnail(photos.jpeg(1200, 800), max_input_pixels=1200 * 800).width == 400
+    assert thumbnail(photos.jpeg(1200, 800), limits=InputLimits(max_pixels=1200 * 800)).width == 400
 
 
 def test_decompression_bomb_is_refused_from_its_header():

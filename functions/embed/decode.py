@@ -3,31 +3,32 @@ optionally decoded smaller (JPEG shrink-on-load) when the photo is far larger th
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import pillow_heif
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from functions.common.config import EmbedSettings
 from functions.common.errors import PermanentError
-
-pillow_heif.register_heif_opener()
+from functions.common.images import (
+    classify_decode_errors,
+    exif_orientation,
+    image_format,
+    open_image,
+)
 
 # cv2.imdecode decodes these exactly as cv2.imread does, EXIF orientation included; the rest
-# (HEIC, AVIF, GIF, ...) go through Pillow.
+# (HEIC, AVIF, GIF, ...) go through Pillow. A multi-picture JPEG (MPO) is a JPEG here, as it is to
+# cv2.imread, which decodes its first picture.
 _CV2_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "TIFF", "BMP"})
-_PILLOW_ERRORS = (OSError, SyntaxError, ValueError)
 # libjpeg's DCT scaling: the decoder itself produces 1/2, 1/4 or 1/8 of the pixels.
 _JPEG_REDUCTIONS = {
     8: cv2.IMREAD_REDUCED_COLOR_8,
     4: cv2.IMREAD_REDUCED_COLOR_4,
     2: cv2.IMREAD_REDUCED_COLOR_2,
 }
-_EXIF_ORIENTATION = 0x0112
 _TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 
 
@@ -50,19 +51,17 @@ class DecodedPhoto:
 
 
 def decode_photo(data: bytes, settings: EmbedSettings) -> DecodedPhoto:
-    """Alpha is dropped, not composited, as cv2.imread drops it."""
-    if len(data) > settings.max_input_bytes:
-        raise PermanentError(
-            "too_large", f"{len(data)} bytes, more than the {settings.max_input_bytes} allowed"
-        )
-    header = read_header(data, settings)
-    if header.format not in _CV2_FORMATS:
-        return _whole(_decode_with_pillow(data))
+    """Alpha is dropped, not composited, as cv2.imread drops it. PermanentError for unusable
+    input, TransientError when memory ran out."""
+    with open_image(data, settings.limits) as image:
+        if image_format(image) not in _CV2_FORMATS:
+            return _whole(_decode_with_pillow(image))
+        header = _displayed_header(image)
     reduction = jpeg_reduction(header, settings) if header.format == "JPEG" else 1
     if reduction == 1:
-        return _whole(_decode_with_cv2(data, cv2.IMREAD_COLOR))
-    image = _decode_with_cv2(data, _JPEG_REDUCTIONS[reduction])
-    return DecodedPhoto(image, header.width, header.height, reduction)
+        return _whole(_decode_with_cv2(data, header.format, cv2.IMREAD_COLOR))
+    reduced = _decode_with_cv2(data, header.format, _JPEG_REDUCTIONS[reduction])
+    return DecodedPhoto(reduced, header.width, header.height, reduction)
 
 
 def jpeg_reduction(header: PhotoHeader, settings: EmbedSettings) -> int:
@@ -76,53 +75,35 @@ def jpeg_reduction(header: PhotoHeader, settings: EmbedSettings) -> int:
     return 1
 
 
-def read_header(data: bytes, settings: EmbedSettings) -> PhotoHeader:
-    """The image's format and displayed size, read without decoding and checked against the
-    limits."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            _check_pixels(image.size, settings)
-            width, height = image.size
-            # Only a JPEG may be shrunk, and only its displayed size is needed then.
-            if image.format == "JPEG" and _transposed(image):
-                width, height = height, width
-            return PhotoHeader(image.format, width, height)
-    except Image.DecompressionBombError as exc:
-        raise PermanentError("too_large", str(exc)) from exc
-    except UnidentifiedImageError as exc:
-        raise PermanentError("unsupported", "not an image format that can be decoded") from exc
-    except _PILLOW_ERRORS as exc:
-        raise PermanentError("corrupt", f"unreadable image header: {exc}") from exc
-
-
-def _check_pixels(size: tuple[int, int], settings: EmbedSettings) -> None:
-    width, height = size
-    if width * height > settings.max_input_pixels:
-        raise PermanentError(
-            "too_large",
-            f"{width}×{height} pixels, more than the {settings.max_input_pixels} allowed",
-        )
-
-
-def _transposed(image: Image.Image) -> bool:
-    return image.getexif().get(_EXIF_ORIENTATION, 1) in _TRANSPOSING_ORIENTATIONS
+def _displayed_header(image: Image.Image) -> PhotoHeader:
+    source_format = image_format(image)
+    width, height = image.size
+    # Only a JPEG may be shrunk, and only its displayed size is needed then.
+    if source_format == "JPEG" and exif_orientation(image) in _TRANSPOSING_ORIENTATIONS:
+        width, height = height, width
+    return PhotoHeader(source_format, width, height)
 
 
 def _whole(image: np.ndarray) -> DecodedPhoto:
     return DecodedPhoto(image, image.shape[1], image.shape[0])
 
 
-def _decode_with_cv2(data: bytes, flag: int) -> np.ndarray:
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+def _decode_with_cv2(data: bytes, source_format: str, flag: int) -> np.ndarray:
+    detail = f"cannot decode the {source_format} data"
+    with classify_decode_errors(detail):
+        try:
+            image = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+        except cv2.error as exc:
+            # OpenCV reports running out of memory as its own error, not as MemoryError.
+            if exc.code == cv2.Error.StsNoMem:
+                raise MemoryError(str(exc)) from exc
+            raise
     if image is None:
-        raise PermanentError("corrupt", "the image data cannot be decoded")
+        raise PermanentError("corrupt", detail)
     return image
 
 
-def _decode_with_pillow(data: bytes) -> np.ndarray:
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            rgb = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
-    except _PILLOW_ERRORS as exc:
-        raise PermanentError("corrupt", f"the image data cannot be decoded: {exc}") from exc
+def _decode_with_pillow(image: Image.Image) -> np.ndarray:
+    with classify_decode_errors(f"cannot decode the {image.format} data"):
+        rgb = np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)

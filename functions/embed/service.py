@@ -32,7 +32,7 @@ class EmbedService:
         timer = StepTimer("functions.embed")
         with timer.step("download"):
             original = self._store.download(
-                photo.bucket, photo.key, photo.version_id, self._settings.max_input_bytes
+                photo.bucket, photo.key, photo.version_id, self._settings.limits.max_bytes
             )
         with timer.step("decode"):
             decoded = decode_photo(original, self._settings)

@@ -12,27 +12,22 @@ from __future__ import annotations
 import io
 import logging
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
-import pillow_heif
-from PIL import Image, ImageCms, UnidentifiedImageError
+from PIL import Image, ImageCms
 
 from functions.common.config import ThumbnailSettings
 from functions.common.errors import PermanentError
+from functions.common.images import (
+    classify_decode_errors,
+    exif_orientation,
+    image_format,
+    open_image,
+)
 
 log = logging.getLogger(__name__)
 
-# Pillow's own decompression-bomb check warns or refuses at its fixed limit as the header is read;
-# make_thumbnail checks settings.max_input_pixels against the header instead, before any decoding.
-Image.MAX_IMAGE_PIXELS = None
-pillow_heif.register_heif_opener()
-
-ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "HEIF", "AVIF", "TIFF", "GIF", "BMP")
-
-_EXIF_ORIENTATION = 0x0112
 _TRANSPOSE_FOR_ORIENTATION = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
     3: Image.Transpose.ROTATE_180,
@@ -70,14 +65,10 @@ class Thumbnail:
 
 
 def make_thumbnail(data: bytes, settings: ThumbnailSettings) -> Thumbnail:
-    """The JPEG thumbnail sharp would have made of `data`; PermanentError for unusable input."""
-    if len(data) > settings.max_input_bytes:
-        raise PermanentError(
-            "too_large", f"{len(data)} bytes is over the limit of {settings.max_input_bytes}"
-        )
-    with _open(data) as image:
-        _check_pixel_count(image, settings)
-        source_format = "JPEG" if image.format == "MPO" else image.format
+    """The JPEG thumbnail sharp would have made of `data`; PermanentError for unusable input,
+    TransientError when memory ran out."""
+    with open_image(data, settings.limits) as image:
+        source_format = image_format(image)
         transpose = _orientation_transpose(image)
         original_size = _turned(image.size, transpose)
         # sharp resizes before orienting, into the box turned the way the pixels are stored.
@@ -132,54 +123,11 @@ def _webp_scaled_size(width: int, height: int, max_width: int, max_height: int) 
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def _open(data: bytes) -> Image.Image:
-    """Reads the header only; the pixels are decoded later, by `load()`."""
-    try:
-        return Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
-    except UnidentifiedImageError as exc:
-        if claimed := _format_by_signature(data):
-            raise PermanentError("corrupt", f"unreadable {claimed} header") from exc
-        raise PermanentError("unsupported", "not an image in an accepted format") from exc
-    except Exception as exc:  # the type varies with the plugin that failed
-        raise PermanentError("corrupt", f"unreadable header: {exc}") from exc
-
-
-def _format_by_signature(data: bytes) -> str | None:
-    """The accepted format whose signature (magic bytes) `data` starts with, if any."""
-    prefix = data[:16]
-    for format in ACCEPTED_FORMATS:
-        accept = Image.OPEN[format][1]
-        if accept is not None and accept(prefix):
-            return format
-    return None
-
-
-@contextmanager
-def _corrupt_on_failure(detail: str) -> Iterator[None]:
-    """Pillow's decoders fail on bad data with many exception types; each means corrupt."""
-    try:
-        yield
-    except Exception as exc:
-        raise PermanentError("corrupt", f"{detail}: {exc}") from exc
-
-
-def _check_pixel_count(image: Image.Image, settings: ThumbnailSettings) -> None:
-    width, height = image.size
-    if width * height > settings.max_input_pixels:
-        raise PermanentError(
-            "too_large",
-            f"{width}x{height} pixels is over the limit of {settings.max_input_pixels}",
-        )
-
-
 def _orientation_transpose(image: Image.Image) -> Image.Transpose | None:
     # Pillow's TIFF plugin (and pillow-heif) orient while decoding and report the oriented size.
     if image.format == "TIFF":
         return None
-    # A PNG's EXIF may follow its pixels, so reading it can decode the whole image.
-    with _corrupt_on_failure("cannot read the EXIF data"):
-        orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
-    return _TRANSPOSE_FOR_ORIENTATION.get(orientation)
+    return _TRANSPOSE_FOR_ORIENTATION.get(exif_orientation(image))
 
 
 def _turned(size: tuple[int, int], transpose: Image.Transpose | None) -> tuple[int, int]:
@@ -189,9 +137,11 @@ def _turned(size: tuple[int, int], transpose: Image.Transpose | None) -> tuple[i
 def _decode_resized(image: Image.Image, box: tuple[int, int]) -> Image.Image:
     """Decodes the first frame and resamples it to sharp's output size, in stored orientation."""
     source, size = _shrink_on_load(image, box)
-    with _corrupt_on_failure(f"cannot decode the {image.format} data"):
+    # The full-size pixels are allocated here: running out of memory is classified too.
+    with classify_decode_errors(f"cannot decode the {image.format} data"):
         image.load()
-    return _eight_bit(image).resize(size, Image.Resampling.LANCZOS, box=source, reducing_gap=2.0)
+        eight_bit = _eight_bit(image)
+        return eight_bit.resize(size, Image.Resampling.LANCZOS, box=source, reducing_gap=2.0)
 
 
 def _shrink_on_load(
@@ -205,7 +155,7 @@ def _shrink_on_load(
     if image.format == "WEBP":
         # libwebp scales while decoding, which Pillow cannot ask of it: resample in one step.
         return (0, 0, width, height), thumbnail_size(*_webp_scaled_size(width, height, *box), *box)
-    factor = _jpeg_shrink_on_load(width, height, *box) if image.format in ("JPEG", "MPO") else 1
+    factor = _jpeg_shrink_on_load(width, height, *box) if image_format(image) == "JPEG" else 1
     if factor > 1:
         image.draft("RGB", (width // factor, height // factor))
     # libjpeg decodes ceil(size / factor) pixels; libvips keeps floor(size / factor) of them.

@@ -31,7 +31,7 @@ class ThumbnailService:
         timer = StepTimer("functions.thumbnail")
         with timer.step("download"):
             original = self._store.download(
-                photo.bucket, photo.key, photo.version_id, self._settings.max_input_bytes
+                photo.bucket, photo.key, photo.version_id, self._settings.limits.max_bytes
             )
         with timer.step("resize"):
             thumbnail = make_thumbnail(original, self._settings)

@@ -1,0 +1,92 @@
+"""Uploaded image bytes as every stage opens them: the input limits, the header read by Pillow
+from the accepted formats only, and one classification of what decoding can fail with, so that
+the same bad photo fails with the same reason in every stage."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pillow_heif
+from PIL import Image, UnidentifiedImageError
+
+from functions.common.config import InputLimits
+from functions.common.errors import PermanentError, TransientError
+
+# Pillow's own decompression-bomb check warns or refuses at its fixed limit as the header is
+# read; open_image checks InputLimits.max_pixels against the header instead.
+Image.MAX_IMAGE_PIXELS = None
+pillow_heif.register_heif_opener()
+
+# The receiver's IMAGE_EXTENSIONS; a multi-picture JPEG (MPO) opens through the JPEG plugin.
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "HEIF", "AVIF", "TIFF", "GIF", "BMP")
+EXIF_ORIENTATION = 0x0112
+
+
+def open_image(data: bytes, limits: InputLimits) -> Image.Image:
+    """The image with only its header read, within `limits`; `load()` decodes the pixels.
+
+    PermanentError "too_large" over a limit, "unsupported" for data in no accepted format,
+    "corrupt" for an accepted format's signature with an unreadable header.
+    """
+    if len(data) > limits.max_bytes:
+        raise PermanentError(
+            "too_large", f"{len(data)} bytes is over the limit of {limits.max_bytes}"
+        )
+    try:
+        image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+    except UnidentifiedImageError as exc:
+        if claimed := _format_by_signature(data):
+            raise PermanentError("corrupt", f"unreadable {claimed} header") from exc
+        raise PermanentError("unsupported", "not an image in an accepted format") from exc
+    except Exception as exc:  # the type varies with the plugin that failed
+        raise _classified("unreadable header", exc) from exc
+    width, height = image.size
+    if width * height > limits.max_pixels:
+        image.close()
+        raise PermanentError(
+            "too_large", f"{width}x{height} pixels is over the limit of {limits.max_pixels}"
+        )
+    return image
+
+
+def image_format(image: Image.Image) -> str:
+    """The format the image is decoded as: a multi-picture JPEG (MPO) is a JPEG."""
+    return "JPEG" if image.format == "MPO" else image.format
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag, 1 when there is none; unreadable EXIF data is corrupt."""
+    # A PNG's EXIF may follow its pixels, so reading it can decode the whole image.
+    with classify_decode_errors("cannot read the EXIF data"):
+        return image.getexif().get(EXIF_ORIENTATION, 1)
+
+
+@contextmanager
+def classify_decode_errors(detail: str) -> Iterator[None]:
+    """Turns what Pillow's decoders raise on bad data, of many types, into PermanentError
+    "corrupt", or TransientError when memory ran out; a PermanentError passes unchanged."""
+    try:
+        yield
+    except PermanentError:
+        raise
+    except Exception as exc:
+        raise _classified(detail, exc) from exc
+
+
+def _classified(detail: str, exc: Exception) -> PermanentError | TransientError:
+    # Memory may be free on another attempt; any other failure is the data's.
+    if isinstance(exc, MemoryError):
+        return TransientError(f"out of memory: {detail}")
+    return PermanentError("corrupt", f"{detail}: {exc}")
+
+
+def _format_by_signature(data: bytes) -> str | None:
+    """The accepted format whose signature (magic bytes) `data` starts with, if any."""
+    prefix = data[:16]
+    for format in ACCEPTED_FORMATS:
+        accept = Image.OPEN[format][1]
+        if accept is not None and accept(prefix):
+            return format
+    return None
