@@ -12,7 +12,7 @@ data is not JSON (answered 400).
 
     python -m eventing.local_broker --port 8090 --triggers eventing/triggers.yaml \\
         --service thumbnail=http://127.0.0.1:8081 --service embed=http://127.0.0.1:8082 \\
-        --service status=http://127.0.0.1:8083
+        --service status-dead-letter=http://127.0.0.1:8083
 """
 
 from __future__ import annotations

@@ -2,18 +2,26 @@
 
 Serve with `gunicorn 'eventing.receiver:create_app()'`. B2 retries a notification that is
 not answered 2xx, so the receiver answers 200 only once the broker accepted every event,
-and records each upload first so a retried batch is never counted twice.
+and records each upload first so a retried batch is never counted twice. Under Knative's
+transport encryption the broker's address is HTTPS with a certificate from the cluster's own
+CA, which the SinkBinding passes as K_CA_CERTS: the publisher trusts it besides the usual CAs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import ssl
+import tempfile
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import copy_context
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import requests
+import requests.certs
 from flask import Flask, request
 from opentelemetry import propagate
 from opentelemetry.trace import SpanKind
@@ -44,9 +52,19 @@ class BrokerRejected(Exception):
 class BrokerPublisher:
     """POSTs binary-mode CloudEvents to the broker (K_SINK); safe to share between threads."""
 
-    def __init__(self, sink_url: str, timeout_s: float, connections: int = PUBLISH_WORKERS) -> None:
+    def __init__(
+        self,
+        sink_url: str,
+        timeout_s: float,
+        ca_bundle: Path | None = None,
+        connections: int = PUBLISH_WORKERS,
+    ) -> None:
+        """`ca_bundle`: the CA certificates an HTTPS broker is verified with, when not the
+        ones requests trusts by default."""
         self._sink_url = sink_url
         self._timeout_s = timeout_s
+        # Passed with each request: a Session's own `verify` loses to REQUESTS_CA_BUNDLE.
+        self._verify: str | bool = str(ca_bundle) if ca_bundle else True
         self._session = requests.Session()
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=connections)
         self._session.mount("http://", adapter)
@@ -65,16 +83,36 @@ class BrokerPublisher:
                 data=body,
                 timeout=self._timeout_s,
                 allow_redirects=False,
+                verify=self._verify,
             )
             if not 200 <= response.status_code < 300:
                 raise BrokerRejected(f"broker answered {response.status_code} to {event['id']}")
+
+
+def ca_bundle_with(extra_pem: str) -> Path:
+    """A CA bundle file under TMPDIR: the CAs requests trusts by default, then `extra_pem`.
+    Named by its content, so the workers of one pod write it once and share it; ValueError
+    when `extra_pem` holds no PEM certificate."""
+    try:
+        ssl.create_default_context(cadata=extra_pem)
+    except ssl.SSLError as exc:
+        raise ValueError(f"K_CA_CERTS holds no usable PEM CA certificate: {exc}") from exc
+    bundle = Path(requests.certs.where()).read_text() + "\n" + extra_pem.strip() + "\n"
+    digest = hashlib.sha256(bundle.encode()).hexdigest()[:16]
+    path = Path(tempfile.gettempdir()) / f"broker-ca-{digest}.pem"
+    if not path.exists():
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        partial.write_text(bundle)
+        partial.replace(path)  # atomic: a concurrent reader sees all of it or nothing
+    return path
 
 
 def create_app(settings: ReceiverSettings | None = None, store: StatusStore | None = None) -> Flask:
     configure_tracing("receiver")
     settings = settings or ReceiverSettings.from_env()
     store = store or StatusStore.from_settings(StatusSettings.from_env())
-    publisher = BrokerPublisher(settings.sink_url, settings.publish_timeout_s)
+    ca_bundle = ca_bundle_with(settings.sink_ca_certs) if settings.sink_ca_certs else None
+    publisher = BrokerPublisher(settings.sink_url, settings.publish_timeout_s, ca_bundle)
     pool = ThreadPoolExecutor(max_workers=PUBLISH_WORKERS, thread_name_prefix="publish")
     app = Flask(__name__)
 

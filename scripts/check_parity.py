@@ -20,7 +20,6 @@ left unpaired. It exits 1 when any photo differs in count or fails, or a pair's 
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -33,6 +32,7 @@ from functions.common.config import EmbedSettings, StorageSettings
 from functions.common.errors import PermanentError, TransientError
 from functions.common.storage import ObjectStore
 from functions.embed.decode import decode_photo
+from functions.embed.encoding import embedding_from_base64
 from functions.embed.models import Face, FaceAnalyzer
 
 MIN_IOU = 0.5
@@ -64,8 +64,12 @@ class Report:
     failed: list[str] = field(default_factory=list)
 
     def passed(self, min_cosine: float) -> bool:
-        lowest = min((cosine for cosine, _, _ in self.cosines), default=1.0)
-        return not self.count_mismatches and not self.failed and lowest >= min_cosine
+        """Every face paired and compared, and every pair at least `min_cosine` alike."""
+        if self.count_mismatches or self.failed or self.unpaired_production:
+            return False
+        if self.unpaired_service or (self.production_faces and not self.cosines):
+            return False
+        return min((cosine for cosine, _, _ in self.cosines), default=1.0) >= min_cosine
 
 
 def read_sample(path: Path) -> Iterator[SamplePhoto]:
@@ -86,7 +90,7 @@ def read_sample(path: Path) -> Iterator[SamplePhoto]:
 
 def _embedding(value: str | list[float]) -> np.ndarray:
     if isinstance(value, str):
-        return np.frombuffer(base64.b64decode(value, validate=True), "<f4").astype(np.float32)
+        return embedding_from_base64(value)
     return np.asarray(value, np.float32)
 
 
@@ -189,7 +193,7 @@ def photo_reader(
         return lambda photo: (args.photos_dir / photo.key).read_bytes()
     store = ObjectStore(StorageSettings.from_env())
     return lambda photo: store.download(
-        args.bucket, photo.key, photo.version_id, settings.max_input_bytes
+        args.bucket, photo.key, photo.version_id, settings.limits.max_bytes
     )
 
 

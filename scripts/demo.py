@@ -17,12 +17,11 @@ from pathlib import Path
 
 import requests
 
+from functions.common.config import ReceiverSettings
 from scripts import b2_sender
-from scripts.make_test_model_pack import build_pack
 from scripts.sample_photos import sample_photo
-from scripts.stack import ROOT, LocalStack, StackConfig
+from scripts.stack import ROOT, LocalStack, StackConfig, model_root_or_test_pack
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".avif", ".tif", ".tiff"}
 BAR_WIDTH = 24
 
 
@@ -58,24 +57,12 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def model_root(requested: Path) -> Path:
-    if any((requested / "buffalo_l").glob("*.onnx")):
-        print(f"model pack: {requested / 'buffalo_l'}")
-        return requested
-    test_root = ROOT / "var" / "test-models"
-    build_pack(test_root / "buffalo_l")
-    print("!" * 78)
-    print("! No real buffalo_l pack found: using the generated TEST model pack, which has")
-    print("! buffalo_l's file names and input/output contract but detects only the synthetic")
-    print("! face markers drawn into the demo photos. Put the real pack in")
-    print(f"! {requested / 'buffalo_l'} (or pass --model-root) for real faces.")
-    print("!" * 78)
-    return test_root
-
-
 def photos_for(user_id: str, args: argparse.Namespace, user_index: int) -> list[Photo]:
     if args.photos_dir:
-        files = sorted(p for p in args.photos_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        processed = ReceiverSettings.from_env().image_extensions
+        files = sorted(
+            p for p in args.photos_dir.iterdir() if p.suffix.lower().lstrip(".") in processed
+        )
         photos = [Photo(f"{user_id}/photos/{p.name}", p.read_bytes(), None) for p in files]
     else:
         photos = []
@@ -164,7 +151,12 @@ def watch(stack: LocalStack, uploads: list[Upload], timeout_s: float) -> dict[st
     statuses: dict[str, dict] = {}
     last_print = 0.0
     while True:
-        statuses = {u.user_id: fetch_status(stack, u.user_id) for u in uploads}
+        try:
+            statuses = {u.user_id: fetch_status(stack, u.user_id) for u in uploads}
+        except requests.RequestException as exc:  # a passing fault; the front end polls on too
+            print(f"status poll failed, retrying: {exc}", flush=True)
+            time.sleep(1)
+            continue
         lines = render(uploads, statuses)
         done = all(is_settled(u, statuses[u.user_id]) for u in uploads)
         if tty:
@@ -218,37 +210,38 @@ def summarize(uploads: list[Upload], statuses: dict[str, dict], lambda_calls: li
 
 def main() -> int:
     args = parse_args()
-    root = model_root(args.model_root)
+    root = model_root_or_test_pack(args.model_root)
     config = StackConfig(model_root=root, workdir=ROOT / "var" / f"demo-{int(time.time())}")
-    stack = LocalStack(config)
     print("starting the local stack (redis, S3, Lambda stand-in, broker, receiver, functions)…")
-    stack.start()
     try:
-        uploads = [Upload(f"user{i + 1}", []) for i in range(args.users)]
-        for index, upload in enumerate(uploads):
-            upload.photos = photos_for(upload.user_id, args, index)
-        print(
-            f"{args.users} users uploading {sum(len(u.photos) for u in uploads)} photos"
-            f" in parallel; logs in {config.workdir}\n"
-        )
-        threads = [threading.Thread(target=upload_all, args=(stack, u)) for u in uploads]
-        for thread in threads:
-            thread.start()
-        statuses = watch(stack, uploads, args.timeout)
-        for thread in threads:
-            thread.join()
-        lambda_calls = requests.get(f"{stack.urls['lambda']}/_invocations", timeout=5).json()
-        code = summarize(uploads, statuses, lambda_calls)
-        if args.keep:
-            print("\nstack left running (Ctrl-C to stop):")
-            for name, url in stack.urls.items():
-                print(f"  {name:10} {url}")
-            threading.Event().wait()
-        return code
+        with LocalStack(config) as stack:
+            return run(stack, args)
     except KeyboardInterrupt:
         return 130
-    finally:
-        stack.stop()
+
+
+def run(stack: LocalStack, args: argparse.Namespace) -> int:
+    uploads = [Upload(f"user{i + 1}", []) for i in range(args.users)]
+    for index, upload in enumerate(uploads):
+        upload.photos = photos_for(upload.user_id, args, index)
+    print(
+        f"{args.users} users uploading {sum(len(u.photos) for u in uploads)} photos"
+        f" in parallel; logs in {stack.config.workdir}\n"
+    )
+    threads = [threading.Thread(target=upload_all, args=(stack, u)) for u in uploads]
+    for thread in threads:
+        thread.start()
+    statuses = watch(stack, uploads, args.timeout)
+    for thread in threads:
+        thread.join()
+    lambda_calls = requests.get(f"{stack.urls['lambda']}/_invocations", timeout=5).json()
+    code = summarize(uploads, statuses, lambda_calls)
+    if args.keep:
+        print("\nstack left running (Ctrl-C to stop):")
+        for name, url in stack.urls.items():
+            print(f"  {name:10} {url}")
+        threading.Event().wait()
+    return code
 
 
 if __name__ == "__main__":

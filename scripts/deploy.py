@@ -4,6 +4,7 @@ Builds and pushes the four images, pins them by digest in a generated kustomize 
 (with the Secret generated from --secrets-file), merges the tracing settings into Knative's
 own ConfigMaps, applies everything with `kubectl apply -k`, waits for every Knative resource
 to be Ready, and prints the public URLs and the `b2 bucket notification-rule create` command.
+With --alerts it also applies knative/alerts/ (for clusters with the Prometheus Operator).
 
     scripts/deploy --registry registry.example.com/photos --bucket photos \\
         --secrets-file knative/secrets.env
@@ -37,6 +38,8 @@ from scripts.kustomize_render import Manifest, dump, read_env_file, render
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OVERLAY = ROOT / "knative"
+# PodMonitor and PrometheusRule, applied with --alerts where the Prometheus Operator runs.
+ALERTS = ROOT / "knative" / "alerts"
 CLUSTER_PATCHES = ROOT / "knative" / "cluster"
 EXAMPLE_SECRETS = ROOT / "knative" / "secrets.example.env"
 SECRET_NAME = "photo-pipeline-secrets"
@@ -57,6 +60,7 @@ REQUIRED_CRDS = (
     "sinkbindings.sources.knative.dev",
     "certificates.cert-manager.io",
 )
+ALERTS_CRDS = ("podmonitors.monitoring.coreos.com", "prometheusrules.monitoring.coreos.com")
 # Kinds whose Ready condition says the pipeline is up, and Deployments/StatefulSets to roll out.
 READY_KINDS = {
     ("serving.knative.dev/v1", "Service"): "ksvc",
@@ -86,6 +90,7 @@ class Options:
     onnxruntime: str
     onnxruntime_version: str
     model_pack_sha256: str | None
+    alerts: bool
     skip_build: bool
     dry_run: bool
 
@@ -187,7 +192,10 @@ def write_overlay(options: Options, images: dict[str, str], workdir: Path) -> Pa
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
-        "resources": [os.path.relpath(options.overlay, workdir)],
+        "resources": [
+            os.path.relpath(directory, workdir)
+            for directory in (options.overlay, *([ALERTS] if options.alerts else []))
+        ],
         "images": [_image_entry(name, reference) for name, reference in images.items()],
         "secretGenerator": [{"name": SECRET_NAME, "namespace": NAMESPACE, "envs": ["secrets.env"]}],
         # Knative Services are not among the kinds whose Secret references kustomize renames.
@@ -285,11 +293,11 @@ def notification_rule_command(options: Options, webhook_url: str, signing_secret
     )  # fmt: skip
 
 
-def preflight(shell: Shell) -> None:
+def preflight(shell: Shell, alerts: bool) -> None:
     for tool in ("docker", "kubectl"):
         if shutil.which(tool) is None:
             raise DeployError(f"{tool} is not installed")
-    shell.output(["kubectl", "get", "crd", *REQUIRED_CRDS])
+    shell.output(["kubectl", "get", "crd", *REQUIRED_CRDS, *(ALERTS_CRDS if alerts else ())])
 
 
 def deploy(options: Options) -> None:
@@ -297,7 +305,7 @@ def deploy(options: Options) -> None:
     secrets = read_env_file(options.secrets_file)
     check_inputs(options, secrets, render(options.overlay))
     if not options.dry_run:
-        preflight(shell)
+        preflight(shell, options.alerts)
     if options.skip_build:
         images = {name: image_reference(options, name) for name in DOCKERFILES}
     else:
@@ -381,6 +389,11 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         default=os.environ.get("MODEL_PACK_SHA256"),
         help="SHA-256 of the buffalo_l archive the embed image bakes in (MODEL_PACK_SHA256)",
     )
+    parser.add_argument(
+        "--alerts",
+        action="store_true",
+        help="also apply knative/alerts/ (PodMonitor, PrometheusRule; needs Prometheus Operator)",
+    )
     parser.add_argument("--skip-build", action="store_true", help="deploy already-pushed --tag")
     parser.add_argument("--dry-run", action="store_true", help="print, touch nothing")
     args = parser.parse_args(argv)
@@ -398,6 +411,7 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         onnxruntime=args.onnxruntime,
         onnxruntime_version=args.onnxruntime_version,
         model_pack_sha256=args.model_pack_sha256,
+        alerts=args.alerts,
         skip_build=args.skip_build,
         dry_run=args.dry_run,
     )

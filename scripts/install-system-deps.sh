@@ -8,7 +8,7 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 for arg in "$@"; do
   case "$arg" in
     --node) command -v npm >/dev/null 2>&1 || need+=(nodejs npm) ;;
-    --chromium) command -v chromium >/dev/null 2>&1 || need+=(chromium chromium-driver) ;;
+    --chromium) command -v chromium >/dev/null 2>&1 || need+=(chromium) ;;
     --wrk) command -v wrk >/dev/null 2>&1 || need+=(wrk) ;;
   esac
 done

@@ -4,6 +4,7 @@ TEST model pack."""
 from __future__ import annotations
 
 import shutil
+import ssl
 import subprocess
 import threading
 import time
@@ -62,16 +63,18 @@ def _wait_for_ping(url: str, process: subprocess.Popen, timeout_s: float = 10) -
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[[Any], str]]:
-    """Serve WSGI apps over real HTTP, each in its own thread; returns each app's base URL."""
+def serve() -> Iterator[Callable[..., str]]:
+    """Serve WSGI apps over real HTTP (HTTPS with an `ssl_context`), each in its own thread;
+    returns each app's base URL."""
     servers = []
 
-    def start(app: Any) -> str:
-        server = make_server("127.0.0.1", 0, app, threaded=True)
+    def start(app: Any, ssl_context: ssl.SSLContext | None = None) -> str:
+        server = make_server("127.0.0.1", 0, app, threaded=True, ssl_context=ssl_context)
         # A short poll interval makes shutdown at teardown quick.
         threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
         servers.append(server)
-        return f"http://127.0.0.1:{server.server_port}"
+        scheme = "https" if ssl_context else "http"
+        return f"{scheme}://127.0.0.1:{server.server_port}"
 
     yield start
     for server in servers:
@@ -122,12 +125,15 @@ class EventSink:
 
 
 @pytest.fixture
-def event_sink(serve: Callable[[Any], str]) -> Callable[..., EventSink]:
-    """Start an EventSink over real HTTP: `event_sink(respond=...)`."""
+def event_sink(serve: Callable[..., str]) -> Callable[..., EventSink]:
+    """Start an EventSink over real HTTP: `event_sink(respond=...)`; over HTTPS with
+    `ssl_context=...`."""
 
-    def start(respond: Callable[[Any], Any] | None = None) -> EventSink:
+    def start(
+        respond: Callable[[Any], Any] | None = None, ssl_context: ssl.SSLContext | None = None
+    ) -> EventSink:
         sink = EventSink(respond)
-        sink.url = serve(sink.app)
+        sink.url = serve(sink.app, ssl_context)
         return sink
 
     return start

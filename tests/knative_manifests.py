@@ -1,9 +1,10 @@
 """Reading and validating the rendered Knative deployment, for the manifest and deploy tests.
 
-Each document is checked against the schema its kind has: Knative's own JSON Schemas (copied
-with provenance into tests/schemas/knative/), Kubernetes' OpenAPI schemas for the standard
-kinds (kubernetes-validate, strict: unknown fields fail), and, for cert-manager's kinds, whose
-schemas are not kept here, the fields this project relies on.
+Each document is checked against the schema its kind has: the JSON Schemas of Knative's and the
+Prometheus Operator's custom resources (converted from their CRDs, with provenance, in
+tests/schemas/), Kubernetes' OpenAPI schemas for the standard kinds (kubernetes-validate,
+strict: unknown fields fail), and, for cert-manager's kinds and the PodMonitor, whose schemas
+are not kept here, the fields this project relies on.
 """
 
 from __future__ import annotations
@@ -19,16 +20,22 @@ import kubernetes_validate
 from scripts.kustomize_render import render
 
 ROOT = Path(__file__).resolve().parent.parent
-SCHEMAS = ROOT / "tests" / "schemas" / "knative"
+SCHEMAS = ROOT / "tests" / "schemas"
 OVERLAYS = ("knative", "knative/overlays/kafka-broker")
+# Applied on its own, where the Prometheus Operator runs (scripts/deploy --alerts).
+ALERTS = "knative/alerts"
 # The oldest Kubernetes minor that Vultr Kubernetes Engine offers at the time of writing.
 KUBERNETES_VERSION = "1.33.0"
-KNATIVE_SCHEMA_FILES = {
-    ("serving.knative.dev/v1", "Service"): "serving.knative.dev_v1_Service.json",
-    ("eventing.knative.dev/v1", "Broker"): "eventing.knative.dev_v1_Broker.json",
-    ("eventing.knative.dev/v1", "Trigger"): "eventing.knative.dev_v1_Trigger.json",
-    ("sources.knative.dev/v1", "SinkBinding"): "sources.knative.dev_v1_SinkBinding.json",
+CUSTOM_RESOURCE_SCHEMA_FILES = {
+    ("serving.knative.dev/v1", "Service"): "knative/serving.knative.dev_v1_Service.json",
+    ("eventing.knative.dev/v1", "Broker"): "knative/eventing.knative.dev_v1_Broker.json",
+    ("eventing.knative.dev/v1", "Trigger"): "knative/eventing.knative.dev_v1_Trigger.json",
+    ("sources.knative.dev/v1", "SinkBinding"): "knative/sources.knative.dev_v1_SinkBinding.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): (
+        "prometheus-operator/monitoring.coreos.com_v1_PrometheusRule.json"
+    ),
 }
+POD_MONITOR = ("monitoring.coreos.com/v1", "PodMonitor")
 STANDARD_KINDS = {
     ("v1", "Namespace"),
     ("v1", "ConfigMap"),
@@ -50,9 +57,11 @@ def rendered(overlay: str = "knative") -> tuple[Manifest, ...]:
 def validation_errors(manifest: Manifest, manifests: tuple[Manifest, ...]) -> list[str]:
     """What is invalid in `manifest`, in words; empty when it is valid."""
     key = (manifest.get("apiVersion"), manifest.get("kind"))
-    if key in KNATIVE_SCHEMA_FILES:
-        validator = jsonschema.Draft202012Validator(_knative_schema(KNATIVE_SCHEMA_FILES[key]))
-        return [error.message for error in validator.iter_errors(manifest)]
+    if key in CUSTOM_RESOURCE_SCHEMA_FILES:
+        schema = _schema(CUSTOM_RESOURCE_SCHEMA_FILES[key])
+        return [
+            error.message for error in jsonschema.Draft202012Validator(schema).iter_errors(manifest)
+        ]
     if key in STANDARD_KINDS:
         try:
             kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
@@ -61,12 +70,40 @@ def validation_errors(manifest: Manifest, manifests: tuple[Manifest, ...]) -> li
         return []
     if key[0] == "cert-manager.io/v1":
         return _cert_manager_errors(manifest, manifests)
+    if key == POD_MONITOR:
+        return _pod_monitor_errors(manifest)
     return [f"no schema for {key}"]
 
 
 @cache
-def _knative_schema(name: str) -> dict[str, Any]:
-    return json.loads((SCHEMAS / name).read_text())
+def _schema(path: str) -> dict[str, Any]:
+    return json.loads((SCHEMAS / path).read_text())
+
+
+def _pod_monitor_errors(manifest: Manifest) -> list[str]:
+    """The PodMonitor fields this project sets, as the Prometheus Operator's CRD types them."""
+    spec = manifest.get("spec", {})
+    errors = [
+        f"PodMonitor spec.{field} is not one this project uses"
+        for field in sorted(set(spec) - {"selector", "podMetricsEndpoints"})
+    ]
+    selector = spec.get("selector", {})
+    if not (selector.get("matchLabels") or selector.get("matchExpressions")):
+        errors.append("PodMonitor selects no pods (spec.selector is empty)")
+    for expression in selector.get("matchExpressions", []):
+        if expression.get("operator") not in {"In", "NotIn", "Exists", "DoesNotExist"}:
+            errors.append(f"PodMonitor selector operator {expression.get('operator')!r}")
+    endpoints = spec.get("podMetricsEndpoints") or []
+    if not endpoints:
+        errors.append("PodMonitor has no podMetricsEndpoints")
+    for endpoint in endpoints:
+        if set(endpoint) - {"port", "path", "interval"}:
+            errors.append(f"PodMonitor endpoint fields {sorted(endpoint)}")
+        if not isinstance(endpoint.get("port"), str) or not endpoint.get("path", "").startswith(
+            "/"
+        ):
+            errors.append(f"PodMonitor endpoint needs a port name and a path: {endpoint}")
+    return errors
 
 
 def _cert_manager_errors(manifest: Manifest, manifests: tuple[Manifest, ...]) -> list[str]:

@@ -8,7 +8,12 @@ import jwt
 import pytest
 import redis
 
-from functions.common.config import AdminSettings, AuthSettings, StatusSettings
+from functions.common.config import (
+    AdminSettings,
+    AuthSettings,
+    DeadLetterSettings,
+    StatusSettings,
+)
 from functions.common.status_store import StatusStore
 from functions.status.app import create_app
 
@@ -61,3 +66,9 @@ def app(store, auth_settings, admin_settings):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture
+def dead_letter_app(store, auth_settings, admin_settings):
+    """The status image as the cluster-local `status-dead-letter` Service runs it."""
+    return create_app(store, auth_settings, admin_settings, DeadLetterSettings(enabled=True))

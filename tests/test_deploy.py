@@ -22,7 +22,17 @@ from scripts.deploy import (
     write_overlay,
 )
 from scripts.kustomize_render import read_env_file, render
-from tests.knative_manifests import KSVC, OVERLAYS, ROOT, find, of_kind, validation_errors
+from tests.knative_manifests import (
+    ALERTS,
+    KSVC,
+    OVERLAYS,
+    ROOT,
+    container,
+    find,
+    knative_services,
+    of_kind,
+    validation_errors,
+)
 
 REGISTRY = "registry.example.com/photos"
 WEBHOOK_SECRET = "Abcdefghijklmnopqrstuvwxyz012345"
@@ -37,6 +47,15 @@ GOOD_SECRETS = {
     "REDIS_PASSWORD": "redis-password-value",
     "REDIS_URL": "rediss://:redis-password-value@redis.photos.svc.cluster.local:6379/0",
 }
+
+
+def built_image(service: dict) -> str:
+    """The name of the image (a DOCKERFILES key) that a Knative Service of knative/ runs."""
+    return container(service)["image"].removeprefix("photo-pipeline/")
+
+
+# Knative Service -> the image it runs: status-dead-letter runs status's.
+SERVICE_IMAGES = {s["metadata"]["name"]: built_image(s) for s in knative_services()}
 
 
 def write_secrets(path: Path, secrets: dict[str, str]) -> Path:
@@ -86,6 +105,15 @@ def test_a_dry_run_prints_the_full_valid_manifest_set(overlay, secrets_file):
     assert len(manifests) == len(render(ROOT / overlay)) + 1  # and the generated Secret
 
 
+def test_a_dry_run_with_alerts_also_applies_the_valid_alert_manifests(secrets_file):
+    printed = dry_run("--bucket", "b", "--alerts", "--secrets-file", str(secrets_file))
+    manifests = tuple(yaml.safe_load_all(printed))
+    assert all(validation_errors(m, manifests) == [] for m in manifests)
+    alerts = {(m["kind"], m["metadata"]["name"]) for m in render(ROOT / ALERTS)}
+    assert alerts <= {(m["kind"], m["metadata"]["name"]) for m in manifests}
+    assert len(manifests) == len(render(ROOT / "knative")) + len(alerts) + 1
+
+
 def test_a_dry_run_builds_and_pushes_every_image_from_the_repository_root(output):
     builds = [c for c in commands(output) if c[:2] == ["docker", "build"]]
     assert sorted(c[c.index("--file") + 1] for c in builds) == sorted(DOCKERFILES.values())
@@ -100,7 +128,7 @@ def test_each_service_runs_the_image_the_dry_run_builds_for_it(output):
         s["metadata"]["name"]: s["spec"]["template"]["spec"]["containers"][0]["image"]
         for s in services
     }
-    assert images == {name: f"{REGISTRY}/{name}:v1" for name in DOCKERFILES}
+    assert images == {name: f"{REGISTRY}/{image}:v1" for name, image in SERVICE_IMAGES.items()}
 
 
 def test_a_dry_run_applies_with_kubectl_apply_k_then_waits_for_every_knative_resource(output):
@@ -108,7 +136,7 @@ def test_a_dry_run_applies_with_kubectl_apply_k_then_waits_for_every_knative_res
     (apply,) = [c for c in steps if c[:3] == ["kubectl", "apply", "-k"]]
     waits = {c[-1] for c in steps if c[:2] == ["kubectl", "wait"]}
     assert waits == {
-        *(f"ksvc/{name}" for name in DOCKERFILES),
+        *(f"ksvc/{name}" for name in SERVICE_IMAGES),
         "broker/photos",
         "trigger/thumbnail",
         "trigger/embed",
@@ -182,9 +210,8 @@ def test_the_applied_overlay_pins_images_by_digest_and_generates_the_secret(tmp_
         ["--registry", REGISTRY, "--bucket", "b", "--secrets-file", str(secrets_file)]
     )
     manifests = tuple(render(write_overlay(options, images, tmp_path)))
-    for name in DOCKERFILES:
-        image = find(manifests, *KSVC, name)["spec"]["template"]["spec"]["containers"][0]["image"]
-        assert image == f"{REGISTRY}/{name}@{digest}"
+    for name, image in SERVICE_IMAGES.items():
+        assert container(find(manifests, *KSVC, name))["image"] == f"{REGISTRY}/{image}@{digest}"
     secret = find(manifests, "v1", "Secret", SECRET_NAME)
     assert secret["metadata"]["namespace"] == "photos"
     assert base64.b64decode(secret["data"]["REDIS_URL"]).decode() == GOOD_SECRETS["REDIS_URL"]
@@ -214,9 +241,10 @@ def test_a_deploy_with_placeholder_secrets_stops_before_touching_docker_or_the_c
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
-def test_the_applied_overlay_renders_as_kubectl_kustomize_renders_it(tmp_path, secrets_file):
+@pytest.mark.parametrize("flags", [[], ["--alerts"]], ids=["pipeline", "with alerts"])
+def test_the_applied_overlay_renders_as_kubectl_kustomize_renders_it(tmp_path, secrets_file, flags):
     options = parse_options(
-        ["--registry", REGISTRY, "--bucket", "b", "--secrets-file", str(secrets_file)]
+        ["--registry", REGISTRY, "--bucket", "b", "--secrets-file", str(secrets_file), *flags]
     )
     images = {name: f"{REGISTRY}/{name}@sha256:{'cd' * 32}" for name in DOCKERFILES}
     overlay = write_overlay(options, images, tmp_path)

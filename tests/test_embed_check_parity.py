@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from insightface.app import FaceAnalysis
 
-from scripts.check_parity import main
+from scripts.check_parity import Report, main
 from scripts.sample_photos import sample_photo
 from scripts.stack import ROOT
 
@@ -141,3 +141,10 @@ def test_photos_can_be_read_from_a_folder_and_embeddings_given_as_numbers(
 
     assert code == 0
     assert summary(capsys.readouterr().out)["verdict"] == "PASS"
+
+
+def test_a_sample_whose_faces_cannot_be_paired_fails_even_with_equal_counts():
+    report = Report(
+        photos=1, production_faces=2, service_faces=2, unpaired_production=2, unpaired_service=2
+    )
+    assert not report.passed(min_cosine=0.9999)

@@ -15,6 +15,7 @@ from tests.status_fixtures import (  # noqa: F401 - fixtures
     admin_settings,
     app,
     auth_settings,
+    dead_letter_app,
     store,
     token,
 )
@@ -22,12 +23,15 @@ from tests.status_fixtures import (  # noqa: F401 - fixtures
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "frontend"
 
 
-def test_the_react_hooks_poller_follows_a_run_to_idle_against_the_real_api(app, serve):
+def test_the_react_hooks_poller_follows_a_run_to_idle_against_the_real_api(
+    app, dead_letter_app, serve
+):
     if shutil.which("node") is None:
         pytest.fail("node is not installed (run scripts/install-system-deps.sh --node)")
     env = {
         **os.environ,
         "STATUS_URL": serve(app),
+        "DEAD_LETTER_URL": serve(dead_letter_app),
         "STATUS_USER": "frontend-user",
         "STATUS_TOKEN": token("frontend-user"),
     }

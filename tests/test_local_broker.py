@@ -21,6 +21,8 @@ from functions.common.events import (
 from scripts.stack import free_port
 
 TRIGGERS = Path(__file__).resolve().parent.parent / "eventing" / "triggers.yaml"
+# The Knative Services the Triggers name: subscribers and the dead-letter sink.
+SERVICES = ("thumbnail", "embed", "status-dead-letter")
 
 
 def event(event_type, key="ann/a.jpg"):
@@ -63,7 +65,7 @@ def start_broker(event_sink):
     brokers = []
 
     def start(triggers=TRIGGERS, unreachable=(), **respond):
-        sinks = {name: event_sink(respond.get(name)) for name in ("thumbnail", "embed", "status")}
+        sinks = {name: event_sink(respond.get(name)) for name in SERVICES}
         urls = {name: sink.url for name, sink in sinks.items()}
         urls |= {name: f"http://127.0.0.1:{free_port()}" for name in unreachable}
         broker = LocalBroker.from_manifests([triggers], urls)
@@ -86,14 +88,14 @@ def test_an_upload_event_goes_to_thumbnail_only(start_broker):
     broker, sinks = start_broker()
     publish(broker, event(OBJECT_CREATED))
     assert broker.wait_idle(5)
-    assert [len(sinks[name].received) for name in ("thumbnail", "embed", "status")] == [1, 0, 0]
+    assert [len(sinks[name].received) for name in SERVICES] == [1, 0, 0]
 
 
 def test_a_thumbnail_event_goes_to_embed_only(start_broker):
     broker, sinks = start_broker()
     publish(broker, event(THUMBNAIL_CREATED))
     assert broker.wait_idle(5)
-    assert [len(sinks[name].received) for name in ("thumbnail", "embed", "status")] == [0, 1, 0]
+    assert [len(sinks[name].received) for name in SERVICES] == [0, 1, 0]
 
 
 def test_an_event_no_trigger_matches_is_accepted_and_dropped(start_broker):
@@ -142,14 +144,14 @@ def test_a_503_is_retried_until_the_subscriber_succeeds(start_broker):
     publish(broker, event(OBJECT_CREATED))
     assert broker.wait_idle(5)
     assert len(sinks["thumbnail"].received) == 2
-    assert sinks["status"].received == []
+    assert sinks["status-dead-letter"].received == []
     assert broker.stats()["triggers"]["thumbnail"]["retried"] == 1
 
 
 def test_a_400_is_not_retried_and_goes_straight_to_the_dead_letter_sink(start_broker):
     broker, sinks = start_broker(thumbnail=answers(400))
     publish(broker, event(OBJECT_CREATED))
-    dead_letter = sinks["status"].wait_for(1)[0]
+    dead_letter = sinks["status-dead-letter"].wait_for(1)[0]
     assert dead_letter.path == "/v1/dead-letter"
     assert dead_letter.event["knativeerrorcode"] == "400"
     assert len(sinks["thumbnail"].received) == 1
@@ -162,7 +164,7 @@ def test_when_retries_run_out_the_event_is_dead_lettered_with_knative_error_attr
     broker, sinks = start_broker(triggers, thumbnail=answers(503))
     sent = event(OBJECT_CREATED)
     publish(broker, sent)
-    dead_letter = sinks["status"].wait_for(1)[0].event
+    dead_letter = sinks["status-dead-letter"].wait_for(1)[0].event
     assert len(sinks["thumbnail"].received) == 3
     assert (dead_letter["id"], dead_letter["type"]) == (sent["id"], OBJECT_CREATED)
     assert dead_letter["knativeerrorcode"] == "503"
@@ -174,7 +176,7 @@ def test_an_unreachable_subscriber_is_dead_lettered_as_a_500(start_broker, tmp_p
     triggers = fast_triggers(tmp_path, retry=1, backoffDelay="PT0.01S")
     broker, sinks = start_broker(triggers, unreachable=["thumbnail"])
     publish(broker, event(OBJECT_CREATED))
-    assert sinks["status"].wait_for(1)[0].event["knativeerrorcode"] == "500"
+    assert sinks["status-dead-letter"].wait_for(1)[0].event["knativeerrorcode"] == "500"
 
 
 @pytest.mark.parametrize(

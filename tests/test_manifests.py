@@ -5,19 +5,25 @@ agree, and the pieces reference each other correctly."""
 from __future__ import annotations
 
 import copy
+import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import TypeVar
 
+import promql_parser
 import pytest
 import yaml
 
+from functions.common.config import DeadLetterSettings, EmbedSettings
 from scripts.deploy import EXAMPLE_SECRETS, referenced_secret_keys
 from scripts.kustomize_render import KustomizationError, read_env_file, render
 from tests.knative_manifests import (
+    ALERTS,
     KSVC,
     OVERLAYS,
+    POD_MONITOR,
     ROOT,
     annotations,
     config_maps_loaded,
@@ -60,6 +66,7 @@ KNATIVE_RESERVED_ENV = {"PORT", "K_SERVICE", "K_CONFIGURATION", "K_REVISION"}
 # ten times that and more, for a cold node reading the image from disk.
 MODEL_LOAD_BUDGET_S = 60
 DURATION = re.compile(r"(?:(\d+)m)?(?:(\d+)s)?")
+T = TypeVar("T")
 
 
 def seconds(duration: str) -> int:
@@ -103,7 +110,7 @@ def test_validation_catches_a_wrongly_typed_kubernetes_field():
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
-@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("overlay", [*OVERLAYS, ALERTS])
 def test_the_renderer_matches_kubectl_kustomize(overlay):
     output = subprocess.run(
         ["kubectl", "kustomize", str(ROOT / overlay)],
@@ -313,19 +320,87 @@ def test_writable_paths_the_code_uses_are_mounted(service):
     assert {env["TMPDIR"], env["PROMETHEUS_MULTIPROC_DIR"]} <= mounts
 
 
+def visibility(service: dict) -> str:
+    return service["metadata"].get("labels", {}).get("networking.knative.dev/visibility", "public")
+
+
 def test_only_the_webhook_and_status_endpoints_are_public():
-    visibility = {
-        s["metadata"]["name"]: s["metadata"]
-        .get("labels", {})
-        .get("networking.knative.dev/visibility", "public")
-        for s in knative_services()
-    }
-    assert visibility == {
+    assert {s["metadata"]["name"]: visibility(s) for s in knative_services()} == {
         "b2-receiver": "public",
         "status": "public",
+        "status-dead-letter": "cluster-local",
         "thumbnail": "cluster-local",
         "embed": "cluster-local",
     }
+
+
+def deployed_env(service: dict, overlay: str = "knative") -> dict[str, str]:
+    """The literal environment `service`'s container gets: the ConfigMap it loads, overridden
+    by its own `env` (as Kubernetes resolves them)."""
+    config = find(rendered(overlay), "v1", "ConfigMap", "photo-pipeline")["data"]
+    return {**config, **literal_env(service)}
+
+
+def settings_read_from(env: dict[str, str], settings: type[T]) -> T:
+    """`settings.from_env()` in a process whose environment is exactly `env`."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            patch.delenv(name)
+        for name, value in env.items():
+            patch.setenv(name, value)
+        return settings.from_env()
+
+
+def dead_letter_sink_enabled(service: dict, overlay: str = "knative") -> bool:
+    """Whether `service` serves POST /v1/dead-letter, by the settings it is given."""
+    return settings_read_from(deployed_env(service, overlay), DeadLetterSettings).enabled
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_dead_letters_go_only_to_a_cluster_local_service_that_serves_the_sink(overlay):
+    brokers = of_kind(rendered(overlay), "eventing.knative.dev/v1", "Broker")
+    deliveries = [m["spec"]["delivery"] for m in [*brokers, *triggers(overlay)]]
+    for delivery in deliveries:
+        ref = delivery["deadLetterSink"]["ref"]
+        assert delivery["deadLetterSink"]["uri"] == "/v1/dead-letter"
+        sink = knative_service(ref["name"], overlay)
+        assert visibility(sink) == "cluster-local"
+        assert dead_letter_sink_enabled(sink, overlay)
+
+
+@pytest.mark.parametrize(
+    "service",
+    [s for s in knative_services() if visibility(s) == "public"],
+    ids=lambda s: s["metadata"]["name"],
+)
+def test_no_public_service_serves_the_dead_letter_sink(service):
+    assert not dead_letter_sink_enabled(service)
+
+
+# What the dead-letter Service may set differently from the public status Service: the switch,
+# its gunicorn sizing, and no dashboard login.
+DEAD_LETTER_ENV_DIFFERENCES = {
+    "STATUS_DEAD_LETTER_ENABLED",
+    "WEB_CONCURRENCY",
+    "GUNICORN_THREADS",
+    "ADMIN_PASSWORD",
+}
+
+
+def test_the_dead_letter_service_is_the_status_function_with_only_its_settings_changed():
+    status, sink = knative_service("status"), knative_service("status-dead-letter")
+    public, private = container(status), container(sink)
+    same = ("image", "ports", "envFrom", "securityContext", "volumeMounts", "readinessProbe")
+    assert {key: private.get(key) for key in same} == {key: public.get(key) for key in same}
+    assert (
+        sink["spec"]["template"]["spec"]["volumes"] == status["spec"]["template"]["spec"]["volumes"]
+    )
+    env = {e["name"]: e for e in private["env"]}
+    status_env = {e["name"]: e for e in public["env"]}
+    differing = {
+        name for name in env.keys() | status_env.keys() if env.get(name) != status_env.get(name)
+    }
+    assert differing <= DEAD_LETTER_ENV_DIFFERENCES
 
 
 def test_redis_url_in_the_template_is_tls_with_the_mounted_ca():
@@ -369,6 +444,46 @@ def test_every_setting_a_service_gets_is_one_the_code_reads(service):
 @pytest.mark.parametrize("service", knative_services(), ids=lambda s: s["metadata"]["name"])
 def test_every_service_loads_the_shared_settings(service):
     assert config_maps_loaded(service) == {"photo-pipeline"}
+
+
+@pytest.mark.parametrize("service", knative_services(), ids=lambda s: s["metadata"]["name"])
+def test_no_service_overrides_a_shared_setting_with_its_own_value(service):
+    """Each setting has one home: a Service's `env` silently wins over the ConfigMap."""
+    config = find(rendered(), "v1", "ConfigMap", "photo-pipeline")["data"]
+    assert set(literal_env(service)) & set(config) == set()
+
+
+class _RecordingEnviron(dict):
+    """An empty environment that remembers every variable looked up in it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.read: set[str] = set()
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        self.read.add(name)
+        return default
+
+
+def variables_read(settings: type) -> set[str]:
+    """The environment variables `settings.from_env()` reads."""
+    environ = _RecordingEnviron()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "environ", environ)
+        settings.from_env()
+    return environ.read
+
+
+def test_the_embed_service_sets_every_embed_setting_itself():
+    unset = variables_read(EmbedSettings) - set(deployed_env(knative_service("embed")))
+    assert unset == set()
+
+
+def test_the_deployed_embed_settings_are_productions():
+    """The defaults are what the production batch job runs (README "Embedding"), and the
+    image bakes the default modules' files only."""
+    deployed = settings_read_from(deployed_env(knative_service("embed")), EmbedSettings)
+    assert deployed == EmbedSettings()
 
 
 # -- wiring ------------------------------------------------------------------------------------
@@ -454,3 +569,90 @@ def test_knatives_own_spans_go_to_the_same_collector(component):
     assert data["tracing-endpoint"].endswith("/v1/traces")
     assert_service_listens(data["tracing-endpoint"])
     assert 0 < float(data["tracing-sampling-rate"]) <= 1
+
+
+# -- alerts (knative/alerts/, applied where the Prometheus Operator runs) ---------------------
+
+PROMETHEUS_RULE = ("monitoring.coreos.com/v1", "PrometheusRule")
+SEVERITIES = {"warning", "critical"}
+# Series a histogram or summary family exports besides its own name.
+FAMILY_SUFFIXES = ("_bucket", "_sum", "_count")
+
+
+def alert_rules() -> list[dict]:
+    (rules,) = of_kind(rendered(ALERTS), *PROMETHEUS_RULE)
+    return [rule for group in rules["spec"]["groups"] for rule in group["rules"]]
+
+
+def metric_names(expression: str) -> set[str]:
+    """The metric names a PromQL expression selects; ValueError when it is not PromQL."""
+    names = set()
+
+    def visit(node: object) -> bool:
+        if isinstance(node, promql_parser.VectorSelector):
+            names.add(node.name)
+        return True
+
+    promql_parser.walk(promql_parser.parse(expression), visit)
+    return names
+
+
+def exported_by_the_functions(metric: str) -> bool:
+    sources = "".join(path.read_text() for path in (ROOT / "functions").rglob("*.py"))
+    family = next((metric.removesuffix(s) for s in FAMILY_SUFFIXES if metric.endswith(s)), metric)
+    return f'"{metric}"' in sources or f'"{family}"' in sources
+
+
+def test_the_alerts_are_valid_for_their_kinds_in_the_pipelines_namespace():
+    manifests = rendered(ALERTS)
+    assert {(m["apiVersion"], m["kind"]) for m in manifests} == {PROMETHEUS_RULE, POD_MONITOR}
+    errors = {m["kind"]: validation_errors(m, manifests) for m in manifests}
+    assert {kind: found for kind, found in errors.items() if found} == {}
+    pipeline_namespace = {s["metadata"]["namespace"] for s in knative_services()}
+    assert {m["metadata"]["namespace"] for m in manifests} == pipeline_namespace
+
+
+def test_validation_catches_a_misspelled_alert_rule_field():
+    (rules,) = copy.deepcopy(of_kind(rendered(ALERTS), *PROMETHEUS_RULE))
+    rule = rules["spec"]["groups"][0]["rules"][0]
+    rule["expression"] = rule.pop("expr")
+    assert validation_errors(rules, ())
+
+
+@pytest.mark.parametrize("rule", alert_rules(), ids=lambda rule: rule["alert"])
+def test_every_alert_is_promql_over_metrics_the_functions_export(rule):
+    names = metric_names(rule["expr"])
+    assert names
+    assert [name for name in sorted(names) if not exported_by_the_functions(name)] == []
+
+
+def test_an_alert_on_a_metric_nobody_exports_is_caught():
+    assert not exported_by_the_functions("photo_stage_latency_seconds")
+
+
+def test_an_alert_expression_that_is_not_promql_is_caught():
+    with pytest.raises(ValueError):
+        metric_names("max by (stage (photo_status_store_up)")
+
+
+@pytest.mark.parametrize("rule", alert_rules(), ids=lambda rule: rule["alert"])
+def test_every_alert_waits_a_while_and_says_how_bad_and_what_happened(rule):
+    assert promql_parser.parse_duration(rule["for"]).total_seconds() > 0
+    assert rule["labels"]["severity"] in SEVERITIES
+    assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+
+
+def test_alert_names_are_unique():
+    names = [rule["alert"] for rule in alert_rules()]
+    assert len(names) == len(set(names))
+
+
+def test_prometheus_scrapes_the_metrics_of_every_knative_service():
+    (monitor,) = of_kind(rendered(ALERTS), *POD_MONITOR)
+    (expression,) = monitor["spec"]["selector"]["matchExpressions"]
+    assert (expression["key"], expression["operator"]) == ("serving.knative.dev/service", "In")
+    assert set(expression["values"]) == {s["metadata"]["name"] for s in knative_services()}
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    # Knative names the user container's port so, whatever number it has.
+    assert (endpoint["port"], endpoint["path"]) == ("user-port", "/metrics")
+    assert promql_parser.parse_duration(endpoint["interval"]).total_seconds() > 0

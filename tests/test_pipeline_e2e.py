@@ -12,7 +12,7 @@ import requests
 from PIL import Image
 
 from functions.common.config import ThumbnailSettings
-from functions.common.events import PhotoRef
+from functions.common.events import OBJECT_CREATED, PhotoRef, binary_http, new_event, photo_data
 from functions.thumbnail.imaging import thumbnail_size
 from functions.thumbnail.service import thumbnail_key
 from scripts.sample_photos import sample_photo
@@ -140,3 +140,19 @@ def test_a_failing_database_lambda_is_retried_until_the_photo_is_processed(stack
     assert deliver(stack, [event]).status_code == 200
     final = wait_until_idle(stack, "erin", 1)
     assert (final["counts"]["embeddings_done"], final["counts"]["thumbnails_failed"]) == (1, 0)
+
+
+def test_only_the_cluster_local_status_process_takes_dead_letters(stack):
+    photo = PhotoRef("photos", "frank/photos/a.jpg", None, "frank")
+    event = new_event(OBJECT_CREATED, "/test", photo, photo_data(photo))
+    event["knativeerrorcode"] = "503"
+    headers, body = binary_http(event)
+    public = requests.post(
+        f"{stack.urls['status']}/v1/dead-letter", headers=headers, data=body, timeout=5
+    )
+    assert public.status_code == 404
+    sink = requests.post(
+        f"{stack.urls['status-dead-letter']}/v1/dead-letter", headers=headers, data=body, timeout=5
+    )
+    assert sink.status_code == 200
+    assert status(stack, "frank")["failures"][0]["reason"] == "delivery_failed"

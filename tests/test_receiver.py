@@ -1,25 +1,29 @@
 """The B2 webhook receiver, over real HTTP, with a recording broker and a real Redis."""
 
 import re
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 import redis
 import requests
+import requests.certs
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from eventing.receiver import create_app
+from eventing.receiver import ca_bundle_with, create_app
 from functions.common.config import ReceiverSettings
 from functions.common.events import OBJECT_CREATED, USER_ID_EXTENSION
 from functions.common.status_store import StatusStore
 from scripts.b2_sender import SIGNATURE_HEADER, deliver, object_created, signature
 from scripts.stack import free_port
+from tests.tls_certificates import CertificateAuthority
 
 SECRET = "s3cret"
 
 
-def settings_for(sink_url):
+def settings_for(sink_url, sink_ca_certs=None):
     return ReceiverSettings(
         signing_secrets=(SECRET,),
         sink_url=sink_url,
@@ -27,6 +31,7 @@ def settings_for(sink_url):
         image_extensions=frozenset({"jpg", "png"}),
         thumbnail_prefix="thumbnails/",
         publish_timeout_s=2,
+        sink_ca_certs=sink_ca_certs,
     )
 
 
@@ -146,3 +151,68 @@ def test_a_full_batch_is_answered_within_b2s_timeout_even_with_a_slow_broker(
 
 def test_health_check_answers_200(receiver):
     assert requests.get(f"{receiver}/healthz", timeout=5).status_code == 200
+
+
+# -- Knative transport encryption: an HTTPS broker signed by the cluster's CA ----------------
+
+
+@pytest.fixture(autouse=True)
+def private_tmpdir(monkeypatch, tmp_path):
+    """The receiver writes its CA bundle under TMPDIR: here, this test's own folder."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def cluster_ca():
+    return CertificateAuthority.create("knative-eventing-selfsigned-ca")
+
+
+@pytest.fixture
+def https_broker(event_sink, cluster_ca, tmp_path):
+    """The broker's ingress as `transport-encryption: strict` serves it: HTTPS only, with a
+    certificate issued by the cluster's own CA."""
+    return event_sink(lambda event: ("", 202), cluster_ca.server_context(tmp_path))
+
+
+def test_an_https_broker_is_published_to_when_k_ca_certs_holds_its_ca(
+    serve, https_broker, cluster_ca, store
+):
+    receiver = serve(create_app(settings_for(https_broker.url, cluster_ca.pem), store))
+    assert deliver(receiver, uploads(2), SECRET).status_code == 200
+    assert len(https_broker.wait_for(2)) == 2
+
+
+def test_an_https_broker_is_not_trusted_without_k_ca_certs(serve, https_broker, store):
+    receiver = serve(create_app(settings_for(https_broker.url), store))
+    assert deliver(receiver, uploads(1), SECRET).status_code == 503
+    assert https_broker.received == []
+
+
+def test_an_https_broker_is_not_trusted_when_k_ca_certs_holds_another_ca(
+    serve, https_broker, store
+):
+    other = CertificateAuthority.create("another-ca")
+    receiver = serve(create_app(settings_for(https_broker.url, other.pem), store))
+    assert deliver(receiver, uploads(1), SECRET).status_code == 503
+    assert https_broker.received == []
+
+
+def test_the_receiver_reads_k_ca_certs_from_its_environment(monkeypatch, cluster_ca):
+    monkeypatch.setenv("K_CA_CERTS", cluster_ca.pem)
+    assert ReceiverSettings.from_env().sink_ca_certs == cluster_ca.pem
+
+
+def test_the_ca_bundle_is_written_under_tmpdir_with_the_default_cas_and_k_ca_certs(
+    cluster_ca, private_tmpdir
+):
+    path = ca_bundle_with(cluster_ca.pem)
+    assert path.parent == private_tmpdir
+    bundle = path.read_text()
+    assert bundle.startswith(Path(requests.certs.where()).read_text())
+    assert bundle.rstrip().endswith(cluster_ca.pem.strip())
+
+
+def test_k_ca_certs_without_a_certificate_stops_the_receiver_at_start(store):
+    with pytest.raises(ValueError, match="K_CA_CERTS"):
+        create_app(settings_for("https://broker.invalid", "not a certificate"), store)

@@ -4,6 +4,7 @@ Triggers' dead-letter sink."""
 # The fixtures imported from tests.status_fixtures are parameters of the tests below.
 # ruff: noqa: F811
 
+import pytest
 import redis
 from cloudevents.v1.http import CloudEvent
 
@@ -17,6 +18,7 @@ from tests.status_fixtures import (  # noqa: F401 - fixtures
     as_user,
     auth_settings,
     client,
+    dead_letter_app,
     store,
 )
 
@@ -32,6 +34,11 @@ def dead_lettered(event_type, key="ann/a.jpg"):
         {"bucket": "photos", "key": key, "user_id": "ann"},
     )
     return binary_http(event)
+
+
+@pytest.fixture
+def dead_letter_client(dead_letter_app):
+    return dead_letter_app.test_client()
 
 
 def own_status(client, user_id="ann", **headers):
@@ -160,26 +167,33 @@ def test_the_admin_api_gets_no_cors_headers(client):
     assert "Access-Control-Allow-Origin" not in response.headers
 
 
-def test_a_dead_lettered_upload_marks_the_thumbnail_failed(client, store):
+def test_the_public_status_service_does_not_serve_the_dead_letter_sink(client, store):
     store.record("ann", "ann/a.jpg", Stage.UPLOADED)
     headers, body = dead_lettered(OBJECT_CREATED)
-    assert client.post("/v1/dead-letter", data=body, headers=headers).status_code == 200
+    assert client.post("/v1/dead-letter", data=body, headers=headers).status_code == 404
+    assert store.user_status("ann").thumbnails_failed == 0
+
+
+def test_a_dead_lettered_upload_marks_the_thumbnail_failed(dead_letter_client, store):
+    store.record("ann", "ann/a.jpg", Stage.UPLOADED)
+    headers, body = dead_lettered(OBJECT_CREATED)
+    assert dead_letter_client.post("/v1/dead-letter", data=body, headers=headers).status_code == 200
     status = store.user_status("ann")
     assert (status.thumbnails_failed, status.phase) == (1, "idle")
     assert status.failures[0]["reason"] == "delivery_failed"
     assert "503" in status.failures[0]["detail"]
 
 
-def test_a_dead_lettered_thumbnail_event_marks_the_embedding_failed(client, store):
+def test_a_dead_lettered_thumbnail_event_marks_the_embedding_failed(dead_letter_client, store):
     store.record("ann", "ann/a.jpg", Stage.THUMBNAIL)
     headers, body = dead_lettered(THUMBNAIL_CREATED)
-    client.post("/v1/dead-letter", data=body, headers=headers)
+    dead_letter_client.post("/v1/dead-letter", data=body, headers=headers)
     status = store.user_status("ann")
     assert (status.embeddings_failed, status.phase) == (1, "idle")
 
 
-def test_a_dead_letter_that_is_not_a_cloudevent_is_refused(client):
-    assert client.post("/v1/dead-letter", data=b"{}").status_code == 400
+def test_a_dead_letter_that_is_not_a_cloudevent_is_refused(dead_letter_client):
+    assert dead_letter_client.post("/v1/dead-letter", data=b"{}").status_code == 400
 
 
 def test_a_redis_outage_answers_503(auth_settings, admin_settings):
@@ -188,8 +202,10 @@ def test_a_redis_outage_answers_503(auth_settings, admin_settings):
     assert app.test_client().get("/v1/status", headers=as_user()).status_code == 503
 
 
-def test_the_openapi_document_describes_every_route(app, client):
-    document = client.get("/openapi.json").get_json()
+@pytest.mark.parametrize("app_fixture", ["app", "dead_letter_app"])
+def test_the_openapi_document_describes_every_route(app_fixture, request):
+    app = request.getfixturevalue(app_fixture)
+    document = app.test_client().get("/openapi.json").get_json()
     assert document["openapi"].startswith("3.1")
     served = {
         rule.rule.replace("<user_id>", "{user_id}")

@@ -99,7 +99,11 @@ def local_broker(event_sink):
         headers, body = binary_http(created)
         return body, 200, headers
 
-    sinks = {"thumbnail": event_sink(reply), "embed": event_sink(), "status": event_sink()}
+    sinks = {
+        "thumbnail": event_sink(reply),
+        "embed": event_sink(),
+        "status-dead-letter": event_sink(),
+    }
     broker = LocalBroker.from_manifests([TRIGGERS], {name: s.url for name, s in sinks.items()})
     url = broker.start()
     yield url, sinks

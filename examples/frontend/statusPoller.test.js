@@ -1,12 +1,15 @@
 // Drives the poller against a real status function (tests/test_frontend_example.py starts
-// one on a real redis-server and passes its URL and a user's token here).
+// one on a real redis-server, and beside it the dead-letter sink on the same store, and passes
+// their URLs and a user's token here).
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import { createStatusPoller, MESSAGES } from "./statusPoller.js";
 
-const { STATUS_URL, STATUS_TOKEN, STATUS_USER } = process.env;
-const skip = STATUS_URL ? false : "needs STATUS_URL, STATUS_TOKEN, STATUS_USER (a live server)";
+const { STATUS_URL, STATUS_TOKEN, STATUS_USER, DEAD_LETTER_URL } = process.env;
+const skip = STATUS_URL
+  ? false
+  : "needs STATUS_URL, DEAD_LETTER_URL, STATUS_TOKEN, STATUS_USER (live servers)";
 
 function recorder() {
   const statuses = [];
@@ -39,9 +42,10 @@ function recorder() {
   };
 }
 
-// The broker's dead-letter delivery of the photo's upload event: the photo ends, failed.
+// The broker's dead-letter delivery of the photo's upload event (to the cluster-local
+// status-dead-letter Service): the photo ends, failed.
 async function deadLetter(key) {
-  const response = await fetch(`${STATUS_URL}/v1/dead-letter`, {
+  const response = await fetch(`${DEAD_LETTER_URL}/v1/dead-letter`, {
     method: "POST",
     headers: {
       "Content-Type": "application/json",

@@ -137,6 +137,19 @@ class StatusSettings:
         )
 
 
+@dataclass(frozen=True)
+class DeadLetterSettings:
+    """The Triggers' dead-letter sink (`POST /v1/dead-letter`, which marks a photo failed). Off
+    by default: only the cluster-local `status-dead-letter` Service turns it on, so nobody
+    outside the cluster can reach it through the public `status` Service."""
+
+    enabled: bool = False
+
+    @classmethod
+    def from_env(cls) -> DeadLetterSettings:
+        return cls(enabled=_bool("STATUS_DEAD_LETTER_ENABLED", cls.enabled))
+
+
 # Pinned: a token's own `alg` header never chooses how it is verified.
 JWT_HMAC_ALGORITHM = "HS256"
 JWT_JWKS_ALGORITHM = "RS256"
@@ -214,6 +227,23 @@ class AdminSettings:
 
 
 @dataclass(frozen=True)
+class InputLimits:
+    """The most an uploaded photo may weigh, in bytes and in pixels (read from its header),
+    before any stage decodes it; over either it fails as `too_large`."""
+
+    max_bytes: int = 100 * 1024 * 1024
+    max_pixels: int = 100_000_000
+
+    @classmethod
+    def from_env(cls) -> InputLimits:
+        defaults = cls()
+        return cls(
+            max_bytes=_int("MAX_INPUT_BYTES", defaults.max_bytes),
+            max_pixels=_int("MAX_INPUT_PIXELS", defaults.max_pixels),
+        )
+
+
+@dataclass(frozen=True)
 class ThumbnailSettings:
     """How thumbnails are made; defaults reproduce the old sharp Lambda."""
 
@@ -222,8 +252,7 @@ class ThumbnailSettings:
     quality: int = 80
     background: tuple[int, int, int] = (255, 255, 255)
     key_template: str = "thumbnails/{key_stem}.jpg"
-    max_input_bytes: int = 100 * 1024 * 1024
-    max_input_pixels: int = 100_000_000
+    limits: InputLimits = field(default_factory=InputLimits)
 
     @property
     def key_prefix(self) -> str:
@@ -239,8 +268,7 @@ class ThumbnailSettings:
             quality=_int("THUMBNAIL_QUALITY", defaults.quality),
             background=_rgb("THUMBNAIL_BACKGROUND", "#ffffff"),
             key_template=_str("THUMBNAIL_KEY_TEMPLATE", defaults.key_template),
-            max_input_bytes=_int("MAX_INPUT_BYTES", defaults.max_input_bytes),
-            max_input_pixels=_int("MAX_INPUT_PIXELS", defaults.max_input_pixels),
+            limits=InputLimits.from_env(),
         )
 
 
@@ -271,8 +299,7 @@ class EmbedSettings:
     decode_min_side: int = 1280
     providers: tuple[str, ...] = ("CUDAExecutionProvider", "CPUExecutionProvider")
     intra_op_threads: int = 2
-    max_input_bytes: int = 100 * 1024 * 1024
-    max_input_pixels: int = 100_000_000
+    limits: InputLimits = field(default_factory=InputLimits)
 
     def __post_init__(self) -> None:
         missing = [name for name in REQUIRED_MODULES if name not in self.modules]
@@ -311,8 +338,7 @@ class EmbedSettings:
             decode_min_side=_int("DECODE_MIN_SIDE", defaults.decode_min_side),
             providers=_list("ORT_PROVIDERS", ",".join(defaults.providers)),
             intra_op_threads=_int("ORT_INTRA_OP_THREADS", defaults.intra_op_threads),
-            max_input_bytes=_int("MAX_INPUT_BYTES", defaults.max_input_bytes),
-            max_input_pixels=_int("MAX_INPUT_PIXELS", defaults.max_input_pixels),
+            limits=InputLimits.from_env(),
         )
 
 
@@ -326,6 +352,9 @@ class ReceiverSettings:
     image_extensions: frozenset[str]
     thumbnail_prefix: str
     publish_timeout_s: float = field(default=2.0)
+    # PEM CA certificates the broker's HTTPS certificate chains to, trusted besides the usual
+    # ones: the SinkBinding injects them as K_CA_CERTS under Knative's transport encryption.
+    sink_ca_certs: str | None = None
 
     @classmethod
     def from_env(cls) -> ReceiverSettings:
@@ -342,4 +371,5 @@ class ReceiverSettings:
             ),
             thumbnail_prefix=ThumbnailSettings.from_env().key_prefix,
             publish_timeout_s=_float("PUBLISH_TIMEOUT_S", 2.0),
+            sink_ca_certs=_optional("K_CA_CERTS"),
         )

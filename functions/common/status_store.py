@@ -1,7 +1,8 @@
 """Per-user processing status in Redis, counted exactly once per photo version.
 
-Per user (the `{user_id}` hash tag keeps one user's keys in one Redis Cluster slot, so each
-script below touches a single slot):
+Per user (the `{user_id}` hash tag puts one user's keys in one slot, so each script touches a
+single slot and the layout is ready for Redis Cluster; the client today is a plain
+single-endpoint `redis.Redis`, which is what the deployment runs):
 - `photos:{user}`: hash photo_id -> stage reached (`uploaded`, `thumbnail`, `thumbnail_failed`,
   `embedding`, `embedding_failed`); a stage is only entered from an earlier one, so a duplicate
   or late delivery never counts twice.

@@ -5,7 +5,9 @@
 - `POST /v1/uploads`: the front end declares how many photos it is about to upload.
 - `/v1/admin/...`: the admin API (admin.py); `GET /admin`: the dashboard page.
 - `POST /v1/dead-letter`: the Triggers' dead-letter sink; an event the broker gave up on marks
-  its photo failed, so no user's status waits forever.
+  its photo failed, so no user's status waits forever. Only where STATUS_DEAD_LETTER_ENABLED is
+  on (the cluster-local `status-dead-letter` Service): elsewhere it is 404, and left out of
+  `/openapi.json`.
 - `GET /openapi.json`, `GET /metrics`, `GET /healthz`.
 """
 
@@ -21,7 +23,12 @@ import yaml
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from functions.common.config import AdminSettings, AuthSettings, StatusSettings
+from functions.common.config import (
+    AdminSettings,
+    AuthSettings,
+    DeadLetterSettings,
+    StatusSettings,
+)
 from functions.common.errors import TransientError
 from functions.common.events import OBJECT_CREATED, THUMBNAIL_CREATED, PhotoRef, parse_event
 from functions.common.metrics import instrument
@@ -40,6 +47,7 @@ from functions.status.cors import add_cors
 from functions.status.metrics import StageHealthCollector
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
+DEAD_LETTER_PATH = "/v1/dead-letter"
 MAX_DECLARED_UPLOAD = 100_000
 
 MESSAGES = {
@@ -92,17 +100,29 @@ def status_body(status: UserStatus) -> dict[str, Any]:
 
 @cache
 def openapi_document() -> dict[str, Any]:
+    """Every operation the status image can serve, the dead-letter sink included."""
     return yaml.safe_load(OPENAPI_PATH.read_text())
+
+
+def served_openapi_document(dead_letter: DeadLetterSettings) -> dict[str, Any]:
+    """The document of the routes this process serves."""
+    document = openapi_document()
+    if dead_letter.enabled:
+        return document
+    paths = {path: item for path, item in document["paths"].items() if path != DEAD_LETTER_PATH}
+    return {**document, "paths": paths}
 
 
 def create_app(
     store: StatusStore | None = None,
     auth_settings: AuthSettings | None = None,
     admin_settings: AdminSettings | None = None,
+    dead_letter: DeadLetterSettings | None = None,
 ) -> Flask:
     configure_tracing("status")
     auth_settings = auth_settings or AuthSettings.from_env()
     admin_settings = admin_settings or AdminSettings.from_env()
+    dead_letter = dead_letter or DeadLetterSettings.from_env()
     store = store or StatusStore.from_settings(StatusSettings.from_env())
     auth = Authenticator(
         TokenVerifier(auth_settings), AdminSessions(admin_settings, auth_settings.jwt_secret)
@@ -135,7 +155,34 @@ def create_app(
         store.declare_upload(principal.user_id, expected)
         return status_response(principal.user_id)
 
-    @app.post("/v1/dead-letter")
+    if dead_letter.enabled:
+        _add_dead_letter_sink(app, store)
+
+    app.register_blueprint(create_admin_blueprint(store, auth, admin_settings))
+
+    @app.get("/admin")
+    def dashboard() -> Response:
+        response = app.send_static_file("dashboard.html")
+        response.headers["X-Frame-Options"] = "DENY"
+        return response
+
+    served_document = served_openapi_document(dead_letter)
+
+    @app.get("/openapi.json")
+    def openapi() -> Response:
+        return jsonify(served_document)
+
+    @app.get("/healthz")
+    def healthz() -> tuple[Response, int]:
+        return jsonify(ok=True), 200
+
+    add_cors(app, auth_settings.cors_origins)
+    instrument(app, [StageHealthCollector(lambda: read_pipeline(store, admin_settings))])
+    return app
+
+
+def _add_dead_letter_sink(app: Flask, store: StatusStore) -> None:
+    @app.post(DEAD_LETTER_PATH)
     def dead_letter() -> tuple[Response, int]:
         try:
             event = parse_event(request.headers, request.get_data())
@@ -153,26 +200,6 @@ def create_app(
             detail=f"{destination} answered {error} after all retries",
         )
         return jsonify(recorded=stage.value), 200
-
-    app.register_blueprint(create_admin_blueprint(store, auth, admin_settings))
-
-    @app.get("/admin")
-    def dashboard() -> Response:
-        response = app.send_static_file("dashboard.html")
-        response.headers["X-Frame-Options"] = "DENY"
-        return response
-
-    @app.get("/openapi.json")
-    def openapi() -> Response:
-        return jsonify(openapi_document())
-
-    @app.get("/healthz")
-    def healthz() -> tuple[Response, int]:
-        return jsonify(ok=True), 200
-
-    add_cors(app, auth_settings.cors_origins)
-    instrument(app, [StageHealthCollector(lambda: read_pipeline(store, admin_settings))])
-    return app
 
 
 def conditional_json(body: dict[str, Any]) -> Response:
