@@ -64,12 +64,20 @@ def verify_signature(body: bytes, header: str | None, secrets: Sequence[str]) ->
 
 
 def parse_notification(body: bytes, settings: ReceiverSettings) -> Notification:
-    """The uploads of image objects in `body`; raises ValueError when `body` is malformed."""
+    """The uploads of image objects in `body`; ValueError when `body` is not JSON or has no
+    `events` list. A malformed event is logged and ignored: rejecting the whole batch would
+    lose its good uploads, and B2 would only send the same bad event again."""
     events = _events(body)
-    uploads = tuple(
-        upload for upload in (_upload(event, settings) for event in events) if upload is not None
-    )
-    return Notification(uploads=uploads, ignored=len(events) - len(uploads))
+    uploads = []
+    for index, event in enumerate(events):
+        try:
+            upload = _upload(event, settings)
+        except ValueError as exc:
+            log.warning("ignoring malformed event %d of the notification: %s", index, exc)
+            continue
+        if upload is not None:
+            uploads.append(upload)
+    return Notification(uploads=tuple(uploads), ignored=len(events) - len(uploads))
 
 
 def _signatures(header: str) -> list[str]:
@@ -86,7 +94,7 @@ def body_hmac(secret: str, body: bytes) -> str:
     return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def _events(body: bytes) -> list[dict[str, Any]]:
+def _events(body: bytes) -> list[Any]:
     try:
         payload = json.loads(body)
     except ValueError as exc:
@@ -94,13 +102,14 @@ def _events(body: bytes) -> list[dict[str, Any]]:
     events = payload.get("events") if isinstance(payload, dict) else None
     if not isinstance(events, list):
         raise ValueError("notification body has no `events` list")
-    for index, event in enumerate(events):
-        if not isinstance(event, dict) or not isinstance(event.get("eventType"), str):
-            raise ValueError(f"event {index} is not an object with an eventType")
     return events
 
 
-def _upload(event: dict[str, Any], settings: ReceiverSettings) -> Upload | None:
+def _upload(event: Any, settings: ReceiverSettings) -> Upload | None:
+    """The upload `event` reports; None for another kind of event or key; ValueError when
+    the event is malformed."""
+    if not isinstance(event, dict) or not isinstance(event.get("eventType"), str):
+        raise ValueError("not an object with an eventType")
     event_type = event["eventType"]
     if not event_type.startswith(OBJECT_CREATED_PREFIX):
         return None
@@ -123,8 +132,7 @@ def _upload(event: dict[str, Any], settings: ReceiverSettings) -> Upload | None:
 
 
 def _is_photo(key: str, settings: ReceiverSettings) -> bool:
-    # An empty prefix (thumbnails named beside their photo) would otherwise match every key.
-    if settings.thumbnail_prefix and key.startswith(settings.thumbnail_prefix):
+    if key.startswith(settings.thumbnail_prefix):
         return False
     return PurePosixPath(key).suffix.lower().lstrip(".") in settings.image_extensions
 

@@ -1,8 +1,10 @@
 """The B2 Event Notification webhook: turns uploads into CloudEvents on the broker.
 
 Serve with `gunicorn 'eventing.receiver:create_app()'`. B2 retries a notification that is
-not answered 2xx, so the receiver answers 200 only once the broker accepted every event,
-and records each upload first so a retried batch is never counted twice. Under Knative's
+not answered 2xx, so the receiver answers 200 only once the broker accepted every event. It
+records an upload only once the broker accepted its event, so an event B2 gives up on leaves
+no photo pending forever; recording is idempotent (a retried batch counts once), and a stage
+that records the photo first also counts its upload. Under Knative's
 transport encryption the broker's address is HTTPS with a certificate from the cluster's own
 CA, which the SinkBinding passes as K_CA_CERTS: the publisher trusts it besides the usual CAs.
 """
@@ -166,9 +168,9 @@ def _accept_all(
 
 
 def _accept(upload: Upload, store: StatusStore, publisher: BrokerPublisher) -> None:
+    publisher.publish(_upload_event(upload))
     photo = upload.photo
     store.record(photo.user_id, photo.photo_id, Stage.UPLOADED, at=photo.uploaded_at)
-    publisher.publish(_upload_event(upload))
 
 
 def _failure_status(errors: list[BaseException]) -> int:

@@ -118,12 +118,6 @@ def test_events_that_are_not_uploaded_photos_are_ignored_and_counted(event):
     assert (parsed.uploads, parsed.ignored) == ((), 1)
 
 
-def test_an_empty_thumbnail_prefix_ignores_nothing():
-    settings = dataclasses.replace(SETTINGS, thumbnail_prefix="")
-    parsed = parse_notification(notification(object_created("photos", "ann/a.jpg", 1)), settings)
-    assert len(parsed.uploads) == 1
-
-
 @pytest.mark.parametrize(
     "body",
     [
@@ -131,22 +125,46 @@ def test_an_empty_thumbnail_prefix_ignores_nothing():
         pytest.param(b"[]", id="not an object"),
         pytest.param(b"{}", id="no events"),
         pytest.param(b'{"events": {}}', id="events not a list"),
-        pytest.param(b'{"events": ["b2:ObjectCreated:Upload"]}', id="event not an object"),
-        pytest.param(b'{"events": [{"eventId": "x"}]}', id="event without a type"),
+    ],
+)
+def test_a_body_that_is_not_a_notification_is_rejected(body):
+    with pytest.raises(ValueError):
+        parse_notification(body, SETTINGS)
+
+
+@pytest.mark.parametrize(
+    "malformed",
+    [
+        pytest.param("b2:ObjectCreated:Upload", id="event not an object"),
+        pytest.param({"eventId": "x"}, id="event without a type"),
+        pytest.param(without("eventId", object_created("p", "ann/a.jpg", 1)), id="no eventId"),
         pytest.param(
-            notification(without("objectName", object_created("p", "ann/a.jpg", 1))),
-            id="upload without objectName",
+            without("objectName", object_created("p", "ann/a.jpg", 1)), id="no objectName"
         ),
         pytest.param(
-            notification({**object_created("p", "ann/a.jpg", 1), "eventTimestamp": "soon"}),
+            {**object_created("p", "ann/a.jpg", 1), "eventTimestamp": "soon"},
             id="timestamp not a number",
         ),
         pytest.param(
-            notification({**object_created("p", "ann/a.jpg", 1), "objectSize": "big"}),
+            {**object_created("p", "ann/a.jpg", 1), "objectSize": "big"},
             id="size not an integer",
         ),
     ],
 )
-def test_a_malformed_notification_is_rejected(body):
-    with pytest.raises(ValueError):
-        parse_notification(body, SETTINGS)
+def test_a_malformed_event_is_ignored_and_the_rest_of_its_batch_kept(malformed):
+    good = [object_created("photos", f"ann/{n}.jpg", 1) for n in range(2)]
+    parsed = parse_notification(notification(good[0], malformed, good[1]), SETTINGS)
+    assert [upload.event_id for upload in parsed.uploads] == [e["eventId"] for e in good]
+    assert parsed.ignored == 1
+
+
+def test_an_empty_thumbnail_prefix_is_refused_so_the_loop_guard_cannot_be_off():
+    with pytest.raises(ValueError, match="thumbnail prefix"):
+        dataclasses.replace(SETTINGS, thumbnail_prefix="")
+
+
+@pytest.mark.parametrize("template", ["{user_id}/thumbs/{key_stem}.jpg", "{key}.thumb.jpg"])
+def test_a_thumbnail_key_template_without_a_fixed_prefix_is_refused_at_load(monkeypatch, template):
+    monkeypatch.setenv("THUMBNAIL_KEY_TEMPLATE", template)
+    with pytest.raises(ValueError, match="THUMBNAIL_KEY_TEMPLATE must start with a fixed prefix"):
+        ReceiverSettings.from_env()

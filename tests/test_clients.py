@@ -76,10 +76,40 @@ def test_the_lambda_receives_the_payload_through_the_invoke_api(stack, lambda_en
     )
 
 
+def fail_next_call(stack, kind):
+    order = {"count": 1, "kind": kind}
+    requests.post(f"{stack.urls['lambda']}/_fail-next", json=order, timeout=5).raise_for_status()
+
+
 def test_a_lambda_service_error_is_a_transient_failure(stack, lambda_env):
-    requests.post(f"{stack.urls['lambda']}/_fail-next", json={"count": 1}, timeout=5)
-    with pytest.raises(TransientError):
+    fail_next_call(stack, "service")
+    with pytest.raises(TransientError, match="unavailable"):
         DatabaseLambda(lambda_settings(stack.urls["lambda"])).invoke({"key": "clients/x"})
+
+
+def test_a_lambda_function_error_is_a_transient_failure_with_the_functions_error(stack, lambda_env):
+    fail_next_call(stack, "function")
+    with pytest.raises(TransientError, match=r"failed: .*injected function failure"):
+        DatabaseLambda(lambda_settings(stack.urls["lambda"])).invoke({"key": "clients/x"})
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param({"blob": "x" * (6 * 1024 * 1024)}, id="over 6 MB"),
+        pytest.param({"score": float("nan")}, id="not JSON"),
+    ],
+)
+def test_a_payload_lambda_refuses_is_a_permanent_failure(stack, lambda_env, payload):
+    with pytest.raises(PermanentError) as failure:
+        DatabaseLambda(lambda_settings(stack.urls["lambda"])).invoke(payload)
+    assert failure.value.reason == "lambda_rejected"
+
+
+def test_the_lambda_stand_in_refuses_an_unknown_failure_kind(stack):
+    order = {"count": 1, "kind": "sometimes"}
+    response = requests.post(f"{stack.urls['lambda']}/_fail-next", json=order, timeout=5)
+    assert response.status_code == 400
 
 
 def test_an_unknown_lambda_function_is_a_transient_failure_not_a_crash(stack, lambda_env):

@@ -16,7 +16,6 @@ from functions.embed import runtime
 from functions.embed.decode import decode_photo
 from functions.embed.models import (
     FaceAnalyzer,
-    FaceDetector,
     FaceRecognizer,
     ModelPackError,
     load_task_model,
@@ -97,15 +96,6 @@ def test_no_available_provider_is_an_error():
         runtime.providers(EmbedSettings(providers=("NoSuchExecutionProvider",)))
 
 
-def test_models_load_on_first_prediction(settings):
-    detector = FaceDetector(settings)
-    assert not detector.loaded
-
-    detector.predict(photo_of(1, (800, 600), 300))
-
-    assert detector.loaded
-
-
 def test_photo_without_markers_has_no_faces(analyzer, settings):
     assert analyze_sample(analyzer, settings, seed=1, faces=0) == []
 
@@ -172,6 +162,7 @@ def test_recognizer_batches_all_faces_like_one_at_a_time(analyzer, settings):
 
 def test_recognizer_with_no_faces_returns_no_embeddings(settings):
     recognizer = FaceRecognizer(settings)
+    recognizer.load()
 
     embeddings = recognizer.predict(photo_of(1, (800, 600), 300), np.empty((0, 5, 2)))
 
@@ -206,6 +197,7 @@ def test_load_warms_the_detector_up_at_the_detection_size(settings):
 def test_a_higher_detection_threshold_finds_fewer_faces(analyzer, settings):
     image = bgr(scene())
     strict = FaceAnalyzer(replace(settings, det_thresh=0.93))
+    strict.load()
 
     assert 0 < len(strict.analyze(image)) < len(analyzer.analyze(image))
 
@@ -213,6 +205,7 @@ def test_a_higher_detection_threshold_finds_fewer_faces(analyzer, settings):
 def test_nms_threshold_one_keeps_every_overlapping_detection(analyzer, settings):
     image = bgr(scene())
     loose = FaceAnalyzer(replace(settings, nms_thresh=1.0))
+    loose.load()
 
     assert len(loose.analyze(image)) > len(analyzer.analyze(image))
 
@@ -280,6 +273,7 @@ def pack_with_genderage(tmp_path_factory, test_model_pack):
 def test_an_optional_module_adds_its_attributes_as_face_analysis_does(pack_with_genderage):
     modules = ["detection", "recognition", "genderage"]
     analyzer = FaceAnalyzer(EmbedSettings(model_root=pack_with_genderage.parent, modules=modules))
+    analyzer.load()
     reference = FaceAnalysis(
         root=str(pack_with_genderage.parent.parent),
         allowed_modules=modules,
@@ -298,6 +292,7 @@ def test_an_optional_module_adds_its_attributes_as_face_analysis_does(pack_with_
 
 def test_modules_left_out_of_the_configuration_do_not_run(pack_with_genderage):
     analyzer = FaceAnalyzer(EmbedSettings(model_root=pack_with_genderage.parent))
+    analyzer.load()
 
     faces = analyzer.analyze(bgr(scene()))
 

@@ -107,6 +107,7 @@ def test_faces_equal_face_analysis_on_the_same_file(
 def test_max_faces_keeps_the_faces_with_the_best_scores(analyzer, settings):
     image = decode_photo(encode(scene()), settings).image
     capped = FaceAnalyzer(replace(settings, max_faces=2))
+    capped.load()
 
     every = sorted(analyzer.analyze(image), key=lambda face: -face.score)
     kept = capped.analyze(image)

@@ -100,7 +100,7 @@ def embed(stack, service_parts, key, data, **overrides):
     photo = PhotoRef(stack.config.bucket, key, stored["VersionId"], key.split("/")[0])
     analyzer = FaceAnalyzer(settings)
     analyzer.load()
-    result = EmbedService(settings, analyzer, store, database).process(photo, {})
+    result = EmbedService(settings, analyzer, store, database).process(photo)
     (payload,) = lambda_invocations(stack, key)
     return result, payload
 

@@ -220,7 +220,7 @@ def test_an_event_backing_off_does_not_hold_up_other_events(start_broker):
     publish(broker, event(OBJECT_CREATED, "ann/retried.jpg"))
     publish(broker, event(OBJECT_CREATED, "ann/other.jpg"))
     deliveries = sinks["thumbnail"].wait_for(3)
-    # The retry comes after the 0.5 s backoff; "other" was delivered during it.
+    # The retry comes after the 1 s backoff; "other" was delivered during it.
     assert deliveries[-1].event["subject"] == "ann/retried.jpg"
 
 

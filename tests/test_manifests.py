@@ -16,6 +16,7 @@ import promql_parser
 import pytest
 import yaml
 
+from eventing.local_broker import Delivery, parse_duration
 from functions.common.config import DeadLetterSettings, EmbedSettings
 from scripts.deploy import EXAMPLE_SECRETS, referenced_secret_keys
 from scripts.kustomize_render import KustomizationError, read_env_file, render
@@ -354,6 +355,19 @@ def settings_read_from(env: dict[str, str], settings: type[T]) -> T:
 def dead_letter_sink_enabled(service: dict, overlay: str = "knative") -> bool:
     """Whether `service` serves POST /v1/dead-letter, by the settings it is given."""
     return settings_read_from(deployed_env(service, overlay), DeadLetterSettings).enabled
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_delivery_retries_for_minutes_before_dead_lettering(overlay):
+    """A Redis restart or a short Lambda outage must delay photos, not fail them all."""
+    brokers = of_kind(rendered(overlay), "eventing.knative.dev/v1", "Broker")
+    for spec in (m["spec"]["delivery"] for m in [*brokers, *triggers(overlay)]):
+        delivery = Delivery(
+            retry=spec["retry"],
+            backoff_policy=spec["backoffPolicy"],
+            backoff_delay_s=parse_duration(spec["backoffDelay"]),
+        )
+        assert sum(delivery.backoff_s(index) for index in range(delivery.retry)) >= 180
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -74,17 +74,32 @@ def test_a_rotated_photo_is_thumbnailed_upright(stack, batch):
     assert payload["thumbnail"]["height"] > payload["thumbnail"]["width"]
 
 
-def test_the_database_lambda_receives_one_thumbnail_and_one_embedding_payload_per_photo(
+def without_timings(payload):
+    return {name: value for name, value in payload.items() if name != "timings_ms"}
+
+
+def test_the_database_lambda_receives_the_same_thumbnail_and_embedding_payloads_per_photo(
     stack, batch
 ):
+    # A duplicate delivery (another test redelivers the batch) legitimately redoes the work.
     for key, (_, faces) in batch["photos"].items():
-        events = sorted(p["event"] for p in lambda_invocations(stack, key))
-        assert events == ["embedding.created", "thumbnail.created"]
-        embedding = next(
-            p for p in lambda_invocations(stack, key) if p["event"] == "embedding.created"
-        )
+        by_event = {}
+        for payload in lambda_invocations(stack, key):
+            by_event.setdefault(payload["event"], []).append(without_timings(payload))
+        assert set(by_event) == {"thumbnail.created", "embedding.created"}
+        for payloads in by_event.values():
+            assert all(payload == payloads[0] for payload in payloads)
+        embedding = by_event["embedding.created"][0]
         assert len(embedding["faces"]) == faces
         assert all(len(face["embedding"]) > 0 for face in embedding["faces"])
+
+
+def test_the_thumbnail_payload_carries_the_originals_content_type(stack, batch):
+    for key in batch["photos"]:
+        payload = next(
+            p for p in lambda_invocations(stack, key) if p["event"] == "thumbnail.created"
+        )
+        assert payload["content_type"] == "image/jpeg"
 
 
 def test_status_reports_idle_with_exact_counts_per_user(batch):
@@ -124,7 +139,7 @@ def test_a_corrupt_photo_ends_failed_with_its_reason_and_the_user_reaches_idle(s
     assert deliver(stack, [event]).status_code == 200
     final = wait_until_idle(stack, "dave", 1)
     assert final["counts"]["thumbnails_failed"] == 1
-    assert final["failures"][0]["reason"] in {"corrupt", "unsupported"}
+    assert final["failures"][0]["reason"] == "corrupt"
 
 
 def test_a_thumbnail_key_never_triggers_processing(stack, batch):

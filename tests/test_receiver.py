@@ -97,6 +97,14 @@ def test_a_thumbnail_written_back_to_the_bucket_is_not_published(receiver, broke
     assert [d.event["subject"] for d in broker.received] == ["ann/0.jpg"]
 
 
+def test_a_malformed_event_is_ignored_and_the_rest_of_its_batch_published(receiver, broker):
+    good = uploads(2)
+    broken = {name: value for name, value in uploads(3)[2].items() if name != "eventId"}
+    response = deliver(receiver, [good[0], broken, good[1]], SECRET)
+    assert (response.status_code, response.json()) == (200, {"accepted": 2, "ignored": 1})
+    assert {d.event["id"] for d in broker.wait_for(2)} == {e["eventId"] for e in good}
+
+
 def test_a_malformed_body_is_answered_400(receiver):
     body = b"{not json"
     headers = {SIGNATURE_HEADER: signature(body, SECRET)}
@@ -112,6 +120,16 @@ def test_a_broker_refusing_an_event_is_answered_502_so_b2_retries(serve, event_s
     refusing = event_sink(respond=lambda event: ("full", 500))
     receiver = serve(create_app(settings_for(refusing.url), store))
     assert deliver(receiver, uploads(1), SECRET).status_code == 502
+
+
+def test_an_upload_the_broker_refuses_is_not_recorded_so_it_never_waits_forever(
+    serve, event_sink, store
+):
+    refusing = event_sink(respond=lambda event: ("full", 500))
+    receiver = serve(create_app(settings_for(refusing.url), store))
+    deliver(receiver, uploads(2), SECRET)
+    status = store.user_status("ann")
+    assert (status.uploaded, status.thumbnails_pending) == (0, 0)
 
 
 def test_an_unavailable_status_store_is_answered_503(serve, broker):

@@ -192,6 +192,18 @@ def test_a_dead_lettered_thumbnail_event_marks_the_embedding_failed(dead_letter_
     assert (status.embeddings_failed, status.phase) == (1, "idle")
 
 
+def test_a_dead_lettered_upload_whose_thumbnail_was_made_marks_the_embedding_failed(
+    dead_letter_client, store
+):
+    store.record("ann", "ann/a.jpg", Stage.THUMBNAIL)  # its thumbnail.created reply was lost
+    headers, body = dead_lettered(OBJECT_CREATED)
+    response = dead_letter_client.post("/v1/dead-letter", data=body, headers=headers)
+    assert response.get_json() == {"recorded": "embedding_failed"}
+    status = store.user_status("ann")
+    assert (status.embeddings_failed, status.thumbnails_failed, status.phase) == (1, 0, "idle")
+    assert status.failures[0]["reason"] == "delivery_failed"
+
+
 def test_a_dead_letter_that_is_not_a_cloudevent_is_refused(dead_letter_client):
     assert dead_letter_client.post("/v1/dead-letter", data=b"{}").status_code == 400
 

@@ -99,6 +99,14 @@ def test_a_photo_first_seen_at_embedding_still_counts_as_uploaded_and_thumbnaile
     assert status.phase == "idle"
 
 
+def test_an_upload_recorded_after_its_thumbnail_counts_once_and_waits_for_nothing(store):
+    store.record("ann", "a.jpg", Stage.THUMBNAIL, at=T0 + 2)
+    assert not store.record("ann", "a.jpg", Stage.UPLOADED, at=T0)
+    status = store.user_status("ann", now=T0 + 3)
+    assert (status.uploaded, status.thumbnails_done, status.run.uploaded) == (1, 1, 1)
+    assert store.snapshot(idle_retention_s=3600, now=T0 + 3).backlog["thumbnail"].pending == 0
+
+
 def test_users_are_counted_separately(store):
     store.record("ann", "a.jpg", Stage.UPLOADED)
     store.record("bob", "a.jpg", Stage.UPLOADED)

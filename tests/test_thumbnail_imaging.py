@@ -82,24 +82,27 @@ def test_exif_orientation_is_applied_in_other_formats(format):
 
 
 @pytest.mark.parametrize(
-    ("photo", "source_format"),
+    ("photo", "source_format", "source_content_type"),
     [
-        (lambda: photos.jpeg(), "JPEG"),
-        (lambda: photos.progressive_jpeg(), "JPEG"),
-        (lambda: photos.encode(photos.scene(), "PNG"), "PNG"),
-        (lambda: photos.encode(photos.scene(), "WEBP", quality=90), "WEBP"),
-        (lambda: photos.encode(photos.scene(), "HEIF", quality=90), "HEIF"),
-        (lambda: photos.encode(photos.scene(), "AVIF", quality=90), "AVIF"),
-        (lambda: photos.encode(photos.scene(), "TIFF"), "TIFF"),
-        (lambda: photos.encode(photos.scene(), "GIF"), "GIF"),
-        (lambda: photos.encode(photos.scene(), "BMP"), "BMP"),
+        (lambda: photos.jpeg(), "JPEG", "image/jpeg"),
+        (lambda: photos.progressive_jpeg(), "JPEG", "image/jpeg"),
+        (lambda: photos.encode(photos.scene(), "PNG"), "PNG", "image/png"),
+        (lambda: photos.encode(photos.scene(), "WEBP", quality=90), "WEBP", "image/webp"),
+        (lambda: photos.encode(photos.scene(), "HEIF", quality=90), "HEIF", "image/heif"),
+        (lambda: photos.encode(photos.scene(), "AVIF", quality=90), "AVIF", "image/avif"),
+        (lambda: photos.encode(photos.scene(), "TIFF"), "TIFF", "image/tiff"),
+        (lambda: photos.encode(photos.scene(), "GIF"), "GIF", "image/gif"),
+        (lambda: photos.encode(photos.scene(), "BMP"), "BMP", "image/bmp"),
     ],
     ids=["jpeg", "progressive-jpeg", "png", "webp", "heic", "avif", "tiff", "gif", "bmp"],
 )
-def test_each_accepted_format_becomes_a_jpeg_thumbnail(photo, source_format):
+def test_each_accepted_format_becomes_a_jpeg_thumbnail(photo, source_format, source_content_type):
     result = thumbnail(photo())
 
-    assert result.source_format == source_format
+    assert (result.source_format, result.source_content_type) == (
+        source_format,
+        source_content_type,
+    )
     assert result.content_type == "image/jpeg"
     assert (result.width, result.height) == (400, 267)
     assert (result.original_width, result.original_height) == (1200, 800)
@@ -109,7 +112,7 @@ def test_each_accepted_format_becomes_a_jpeg_thumbnail(photo, source_format):
 def test_multi_picture_jpeg_is_a_jpeg_shown_by_its_first_picture():
     result = thumbnail(photos.multi_picture_jpeg())
 
-    assert result.source_format == "JPEG"
+    assert (result.source_format, result.source_content_type) == ("JPEG", "image/jpeg")
     assert corners_with_marker(result) == ["top-left"]
 
 

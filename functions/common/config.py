@@ -251,8 +251,17 @@ class ThumbnailSettings:
     max_height: int = 400
     quality: int = 80
     background: tuple[int, int, int] = (255, 255, 255)
-    key_template: str = "thumbnails/{key_stem}.jpg"
+    # `{key}`, not `{key_stem}`: IMG_1.HEIC and IMG_1.JPG must not share a thumbnail.
+    key_template: str = "thumbnails/{key}.jpg"
     limits: InputLimits = field(default_factory=InputLimits)
+
+    def __post_init__(self) -> None:
+        if not self.key_prefix:
+            raise ValueError(
+                "THUMBNAIL_KEY_TEMPLATE must start with a fixed prefix such as `thumbnails/`: "
+                "the receiver ignores keys under it, or every thumbnail written back would be "
+                f"thumbnailed again; got {self.key_template!r}"
+            )
 
     @property
     def key_prefix(self) -> str:
@@ -355,6 +364,10 @@ class ReceiverSettings:
     # PEM CA certificates the broker's HTTPS certificate chains to, trusted besides the usual
     # ones: the SinkBinding injects them as K_CA_CERTS under Knative's transport encryption.
     sink_ca_certs: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.thumbnail_prefix:
+            raise ValueError("the thumbnail prefix (the receiver's loop guard) must not be empty")
 
     @classmethod
     def from_env(cls) -> ReceiverSettings:

@@ -28,7 +28,6 @@ class PhotoRef:
     version_id: str | None
     user_id: str
     size: int | None = None
-    content_type: str | None = None
     uploaded_at: float | None = None
 
     @property
@@ -44,7 +43,6 @@ class PhotoRef:
             version_id=data.get("version_id"),
             user_id=data["user_id"],
             size=data.get("size"),
-            content_type=data.get("content_type"),
             uploaded_at=data.get("uploaded_at"),
         )
 

@@ -10,7 +10,12 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from functions.common.config import LambdaSettings
-from functions.common.errors import TransientError
+from functions.common.errors import PermanentError, TransientError
+
+# Lambda refuses these payloads whenever they are sent: retrying them only delays the failure.
+_REJECTED_PAYLOAD_ERRORS = frozenset(
+    {"RequestEntityTooLargeException", "InvalidRequestContentException"}
+)
 
 
 class DatabaseLambda:
@@ -28,17 +33,22 @@ class DatabaseLambda:
             ),
         )
 
-    def invoke(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Invoke with RequestResponse so a failure is seen here and the event is retried."""
+    def invoke(self, payload: dict[str, Any]) -> None:
+        """Invoke with RequestResponse so a failure is seen here: TransientError (the event is
+        retried) when the service or the function failed, PermanentError "lambda_rejected"
+        when Lambda refuses the payload itself. What the function returns is not used."""
         try:
             response = self._lambda.invoke(
                 FunctionName=self._function_name,
                 InvocationType="RequestResponse",
                 Payload=json.dumps(payload, separators=(",", ":")).encode(),
             )
-        except (ClientError, BotoCoreError) as exc:
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in _REJECTED_PAYLOAD_ERRORS:
+                raise PermanentError("lambda_rejected", str(exc)) from exc
+            raise TransientError(f"database Lambda unavailable: {exc}") from exc
+        except BotoCoreError as exc:
             raise TransientError(f"database Lambda unavailable: {exc}") from exc
         body = response["Payload"].read()
         if response.get("FunctionError"):
             raise TransientError(f"database Lambda failed: {body[:300]!r}")
-        return json.loads(body) if body else {}

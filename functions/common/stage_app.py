@@ -42,7 +42,7 @@ class StageSpec:
     failed: Stage
     created_type: str
     failed_type: str
-    process: Callable[[PhotoRef, dict[str, Any]], StageResult]
+    process: Callable[[PhotoRef], StageResult]
 
 
 def create_stage_app(spec: StageSpec, store: StatusStore) -> Flask:
@@ -67,7 +67,7 @@ def create_stage_app(spec: StageSpec, store: StatusStore) -> Flask:
             span.set_attribute("user.id", photo.user_id)
             started = time.perf_counter()
             try:
-                reply_type, data = _run(spec, store, photo, event.data)
+                reply_type, data = _run(spec, store, photo)
             except TransientError as exc:
                 observe_stage(spec.name, "retried", "transient", time.perf_counter() - started)
                 log.warning(
@@ -89,13 +89,11 @@ def create_stage_app(spec: StageSpec, store: StatusStore) -> Flask:
     return app
 
 
-def _run(
-    spec: StageSpec, store: StatusStore, photo: PhotoRef, event_data: dict[str, Any]
-) -> tuple[str, dict[str, Any]]:
+def _run(spec: StageSpec, store: StatusStore, photo: PhotoRef) -> tuple[str, dict[str, Any]]:
     """Process the photo and record its outcome: status, latency sample and metrics."""
     started = time.perf_counter()
     try:
-        result = spec.process(photo, event_data)
+        result = spec.process(photo)
     except PermanentError as exc:
         seconds = time.perf_counter() - started
         log.info("%s %s: permanent failure %s", spec.name, photo.key, exc)

@@ -105,15 +105,12 @@ class InferenceModel(ABC):
         self._prepare(model)
         self._model = model
 
-    def predict(self, *inputs: Any) -> Any:
-        self.load()
-        return self._predict(*inputs)
-
     @abstractmethod
     def _prepare(self, model: Any) -> None: ...
 
     @abstractmethod
-    def _predict(self, *inputs: Any) -> Any: ...
+    def predict(self, *inputs: Any) -> Any:
+        """Run the loaded model on one photo's inputs."""
 
 
 class FaceDetector(InferenceModel):
@@ -134,7 +131,7 @@ class FaceDetector(InferenceModel):
             nms_thresh=self.settings.nms_thresh,
         )
 
-    def _predict(self, image_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, image_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         # insightface returns the faces that survive NMS in descending score order.
         boxes, landmarks = self._model.detect(image_bgr)
         keep = self.settings.max_faces
@@ -150,7 +147,7 @@ class FaceRecognizer(InferenceModel):
     def _prepare(self, model: Any) -> None:
         model.prepare(ctx_id=0)
 
-    def _predict(self, image_bgr: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    def predict(self, image_bgr: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         if len(landmarks) == 0:
             return np.empty((0, self._model.output_shape[1]), np.float32)
         size = self._model.input_size[0]
@@ -171,7 +168,7 @@ class FaceAttributeModel(InferenceModel):
     def _prepare(self, model: Any) -> None:
         model.prepare(ctx_id=0)
 
-    def _predict(
+    def predict(
         self, image_bgr: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray
     ) -> list[dict[str, Any]]:
         results = []

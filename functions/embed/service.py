@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from functions.common.config import EmbedSettings
 from functions.common.events import PhotoRef
 from functions.common.lambda_client import DatabaseLambda
@@ -28,7 +26,7 @@ class EmbedService:
         self._store = store
         self._database = database
 
-    def process(self, photo: PhotoRef, event_data: dict[str, Any]) -> StageResult:
+    def process(self, photo: PhotoRef) -> StageResult:
         timer = StepTimer("functions.embed")
         with timer.step("download"):
             original = self._store.download(

@@ -56,10 +56,12 @@ MESSAGES = {
     "idle": "",
 }
 
-# The stage an undeliverable event was meant for, by the event's type.
-_DEAD_LETTER_STAGE = {
-    OBJECT_CREATED: Stage.THUMBNAIL_FAILED,
-    THUMBNAIL_CREATED: Stage.EMBEDDING_FAILED,
+# The failure an undeliverable event marks, by the event's type: the first the photo can
+# still enter. An upload whose thumbnail was made but whose reply was lost never reaches embed,
+# so it fails there.
+_DEAD_LETTER_STAGES = {
+    OBJECT_CREATED: (Stage.THUMBNAIL_FAILED, Stage.EMBEDDING_FAILED),
+    THUMBNAIL_CREATED: (Stage.EMBEDDING_FAILED,),
 }
 
 
@@ -187,19 +189,23 @@ def _add_dead_letter_sink(app: Flask, store: StatusStore) -> None:
         try:
             event = parse_event(request.headers, request.get_data())
             photo = _dead_lettered_photo(event.data)
-            stage = _DEAD_LETTER_STAGE[event["type"]]
+            stages = _DEAD_LETTER_STAGES[event["type"]]
         except (ValueError, KeyError, TypeError) as exc:
             return jsonify(error=f"bad dead-lettered event: {exc}"), 400
         error = event.get("knativeerrorcode") or "no response"
         destination = event.get("knativeerrordest") or "subscriber"
-        store.record(
-            photo.user_id,
-            photo.photo_id,
-            stage,
-            reason="delivery_failed",
-            detail=f"{destination} answered {error} after all retries",
-        )
-        return jsonify(recorded=stage.value), 200
+        for stage in stages:
+            applied = store.record(
+                photo.user_id,
+                photo.photo_id,
+                stage,
+                reason="delivery_failed",
+                detail=f"{destination} answered {error} after all retries",
+            )
+            if applied:
+                return jsonify(recorded=stage.value), 200
+        # Already ended (a duplicate dead letter, or the stage did finish): nothing to mark.
+        return jsonify(recorded=stages[0].value), 200
 
 
 def conditional_json(body: dict[str, Any]) -> Response:

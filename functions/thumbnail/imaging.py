@@ -23,6 +23,7 @@ from functions.common.images import (
     classify_decode_errors,
     exif_orientation,
     image_format,
+    mime_type,
     open_image,
 )
 
@@ -53,7 +54,8 @@ _CACHED_PROFILE_MAX_BYTES = 64 * 1024
 
 @dataclass(frozen=True)
 class Thumbnail:
-    """The encoded thumbnail, and the source's size as displayed (after EXIF orientation)."""
+    """The encoded thumbnail, and the source's size as displayed (after EXIF orientation) and
+    format."""
 
     data: bytes
     width: int
@@ -61,6 +63,7 @@ class Thumbnail:
     original_width: int
     original_height: int
     source_format: str
+    source_content_type: str
     content_type: str = "image/jpeg"
 
 
@@ -69,6 +72,7 @@ def make_thumbnail(data: bytes, settings: ThumbnailSettings) -> Thumbnail:
     TransientError when memory ran out."""
     with open_image(data, settings.limits) as image:
         source_format = image_format(image)
+        source_content_type = mime_type(image)
         transpose = _orientation_transpose(image)
         original_size = _turned(image.size, transpose)
         # sharp resizes before orienting, into the box turned the way the pixels are stored.
@@ -85,6 +89,7 @@ def make_thumbnail(data: bytes, settings: ThumbnailSettings) -> Thumbnail:
         original_width=original_size[0],
         original_height=original_size[1],
         source_format=source_format,
+        source_content_type=source_content_type,
     )
 
 

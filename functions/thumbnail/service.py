@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import posixpath
-from typing import Any
 
 from functions.common.config import ThumbnailSettings
 from functions.common.events import PhotoRef
@@ -27,7 +26,7 @@ class ThumbnailService:
         self._store = store
         self._database = database
 
-    def process(self, photo: PhotoRef, event_data: dict[str, Any]) -> StageResult:
+    def process(self, photo: PhotoRef) -> StageResult:
         timer = StepTimer("functions.thumbnail")
         with timer.step("download"):
             original = self._store.download(
@@ -58,7 +57,7 @@ class ThumbnailService:
                     "key": photo.key,
                     "version_id": photo.version_id,
                     "user_id": photo.user_id,
-                    "content_type": photo.content_type,
+                    "content_type": thumbnail.source_content_type,
                     **result,
                     "timings_ms": timer.ms,
                 }
