@@ -55,8 +55,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=3, help="measurements per request kind")
     parser.add_argument("--connections", type=int, default=32, help="concurrent clients")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
-    parser.add_argument("--gunicorn-threads", type=int, default=8, help="threads per worker")
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn workers")
+    parser.add_argument("--gunicorn-threads", type=int, default=1, help="threads per worker")
     return parser.parse_args()
 
 

@@ -202,6 +202,13 @@ _COUNTERS = (
 _TIMESTAMPS = ("first_upload_at", "last_upload_at", "last_thumbnail_at", "last_embedding_at")
 _FAILURES_SHOWN = 10
 
+# KEYS: user, completions, failures. ARGV: failures shown. A status poll is this one command:
+# one round trip, and one reply for the client library to parse.
+_READ_STATUS = """
+return {redis.call('HGETALL', KEYS[1]), redis.call('LRANGE', KEYS[2], 0, -1),
+        redis.call('LRANGE', KEYS[3], 0, tonumber(ARGV[1]) - 1)}
+"""
+
 
 def _user_keys(user_id: str) -> list[str]:
     tag = f"{{{user_id}}}"
@@ -250,6 +257,7 @@ class StatusStore:
         self._record = client.register_script(_RECORD)
         self._declare = client.register_script(_DECLARE)
         self._prune_users = client.register_script(_PRUNE_USERS)
+        self._read_status = client.register_script(_READ_STATUS)
 
     @classmethod
     def from_settings(cls, settings: StatusSettings) -> StatusStore:
@@ -329,11 +337,10 @@ class StatusStore:
         """Counters, current run, timestamps and newest failures in one round trip."""
         keys = _user_keys(user_id)
         with _transient():
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.hgetall(keys[1])
-            pipe.lrange(keys[3], 0, _FAILURES_SHOWN - 1)
-            pipe.lrange(keys[2], 0, -1)
-            fields, failures, completions = pipe.execute()
+            flat_fields, completions, failures = self._read_status(
+                keys=[keys[1], keys[2], keys[3]], args=[_FAILURES_SHOWN]
+            )
+        fields = dict(zip(flat_fields[::2], flat_fields[1::2], strict=True))
         now = time.time() if now is None else now
         return self._user_status(user_id, fields, completions, failures, now)
 
