@@ -189,7 +189,7 @@ def test_retries_wait_as_the_backoff_policy_says(start_broker, tmp_path, policy,
     attempts = [delivery.at for delivery in sinks["thumbnail"].wait_for(4)]
     gaps = [later - earlier for earlier, later in itertools.pairwise(attempts)]
     for gap, expected in zip(gaps, expected_gaps, strict=True):
-        assert expected <= gap < expected + 0.15
+        assert expected <= gap < expected + 0.3
 
 
 def test_a_slow_subscriber_does_not_hold_up_other_events(start_broker):

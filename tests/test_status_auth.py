@@ -224,6 +224,17 @@ def test_a_wrong_password_is_refused_and_sets_no_cookie(client):
     assert "Set-Cookie" not in response.headers
 
 
+def test_logins_are_refused_for_the_rest_of_the_minute_after_too_many_wrong_passwords(
+    client, admin_settings
+):
+    for _ in range(admin_settings.login_failures_per_minute):
+        assert client.post("/v1/admin/login", json={"password": "guess"}).status_code == 401
+    response = client.post("/v1/admin/login", json={"password": ADMIN_PASSWORD})
+    assert response.status_code == 429
+    assert response.headers["Retry-After"] == "60"
+    assert "Set-Cookie" not in response.headers
+
+
 def test_login_without_a_password_field_is_a_bad_request(client):
     assert client.post("/v1/admin/login", json={}).status_code == 400
 

@@ -204,6 +204,9 @@ class AdminSettings:
     # stays in the active index.
     users_shown: int = 50
     idle_user_retention_s: float = 3600.0
+    # Wrong passwords accepted per minute, all clients together, before logins are refused
+    # until the minute ends: a brute-force brake (at the price of a minute's lock-out).
+    login_failures_per_minute: int = 10
 
     @classmethod
     def from_env(cls) -> AdminSettings:
@@ -222,6 +225,9 @@ class AdminSettings:
             users_shown=_int("ADMIN_USERS_SHOWN", defaults.users_shown),
             idle_user_retention_s=_float(
                 "ADMIN_IDLE_USER_RETENTION_S", defaults.idle_user_retention_s
+            ),
+            login_failures_per_minute=_int(
+                "ADMIN_LOGIN_FAILURES_PER_MINUTE", defaults.login_failures_per_minute
             ),
         )
 

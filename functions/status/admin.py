@@ -7,7 +7,7 @@ from flask import Blueprint, Response, jsonify, request
 from functions.common.config import AdminSettings
 from functions.common.status_model import PipelineSnapshot
 from functions.common.status_store import StatusStore
-from functions.status.auth import ADMIN_COOKIE, Authenticator
+from functions.status.auth import ADMIN_COOKIE, Authenticator, Unauthorized
 from functions.status.overview import overview_body
 from functions.status.thresholds import Thresholds, in_force, validate_change
 
@@ -38,7 +38,15 @@ def create_admin_blueprint(
         body = request.get_json(silent=True)
         if not isinstance(body, dict) or not isinstance(body.get("password"), str):
             return jsonify(error='send {"password": "..."} as JSON'), 400
-        token = auth.sessions.login(body["password"])
+        if store.failed_logins() >= settings.login_failures_per_minute:
+            response = jsonify(error="too many wrong passwords; try again in a minute")
+            response.headers["Retry-After"] = "60"
+            return response, 429
+        try:
+            token = auth.sessions.login(body["password"])
+        except Unauthorized:
+            store.record_failed_login()
+            raise
         response = jsonify(role="admin", expires_in_s=auth.sessions.ttl_s)
         response.set_cookie(
             ADMIN_COOKIE,
