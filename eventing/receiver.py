@@ -17,7 +17,7 @@ import os
 import ssl
 import tempfile
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextvars import copy_context
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -131,7 +131,7 @@ def create_app(settings: ReceiverSettings | None = None, store: StatusStore | No
             parsed = parse_notification(body, settings)
         except ValueError as exc:
             return {"error": str(exc)}, 400
-        errors = _accept_all(parsed.uploads, store, publisher, pool)
+        errors = _accept_all(parsed.uploads, store, publisher, pool, settings.answer_within_s)
         if errors:
             return {"error": str(errors[0]), "failed": len(errors)}, _failure_status(errors)
         return {"accepted": len(parsed.uploads), "ignored": parsed.ignored}, 200
@@ -156,12 +156,17 @@ def _accept_all(
     store: StatusStore,
     publisher: BrokerPublisher,
     pool: ThreadPoolExecutor,
+    within_s: float,
 ) -> list[BaseException]:
+    """What went wrong accepting each upload; an upload not accepted `within_s` is an error
+    (its publish goes on, and B2's retry of the batch is de-duplicated downstream)."""
     # Each task runs in a copy of this context, so its spans join the webhook's trace.
     futures = [
         pool.submit(copy_context().run, _accept, upload, store, publisher) for upload in uploads
     ]
-    errors = [error for error in (future.exception() for future in futures) if error]
+    _, late = wait(futures, timeout=within_s)
+    errors: list[BaseException] = [TimeoutError(f"not accepted within {within_s} s") for _ in late]
+    errors += [error for error in (f.exception() for f in futures if f not in late) if error]
     for error in errors:
         log.warning("upload not accepted: %s", error)
     return errors
@@ -176,6 +181,7 @@ def _accept(upload: Upload, store: StatusStore, publisher: BrokerPublisher) -> N
 def _failure_status(errors: list[BaseException]) -> int:
     """502 when the broker refused events, 503 when it or the store could not be reached."""
     for error in errors:
-        if not isinstance(error, (BrokerRejected, TransientError, requests.RequestException)):
+        transient = (BrokerRejected, TransientError, TimeoutError, requests.RequestException)
+        if not isinstance(error, transient):
             raise error
     return 502 if all(isinstance(error, BrokerRejected) for error in errors) else 503

@@ -23,7 +23,7 @@ from tests.tls_certificates import CertificateAuthority
 SECRET = "s3cret"
 
 
-def settings_for(sink_url, sink_ca_certs=None):
+def settings_for(sink_url, sink_ca_certs=None, answer_within_s=2.5):
     return ReceiverSettings(
         signing_secrets=(SECRET,),
         sink_url=sink_url,
@@ -31,6 +31,7 @@ def settings_for(sink_url, sink_ca_certs=None):
         image_extensions=frozenset({"jpg", "png"}),
         thumbnail_prefix="thumbnails/",
         publish_timeout_s=2,
+        answer_within_s=answer_within_s,
         sink_ca_certs=sink_ca_certs,
     )
 
@@ -165,6 +166,18 @@ def test_a_full_batch_is_answered_within_b2s_timeout_even_with_a_slow_broker(
     response = deliver(receiver, uploads(50), SECRET)
     assert response.status_code == 200
     assert time.monotonic() - started < 2.5  # one after the other would take 10 s
+
+
+def test_a_batch_the_broker_cannot_take_in_time_is_answered_503_so_b2_retries(
+    serve, event_sink, store
+):
+    def stalled(event):
+        time.sleep(1.0)
+        return "", 202
+
+    settings = settings_for(event_sink(respond=stalled).url, answer_within_s=0.3)
+    receiver = serve(create_app(settings, store))
+    assert deliver(receiver, uploads(1), SECRET).status_code == 503
 
 
 def test_health_check_answers_200(receiver):

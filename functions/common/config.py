@@ -367,6 +367,9 @@ class ReceiverSettings:
     image_extensions: frozenset[str]
     thumbnail_prefix: str
     publish_timeout_s: float = field(default=2.0)
+    # A webhook is answered within this, accepted or not: B2 gives up after about 3 s, and an
+    # answered 503 makes it retry where a timeout might not.
+    answer_within_s: float = 2.5
     # PEM CA certificates the broker's HTTPS certificate chains to, trusted besides the usual
     # ones: the SinkBinding injects them as K_CA_CERTS under Knative's transport encryption.
     sink_ca_certs: str | None = None
@@ -390,5 +393,6 @@ class ReceiverSettings:
             ),
             thumbnail_prefix=ThumbnailSettings.from_env().key_prefix,
             publish_timeout_s=_float("PUBLISH_TIMEOUT_S", 2.0),
+            answer_within_s=_float("WEBHOOK_ANSWER_WITHIN_S", 2.5),
             sink_ca_certs=_optional("K_CA_CERTS"),
         )
