@@ -11,7 +11,10 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from functions.common.config import AdminSettings
 from functions.common.events import OBJECT_CREATED, PhotoRef, binary_http, new_event, photo_data
+from functions.common.status_model import Backlog, PipelineSnapshot
+from functions.status.metrics import StageHealthCollector
 
 RULES = Path(__file__).resolve().parent.parent / "knative" / "alerts" / "prometheus-rules.yaml"
 
@@ -111,3 +114,28 @@ def test_the_alert_rules_only_use_metrics_the_functions_export(stack):
             names = set(re.findall(r"\b(photo_[a-z_]+)\b", rule["expr"]))
             assert names, rule["alert"]
             assert names <= exported, (rule["alert"], names - exported)
+
+
+def test_scrapes_in_quick_succession_read_the_pipeline_once():
+    reads = []
+    now = [100.0]
+
+    def read():
+        reads.append(now[0])
+        stages = ("thumbnail", "embed")
+        snapshot = PipelineSnapshot(
+            now=now[0],
+            users=[],
+            backlog={stage: Backlog() for stage in stages},
+            samples={stage: [] for stage in stages},
+            thresholds={},
+        )
+        return snapshot, AdminSettings().default_thresholds
+
+    collector = StageHealthCollector(read, max_age_s=5.0, clock=lambda: now[0])
+    list(collector.collect())
+    now[0] = 104.5
+    list(collector.collect())
+    now[0] = 105.5
+    list(collector.collect())
+    assert reads == [100.0, 105.5]

@@ -7,6 +7,8 @@ max over pods (knative/alerts/prometheus-rules.yaml).
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable, Iterator
 
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -22,16 +24,34 @@ log = logging.getLogger(__name__)
 
 
 class StageHealthCollector(Collector):
-    def __init__(self, read: Callable[[], tuple[PipelineSnapshot, Thresholds]]) -> None:
-        """`read` returns a fresh snapshot and the thresholds in force."""
+    def __init__(
+        self,
+        read: Callable[[], tuple[PipelineSnapshot, Thresholds]],
+        max_age_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`read` returns a fresh snapshot and the thresholds in force. A snapshot reads every
+        active user, and /metrics is reachable from outside: scrapes within `max_age_s` of a
+        read reuse it, so scraping in a loop cannot load Redis."""
         self._read = read
+        self._max_age_s = max_age_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last: tuple[float, tuple[PipelineSnapshot, Thresholds]] | None = None
+
+    def _recent_read(self) -> tuple[PipelineSnapshot, Thresholds]:
+        with self._lock:
+            now = self._clock()
+            if self._last is None or now - self._last[0] >= self._max_age_s:
+                self._last = (now, self._read())
+            return self._last[1]
 
     def collect(self) -> Iterator[Metric]:
         store_up = GaugeMetricFamily(
             "photo_status_store_up", "1 when the status store (Redis) answered this scrape."
         )
         try:
-            snapshot, thresholds = self._read()
+            snapshot, thresholds = self._recent_read()
         except TransientError as exc:
             log.warning("stage health not exported: %s", exc)
             store_up.add_metric([], 0)
