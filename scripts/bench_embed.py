@@ -48,7 +48,7 @@ import onnxruntime as ort
 from insightface.app import FaceAnalysis
 from PIL import Image
 
-from functions.common.config import EmbedSettings, StorageSettings
+from functions.common.config import EmbedSettings
 from functions.common.storage import ObjectStore
 from functions.embed.decode import decode_photo
 from functions.embed.models import FaceAnalyzer
@@ -166,17 +166,7 @@ def time_downloads(photos: list[Photo], scratch: Path, repeat: int) -> dict[int,
     config = StackConfig(model_root=scratch / "models", workdir=scratch / "stack")
     timings: dict[int, list[float]] = {}
     with LocalStack(config) as stack:
-        store = ObjectStore(
-            StorageSettings(
-                endpoint_url=stack.urls["s3"],
-                region="us-east-1",
-                access_key_id="local",
-                secret_access_key="local",
-                connect_timeout_s=3.0,
-                read_timeout_s=20.0,
-                max_attempts=3,
-            )
-        )
+        store = ObjectStore(stack.storage_settings())
         for photo in photos:
             key = f"bench/{photo.faces}-faces.jpg"
             stored = stack.s3().put_object(Bucket=config.bucket, Key=key, Body=photo.data)

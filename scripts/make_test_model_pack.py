@@ -265,9 +265,14 @@ def recognizer_model() -> onnx.ModelProto:
 
 def build_pack(directory: Path) -> Path:
     """Write the TEST pack's two models into `directory` (created if missing); return it."""
+    return write_pack(directory, detector_model(), recognizer_model())
+
+
+def write_pack(directory: Path, detector: onnx.ModelProto, recognizer: onnx.ModelProto) -> Path:
+    """Save two models under buffalo_l's file names in `directory` (created if missing)."""
     directory.mkdir(parents=True, exist_ok=True)
-    onnx.save(detector_model(), directory / DETECTOR_FILE)
-    onnx.save(recognizer_model(), directory / RECOGNIZER_FILE)
+    onnx.save(detector, directory / DETECTOR_FILE)
+    onnx.save(recognizer, directory / RECOGNIZER_FILE)
     return directory
 
 

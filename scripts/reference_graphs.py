@@ -253,10 +253,7 @@ def _prelu(net: _Network, x: str, c: int) -> str:
 
 def build_pack(directory: Path) -> Path:
     """Write both stand-in models into `directory` (created if missing); return it."""
-    directory.mkdir(parents=True, exist_ok=True)
-    onnx.save(detector_model(), directory / DETECTOR_FILE)
-    onnx.save(recognizer_model(), directory / RECOGNIZER_FILE)
-    return directory
+    return make_test_model_pack.write_pack(directory, detector_model(), recognizer_model())
 
 
 def builders_version() -> str:

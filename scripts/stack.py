@@ -19,18 +19,21 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import boto3
 import jwt
 import requests
 
-from functions.common.config import JWT_HMAC_ALGORITHM
+from functions.common.config import JWT_HMAC_ALGORITHM, StorageSettings
 from scripts.make_test_model_pack import build_pack
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN_CONF = ROOT / "functions" / "common" / "gunicorn_conf.py"
+# The local S3 server and Lambda stand-in accept any credentials; these are the stack's.
+REGION = "us-east-1"
+CREDENTIAL = "local"
 LAMBDA_FUNCTION = "photo-db-update"
 
 
@@ -94,13 +97,13 @@ class LocalStack:
         """The environment every function gets: the stack's endpoints, as ConfigMap values."""
         return {
             "S3_ENDPOINT_URL": self.urls["s3"],
-            "S3_REGION": "us-east-1",
-            "S3_ACCESS_KEY_ID": "local",
-            "S3_SECRET_ACCESS_KEY": "local",
+            "S3_REGION": REGION,
+            "S3_ACCESS_KEY_ID": CREDENTIAL,
+            "S3_SECRET_ACCESS_KEY": CREDENTIAL,
             "DB_LAMBDA_ENDPOINT_URL": self.urls["lambda"],
             "DB_LAMBDA_FUNCTION": LAMBDA_FUNCTION,
-            "AWS_ACCESS_KEY_ID": "local",
-            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_ACCESS_KEY_ID": CREDENTIAL,
+            "AWS_SECRET_ACCESS_KEY": CREDENTIAL,
             "REDIS_URL": f"redis://127.0.0.1:{self._redis_port}/0",
             "MODEL_ROOT": str(self.config.model_root),
             "MODEL_PACK": self.config.model_pack,
@@ -112,9 +115,21 @@ class LocalStack:
         return boto3.client(
             "s3",
             endpoint_url=self.urls["s3"],
-            region_name="us-east-1",
-            aws_access_key_id="local",
-            aws_secret_access_key="local",
+            region_name=REGION,
+            aws_access_key_id=CREDENTIAL,
+            aws_secret_access_key=CREDENTIAL,
+        )
+
+    def storage_settings(self, **overrides: float) -> StorageSettings:
+        """The functions' object-store settings for this stack's S3 server."""
+        defaults = StorageSettings.from_env()
+        return replace(
+            defaults,
+            endpoint_url=self.urls["s3"],
+            region=REGION,
+            access_key_id=CREDENTIAL,
+            secret_access_key=CREDENTIAL,
+            **overrides,
         )
 
     def user_token(self, user_id: str, role: str | None = None) -> str:

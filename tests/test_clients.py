@@ -5,30 +5,22 @@ import dataclasses
 import pytest
 import requests
 
-from functions.common.config import LambdaSettings, StorageSettings
+from functions.common.config import LambdaSettings
 from functions.common.errors import PermanentError, TransientError
 from functions.common.lambda_client import DatabaseLambda
 from functions.common.storage import ObjectStore
-from scripts.stack import LAMBDA_FUNCTION, free_port
+from scripts.stack import LAMBDA_FUNCTION, REGION, free_port
 
 
-def storage_settings(endpoint_url):
-    return StorageSettings(
-        endpoint_url=endpoint_url,
-        region="us-east-1",
-        access_key_id="local",
-        secret_access_key="local",
-        connect_timeout_s=0.5,
-        read_timeout_s=2,
-        max_attempts=1,
-    )
+def storage_settings(stack):
+    return stack.storage_settings(connect_timeout_s=0.5, read_timeout_s=2, max_attempts=1)
 
 
 def lambda_settings(endpoint_url, function_name=LAMBDA_FUNCTION):
     return LambdaSettings(
         function_name=function_name,
         endpoint_url=endpoint_url,
-        region="us-east-1",
+        region=REGION,
         timeout_s=2,
         max_attempts=1,
     )
@@ -41,28 +33,29 @@ def lambda_env(monkeypatch):
 
 
 def test_an_object_round_trips_through_the_s3_server(stack):
-    store = ObjectStore(storage_settings(stack.urls["s3"]))
+    store = ObjectStore(storage_settings(stack))
     store.upload("photos", "clients/a.bin", b"payload", "application/octet-stream")
     assert store.download("photos", "clients/a.bin", None, max_bytes=100) == b"payload"
 
 
 def test_a_missing_object_is_a_permanent_failure(stack):
-    store = ObjectStore(storage_settings(stack.urls["s3"]))
+    store = ObjectStore(storage_settings(stack))
     with pytest.raises(PermanentError) as failure:
         store.download("photos", "clients/nothing-here.jpg", None, max_bytes=100)
     assert failure.value.reason == "missing"
 
 
 def test_an_object_over_the_byte_limit_is_refused_before_reading_it(stack):
-    store = ObjectStore(storage_settings(stack.urls["s3"]))
+    store = ObjectStore(storage_settings(stack))
     store.upload("photos", "clients/big.bin", b"x" * 1000, "application/octet-stream")
     with pytest.raises(PermanentError) as failure:
         store.download("photos", "clients/big.bin", None, max_bytes=999)
     assert failure.value.reason == "too_large"
 
 
-def test_an_unreachable_object_store_is_a_transient_failure():
-    store = ObjectStore(storage_settings(f"http://127.0.0.1:{free_port()}"))
+def test_an_unreachable_object_store_is_a_transient_failure(stack):
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    store = ObjectStore(dataclasses.replace(storage_settings(stack), endpoint_url=unreachable))
     with pytest.raises(TransientError):
         store.download("photos", "a.jpg", None, max_bytes=100)
 

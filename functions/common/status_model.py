@@ -11,6 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 
+def _left(expected: int, done: int, failed: int) -> int:
+    """Photos a stage still owes: expected, less those it finished either way."""
+    return max(0, expected - done - failed)
+
+
 @dataclass(frozen=True)
 class RunStatus:
     """The user's current (or latest) run, read at `now`: counts, progress and ETA."""
@@ -36,11 +41,11 @@ class RunStatus:
 
     @property
     def thumbnails_pending(self) -> int:
-        return max(0, self.photos - self.thumbnails_done - self.thumbnails_failed)
+        return _left(self.photos, self.thumbnails_done, self.thumbnails_failed)
 
     @property
     def embeddings_pending(self) -> int:
-        return max(0, self.thumbnails_done - self.embeddings_done - self.embeddings_failed)
+        return _left(self.thumbnails_done, self.embeddings_done, self.embeddings_failed)
 
     @property
     def finished(self) -> bool:
@@ -105,11 +110,11 @@ class UserStatus:
 
     @property
     def thumbnails_pending(self) -> int:
-        return max(0, self.uploaded - self.thumbnails_done - self.thumbnails_failed)
+        return _left(self.uploaded, self.thumbnails_done, self.thumbnails_failed)
 
     @property
     def embeddings_pending(self) -> int:
-        return max(0, self.thumbnails_done - self.embeddings_done - self.embeddings_failed)
+        return _left(self.thumbnails_done, self.embeddings_done, self.embeddings_failed)
 
     @property
     def phase(self) -> str:

@@ -27,6 +27,13 @@ def create_admin_blueprint(
     store: StatusStore, auth: Authenticator, settings: AdminSettings
 ) -> Blueprint:
     admin = Blueprint("admin", __name__, url_prefix="/v1/admin")
+    # The session cookie's scope, the same when it is set and when it is cleared.
+    cookie = {
+        "path": _COOKIE_PATH,
+        "secure": settings.cookie_secure,
+        "httponly": True,
+        "samesite": "Strict",
+    }
 
     @admin.before_request
     def require_admin() -> None:
@@ -48,27 +55,13 @@ def create_admin_blueprint(
             store.record_failed_login()
             raise
         response = jsonify(role="admin", expires_in_s=auth.sessions.ttl_s)
-        response.set_cookie(
-            ADMIN_COOKIE,
-            token,
-            max_age=auth.sessions.ttl_s,
-            path=_COOKIE_PATH,
-            secure=settings.cookie_secure,
-            httponly=True,
-            samesite="Strict",
-        )
+        response.set_cookie(ADMIN_COOKIE, token, max_age=auth.sessions.ttl_s, **cookie)
         return response
 
     @admin.post("/logout")
     def logout() -> Response:
         response = jsonify(logged_out=True)
-        response.delete_cookie(
-            ADMIN_COOKIE,
-            path=_COOKIE_PATH,
-            secure=settings.cookie_secure,
-            httponly=True,
-            samesite="Strict",
-        )
+        response.delete_cookie(ADMIN_COOKIE, **cookie)
         return response
 
     @admin.get("/overview")
