@@ -4,6 +4,7 @@ TEST model pack."""
 from __future__ import annotations
 
 import shutil
+import socket
 import ssl
 import subprocess
 import threading
@@ -60,6 +61,15 @@ def _wait_for_ping(url: str, process: subprocess.Popen, timeout_s: float = 10) -
             if process.poll() is not None or time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+@pytest.fixture
+def refused_port() -> Iterator[int]:
+    """A port bound but never listened on for the whole test: connecting is refused, and no
+    server started meanwhile can take it (a port merely free at lookup time could be)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from functions.common.config import LambdaSettings
 from functions.common.errors import PermanentError, TransientError
 from functions.common.lambda_client import DatabaseLambda
 from functions.common.storage import ObjectStore
-from scripts.stack import LAMBDA_FUNCTION, REGION, free_port
+from scripts.stack import LAMBDA_FUNCTION, REGION
 
 
 def storage_settings(stack):
@@ -53,8 +53,8 @@ def test_an_object_over_the_byte_limit_is_refused_before_reading_it(stack):
     assert failure.value.reason == "too_large"
 
 
-def test_an_unreachable_object_store_is_a_transient_failure(stack):
-    unreachable = f"http://127.0.0.1:{free_port()}"
+def test_an_unreachable_object_store_is_a_transient_failure(stack, refused_port):
+    unreachable = f"http://127.0.0.1:{refused_port}"
     store = ObjectStore(dataclasses.replace(storage_settings(stack), endpoint_url=unreachable))
     with pytest.raises(TransientError):
         store.download("photos", "a.jpg", None, max_bytes=100)

@@ -18,7 +18,6 @@ from functions.common.events import (
     new_event,
     photo_data,
 )
-from scripts.stack import free_port
 
 TRIGGERS = Path(__file__).resolve().parent.parent / "eventing" / "triggers.yaml"
 # The Knative Services the Triggers name: subscribers and the dead-letter sink.
@@ -59,7 +58,7 @@ def fast_triggers(tmp_path, **delivery):
 
 
 @pytest.fixture
-def start_broker(event_sink):
+def start_broker(event_sink, refused_port):
     """Start a LocalBroker over `triggers`, each Knative Service a recording sink answering
     as `respond[name]` says, or a port nobody listens on for the names in `unreachable`."""
     brokers = []
@@ -67,7 +66,7 @@ def start_broker(event_sink):
     def start(triggers=TRIGGERS, unreachable=(), **respond):
         sinks = {name: event_sink(respond.get(name)) for name in SERVICES}
         urls = {name: sink.url for name, sink in sinks.items()}
-        urls |= {name: f"http://127.0.0.1:{free_port()}" for name in unreachable}
+        urls |= {name: f"http://127.0.0.1:{refused_port}" for name in unreachable}
         broker = LocalBroker.from_manifests([triggers], urls)
         broker.url = broker.start()
         brokers.append(broker)

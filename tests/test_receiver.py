@@ -17,7 +17,6 @@ from functions.common.config import ReceiverSettings
 from functions.common.events import OBJECT_CREATED, USER_ID_EXTENSION
 from functions.common.status_store import StatusStore
 from scripts.b2_sender import SIGNATURE_HEADER, deliver, object_created, signature
-from scripts.stack import free_port
 from tests.tls_certificates import CertificateAuthority
 
 SECRET = "s3cret"
@@ -112,8 +111,8 @@ def test_a_malformed_body_is_answered_400(receiver):
     assert requests.post(receiver, data=body, headers=headers, timeout=5).status_code == 400
 
 
-def test_an_unreachable_broker_is_answered_503_so_b2_retries(serve, store):
-    receiver = serve(create_app(settings_for(f"http://127.0.0.1:{free_port()}"), store))
+def test_an_unreachable_broker_is_answered_503_so_b2_retries(serve, store, refused_port):
+    receiver = serve(create_app(settings_for(f"http://127.0.0.1:{refused_port}"), store))
     assert deliver(receiver, uploads(2), SECRET).status_code == 503
 
 
@@ -133,8 +132,8 @@ def test_an_upload_the_broker_refuses_is_not_recorded_so_it_never_waits_forever(
     assert (status.uploaded, status.thumbnails_pending) == (0, 0)
 
 
-def test_an_unavailable_status_store_is_answered_503(serve, broker):
-    dead_redis = redis.Redis(port=free_port(), retry=Retry(NoBackoff(), retries=0))
+def test_an_unavailable_status_store_is_answered_503(serve, broker, refused_port):
+    dead_redis = redis.Redis(port=refused_port, retry=Retry(NoBackoff(), retries=0))
     receiver = serve(create_app(settings_for(broker.url), StatusStore(dead_redis)))
     assert deliver(receiver, uploads(1), SECRET).status_code == 503
 

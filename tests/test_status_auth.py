@@ -195,10 +195,8 @@ def test_an_rs256_token_signed_by_another_key_is_refused(store, admin_settings, 
     assert status_code(client, bearer(rs256_token(stranger))) == 401
 
 
-def test_an_unreachable_jwks_answers_503(store, admin_settings, rsa_key):
-    from scripts.stack import free_port
-
-    settings = AuthSettings(jwks_url=f"http://127.0.0.1:{free_port()}/jwks.json")
+def test_an_unreachable_jwks_answers_503(store, admin_settings, rsa_key, refused_port):
+    settings = AuthSettings(jwks_url=f"http://127.0.0.1:{refused_port}/jwks.json")
     client = create_app(store, settings, admin_settings).test_client()
     assert status_code(client, bearer(rs256_token(rsa_key))) == 503
 
