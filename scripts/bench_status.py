@@ -54,7 +54,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--duration", type=int, default=5, help="seconds per measurement")
     parser.add_argument("--repeat", type=int, default=3, help="measurements per request kind")
     parser.add_argument("--connections", type=int, default=32, help="concurrent clients")
-    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="wrk threads (one event loop drives every connection; a second only takes CPU"
+        " from the server under test)",
+    )
     parser.add_argument("--workers", type=int, default=4, help="gunicorn workers")
     parser.add_argument("--gunicorn-threads", type=int, default=1, help="threads per worker")
     return parser.parse_args()

@@ -81,6 +81,11 @@ def instrument(app: Flask, collectors: Iterable[Collector] = ()) -> None:
     """Count and time every request of `app`, and serve `GET /metrics` (with `collectors`)."""
     collectors = tuple(collectors)
 
+    # The labelled series of each (method, route, status), looked up once: `labels()` costs
+    # more than the increment itself, and this runs on every status poll.
+    counters: dict[tuple[str, str, int], Counter] = {}
+    timers: dict[str, Histogram] = {}
+
     @app.before_request
     def start_timer() -> None:
         g.request_started = time.perf_counter()
@@ -88,8 +93,12 @@ def instrument(app: Flask, collectors: Iterable[Collector] = ()) -> None:
     @app.after_request
     def count_request(response: Response) -> Response:
         route = request.url_rule.rule if request.url_rule else "unmatched"
-        HTTP_REQUESTS.labels(app.name, request.method, route, str(response.status_code)).inc()
-        HTTP_DURATION.labels(app.name, route).observe(time.perf_counter() - g.request_started)
+        series = (request.method, route, response.status_code)
+        if series not in counters:
+            counters[series] = HTTP_REQUESTS.labels(app.name, *series[:2], str(series[2]))
+            timers.setdefault(route, HTTP_DURATION.labels(app.name, route))
+        counters[series].inc()
+        timers[route].observe(time.perf_counter() - g.request_started)
         return response
 
     def metrics() -> Response:
