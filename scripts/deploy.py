@@ -164,8 +164,9 @@ def build_and_push(options: Options, shell: Shell) -> dict[str, str]:
             build += [
                 "--build-arg", f"ONNXRUNTIME={options.onnxruntime}",
                 "--build-arg", f"ONNXRUNTIME_VERSION={options.onnxruntime_version}",
-                "--build-arg", f"MODEL_PACK_SHA256={options.model_pack_sha256 or '<sha256>'}",
             ]  # fmt: skip
+            if options.model_pack_sha256:
+                build += ["--build-arg", f"MODEL_PACK_SHA256={options.model_pack_sha256}"]
         shell.run([*build, "."])
         shell.run(["docker", "push", reference])
         pinned[name] = reference if shell.dry_run else _pushed_digest(shell, options, name)
@@ -334,8 +335,6 @@ def check_inputs(options: Options, secrets: dict[str, str], manifests: list[Mani
         f"secrets file {options.secrets_file.name}: {problem}"
         for problem in secret_problems(secrets, referenced_secret_keys(manifests))
     ]
-    if not (options.skip_build or options.model_pack_sha256):
-        problems.append("the embed image needs --model-pack-sha256 (or MODEL_PACK_SHA256)")
     if problems and not options.dry_run:
         raise DeployError("; ".join(problems))
     for problem in problems:
@@ -386,8 +385,9 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
     )
     parser.add_argument(
         "--model-pack-sha256",
-        default=os.environ.get("MODEL_PACK_SHA256"),
-        help="SHA-256 of the buffalo_l archive the embed image bakes in (MODEL_PACK_SHA256)",
+        default=os.environ.get("MODEL_PACK_SHA256") or None,
+        help="override the pinned SHA-256 of the buffalo_l archive the embed image bakes in "
+        "(default: MODEL_PACK_SHA256, else scripts/fetch_model_pack.py's pin)",
     )
     parser.add_argument(
         "--alerts",

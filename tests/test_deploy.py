@@ -4,6 +4,7 @@ every command it would run and the full, valid manifest set it would apply."""
 from __future__ import annotations
 
 import base64
+import os
 import shlex
 import shutil
 import subprocess
@@ -67,6 +68,7 @@ def dry_run(*arguments: str) -> str:
     result = subprocess.run(
         [ROOT / "scripts" / "deploy", "--dry-run", "--registry", REGISTRY, *arguments],
         cwd=ROOT,
+        env={key: value for key, value in os.environ.items() if key != "MODEL_PACK_SHA256"},
         capture_output=True,
         text=True,
         timeout=120,
@@ -79,6 +81,16 @@ def commands(output: str) -> list[list[str]]:
     return [
         shlex.split(line[len("# + ") :]) for line in output.splitlines() if line.startswith("# + ")
     ]
+
+
+def embed_build_args(output: str) -> dict[str, str]:
+    """The --build-arg values of the dry run's embed image build."""
+    (build,) = [
+        c
+        for c in commands(output)
+        if c[:2] == ["docker", "build"] and c[c.index("--file") + 1] == DOCKERFILES["embed"]
+    ]
+    return dict(build[i + 1].split("=", 1) for i, arg in enumerate(build) if arg == "--build-arg")
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +132,19 @@ def test_a_dry_run_builds_and_pushes_every_image_from_the_repository_root(output
     assert all(c[-1] == "." for c in builds)
     pushes = [c[2] for c in commands(output) if c[:2] == ["docker", "push"]]
     assert pushes == [f"{REGISTRY}/{name}:v1" for name in DOCKERFILES]
+
+
+def test_the_embed_image_bakes_the_pinned_model_pack_unless_a_sha256_is_given(output):
+    assert "MODEL_PACK_SHA256" not in embed_build_args(output)
+    assert "--model-pack-sha256" not in output
+
+
+def test_a_model_pack_sha256_given_to_deploy_overrides_the_pin_in_the_embed_build(secrets_file):
+    sha256 = "ab" * 32
+    printed = dry_run(
+        "--bucket", "b", "--secrets-file", str(secrets_file), "--model-pack-sha256", sha256
+    )  # fmt: skip
+    assert embed_build_args(printed)["MODEL_PACK_SHA256"] == sha256
 
 
 def test_each_service_runs_the_image_the_dry_run_builds_for_it(output):
@@ -220,14 +245,7 @@ def test_the_applied_overlay_pins_images_by_digest_and_generates_the_secret(tmp_
 
 
 def test_a_deploy_with_placeholder_secrets_stops_before_touching_docker_or_the_cluster():
-    arguments = [
-        "--bucket",
-        "b",
-        "--secrets-file",
-        EXAMPLE_SECRETS,
-        "--model-pack-sha256",
-        "0" * 64,
-    ]
+    arguments = ["--bucket", "b", "--secrets-file", EXAMPLE_SECRETS]
     result = subprocess.run(
         [ROOT / "scripts" / "deploy", "--registry", REGISTRY, *arguments],
         cwd=ROOT,

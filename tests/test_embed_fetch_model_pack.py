@@ -1,6 +1,6 @@
 """scripts/fetch_model_pack.py against an archive served over real HTTP, laid out as
 insightface's buffalo_l.zip (five models at the top level); the two the function runs are the
-TEST pack's."""
+TEST pack's. Tests that need an archive matching a pack's pin pin the fake archive instead."""
 
 import hashlib
 import io
@@ -12,7 +12,7 @@ import pytest
 
 from functions.common.config import EmbedSettings
 from functions.embed.models import FaceAnalyzer
-from scripts.fetch_model_pack import main
+from scripts.fetch_model_pack import PACKS, FetchError, PackFile, PackSource, fetch_pack, main
 from scripts.make_test_model_pack import DETECTOR_FILE, RECOGNIZER_FILE
 from scripts.stack import ROOT
 
@@ -65,6 +65,44 @@ def clean_environment(monkeypatch):
 
 def fetch(url, dest, sha256):
     return main(["--pack", "buffalo_l", "--dest", str(dest), "--url", url, "--sha256", sha256])
+
+
+def sha256_of(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def pinned_to(url, archive_sha256, test_model_pack, wrong=None):
+    """A buffalo_l PackSource pinned to the fake archive at `url` and to its detector and
+    recognizer, except that the file called `wrong` is pinned to another SHA-256."""
+    files = {
+        task: PackFile(name, "0" * 64 if name == wrong else sha256_of(test_model_pack / name))
+        for task, name in (("detection", DETECTOR_FILE), ("recognition", RECOGNIZER_FILE))
+    }
+    return PackSource(url, archive_sha256, files)
+
+
+def test_the_official_buffalo_l_release_is_pinned_with_its_files():
+    assert PACKS["buffalo_l"] == PackSource(
+        url="https://github.com/deepinsight/insightface/releases/download/v0.7/buffalo_l.zip",
+        sha256="80ffe37d8a5940d59a7384c201a2a38d4741f2f3c51eef46ebb28218a7b0ca2f",
+        files={
+            "detection": PackFile(
+                "det_10g.onnx", "5838f7fe053675b1c7a08b633df49e7af5495cee0493c7dcf6697200b85b5b91"
+            ),
+            "recognition": PackFile(
+                "w600k_r50.onnx", "4c06341c33c2ca1f86781dab0e829f88ad5b64be9fba56e56bc9ebdefc619e43"
+            ),
+            "genderage": PackFile(
+                "genderage.onnx", "4fde69b1c810857b88c64a335084f1c3fe8f01246c9a191b48c7bb756d6652fb"
+            ),
+            "landmark_2d_106": PackFile(
+                "2d106det.onnx", "f001b856447c413801ef5c42091ed0cd516fcd21f2d6b79635b1e733a7109dbf"
+            ),
+            "landmark_3d_68": PackFile(
+                "1k3d68.onnx", "df5c06b8a0c12e422b2ed8947b8869faa4105387f199c477af038aa01f9a45cc"
+            ),
+        },
+    )
 
 
 def test_the_command_installs_the_verified_packs_detector_and_recognizer(
@@ -125,14 +163,58 @@ def test_a_good_archive_replaces_the_earlier_install(served, tmp_path, test_mode
     assert [path.name for path in (tmp_path / "models").iterdir()] == ["buffalo_l"]
 
 
-def test_without_a_checksum_nothing_is_downloaded(served, tmp_path):
+def test_without_an_override_the_pinned_sha256_is_checked(served, tmp_path, capsys):
     server, url, _ = served()
 
-    with pytest.raises(SystemExit) as refused:
-        main(["--pack", "buffalo_l", "--dest", str(tmp_path / "models"), "--url", url])
+    assert main(["--pack", "buffalo_l", "--dest", str(tmp_path / "models"), "--url", url]) == 1
 
-    assert refused.value.code != 0
-    assert server.requests == 0
+    assert server.requests == 1
+    assert PACKS["buffalo_l"].sha256 in capsys.readouterr().err
+    assert not (tmp_path / "models").exists()
+
+
+def test_an_archive_and_files_matching_their_pins_are_installed(
+    served, tmp_path, test_model_pack, monkeypatch
+):
+    _, url, sha256 = served()
+    monkeypatch.setitem(PACKS, "buffalo_l", pinned_to(url, sha256, test_model_pack))
+
+    assert main(["--pack", "buffalo_l", "--dest", str(tmp_path / "models")]) == 0
+
+    installed = sorted(path.name for path in (tmp_path / "models" / "buffalo_l").iterdir())
+    assert installed == [DETECTOR_FILE, RECOGNIZER_FILE]
+
+
+def test_an_empty_override_means_the_pinned_sha256(served, tmp_path, test_model_pack, monkeypatch):
+    _, url, sha256 = served()
+    monkeypatch.setitem(PACKS, "buffalo_l", pinned_to(url, sha256, test_model_pack))
+    monkeypatch.setenv("MODEL_PACK_SHA256", "")
+
+    assert main(["--pack", "buffalo_l", "--dest", str(tmp_path / "models")]) == 0
+
+
+def test_a_file_that_differs_from_its_pinned_sha256_installs_nothing(
+    served, tmp_path, test_model_pack
+):
+    _, url, sha256 = served()
+    source = pinned_to(url, sha256, test_model_pack, wrong=RECOGNIZER_FILE)
+    dest = tmp_path / "models"
+
+    with pytest.raises(FetchError, match=RECOGNIZER_FILE):
+        fetch_pack(source, "buffalo_l", dest, None, ("detection", "recognition"))
+
+    assert not dest.exists()
+
+
+def test_the_files_of_the_pinned_archive_are_checked_even_with_an_override(
+    served, tmp_path, test_model_pack
+):
+    _, url, sha256 = served()
+    source = pinned_to(url, sha256, test_model_pack, wrong=DETECTOR_FILE)
+
+    with pytest.raises(FetchError, match=DETECTOR_FILE):
+        fetch_pack(source, "buffalo_l", tmp_path / "models", sha256, ("detection", "recognition"))
+
     assert not (tmp_path / "models").exists()
 
 
@@ -160,3 +242,12 @@ def test_configured_optional_modules_are_unpacked_too(served, tmp_path, monkeypa
 
     installed = sorted(path.name for path in (tmp_path / "models" / "buffalo_l").iterdir())
     assert installed == [DETECTOR_FILE, "genderage.onnx", RECOGNIZER_FILE]
+
+
+def test_with_an_override_only_the_archive_is_checked(served, tmp_path, test_model_pack):
+    _, url, sha256 = served()
+    source = pinned_to(url, "1" * 64, test_model_pack, wrong=RECOGNIZER_FILE)
+
+    fetch_pack(source, "buffalo_l", tmp_path / "models", sha256, ("detection", "recognition"))
+
+    assert (tmp_path / "models" / "buffalo_l" / RECOGNIZER_FILE).is_file()
