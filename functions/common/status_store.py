@@ -365,11 +365,6 @@ class StatusStore:
             run=_run_status(fields, completions, now, self._settings.eta_completions),
         )
 
-    def users(self) -> list[str]:
-        """Users active recently (or still with work pending), in name order."""
-        with _transient():
-            return sorted(self._redis.zrange(ACTIVE_USERS, 0, -1))
-
     def failed_logins(self, at: float | None = None) -> int:
         """Wrong admin passwords in the current minute."""
         with _transient():
