@@ -6,7 +6,10 @@ middle of a run, and drives it with wrk (keep-alive connections, a valid bearer 
 - `GET /healthz` on the same server: the baseline, what gunicorn + Flask cost alone;
 - `GET /v1/status`: JWT verification, one Redis round trip, the JSON body and its ETag;
 - `GET /v1/status` with `If-None-Match`: the front end's usual poll while nothing changed (304).
-Prints a table and, last, `bench status: rps=… p99_ms=…` for the plain status poll.
+Prints a table and, last, `bench status: rps=… p99_ms=…` for the plain status poll. Besides
+req/s and latency, each row has the CPU the server (gunicorn workers, redis-server) and wrk spent
+per request, and the ceiling they allow: the machine's CPUs divided by their sum, the most req/s
+this machine could reach whatever the noise from its other tenants.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -41,12 +45,25 @@ class WrkResult:
     percentiles_ms: dict[int, float]
     errors: int
     server_cpu_s: float = 0.0
+    client_cpu_s: float = 0.0
 
     @property
     def cpu_us_per_request(self) -> float:
         """CPU the server side (gunicorn workers, redis-server) spent per request: unlike
         req/s, it does not depend on what else this machine is running."""
         return self.server_cpu_s / self.requests * 1e6
+
+    @property
+    def client_cpu_us_per_request(self) -> float:
+        """CPU wrk itself spent per request (a new connection each: gunicorn's sync workers
+        close it after every response)."""
+        return self.client_cpu_s / self.requests * 1e6
+
+    @property
+    def ceiling_rps(self) -> float:
+        """The most req/s this machine's CPUs allow at these server and client costs."""
+        cost_s = (self.server_cpu_s + self.client_cpu_s) / self.requests
+        return (os.cpu_count() or 1) / cost_s
 
 
 def parse_args() -> argparse.Namespace:
@@ -152,11 +169,13 @@ def wrk(
     server_pids: list[int],
 ) -> WrkResult:
     cpu_before = process_tree_cpu_s(server_pids)
+    client_before = _children_cpu_s()
     command = ["wrk", "--latency", f"-t{args.threads}", f"-c{args.connections}", f"-d{duration}s"]
     for name, value in headers.items():
         command += ["-H", f"{name}: {value}"]
     output = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
     server_cpu_s = process_tree_cpu_s(server_pids) - cpu_before
+    client_cpu_s = _children_cpu_s() - client_before
     percentiles = {
         int(rank): float(value) * _UNITS_MS[unit]
         for rank, value, unit in re.findall(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s)\s*$", output, re.M)
@@ -171,7 +190,14 @@ def wrk(
         percentiles_ms=percentiles,
         errors=int(errors.group(1)) if errors else 0,
         server_cpu_s=server_cpu_s,
+        client_cpu_s=client_cpu_s,
     )
+
+
+def _children_cpu_s() -> float:
+    """User + system CPU of this process's finished children: here, the wrk runs."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def median_result(runs: list[WrkResult]) -> WrkResult:
@@ -185,6 +211,7 @@ def median_result(runs: list[WrkResult]) -> WrkResult:
         },
         errors=sum(run.errors for run in runs),
         server_cpu_s=sum(run.server_cpu_s for run in runs),
+        client_cpu_s=sum(run.client_cpu_s for run in runs),
     )
 
 
@@ -213,19 +240,21 @@ def measure(url: str, args: argparse.Namespace, server_pids: list[int]) -> dict[
 def report(results: dict[str, WrkResult]) -> None:
     header = (
         f"{'request':38} {'req/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}"
-        f" {'cpu us/req':>10} {'errors':>7}"
+        f" {'cpu us/req':>10} {'wrk us/req':>10} {'ceiling':>8} {'errors':>7}"
     )
     print(header + "\n" + "-" * len(header))
     for name, result in results.items():
         p = result.percentiles_ms
         print(
             f"{name:38} {result.rps:9.0f} {p[50]:8.2f} {p[90]:8.2f} {p[99]:8.2f}"
-            f" {result.cpu_us_per_request:10.0f} {result.errors:7}"
+            f" {result.cpu_us_per_request:10.0f} {result.client_cpu_us_per_request:10.0f}"
+            f" {result.ceiling_rps:8.0f} {result.errors:7}"
         )
     status, baseline = results["GET /v1/status"], results["GET /healthz (baseline)"]
     print(
         f"bench status: rps={status.rps:.0f} p99_ms={status.percentiles_ms[99]:.2f}"
-        f" cpu_us_per_req={status.cpu_us_per_request:.0f} baseline_rps={baseline.rps:.0f}"
+        f" cpu_us_per_req={status.cpu_us_per_request:.0f} ceiling_rps={status.ceiling_rps:.0f}"
+        f" baseline_rps={baseline.rps:.0f}"
         f" relative={status.rps / baseline.rps:.2f}"
     )
 
