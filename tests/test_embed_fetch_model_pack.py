@@ -4,9 +4,11 @@ TEST pack's. Tests that need an archive matching a pack's pin pin the fake archi
 
 import hashlib
 import io
+import re
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,8 @@ from functions.embed.models import FaceAnalyzer
 from scripts.fetch_model_pack import PACKS, FetchError, PackFile, PackSource, fetch_pack, main
 from scripts.make_test_model_pack import DETECTOR_FILE, RECOGNIZER_FILE
 from scripts.stack import ROOT
+
+README = ROOT / "README.md"
 
 OTHER_MODULES = {"genderage.onnx": b"gender", "2d106det.onnx": b"106", "1k3d68.onnx": b"68"}
 
@@ -81,28 +85,12 @@ def pinned_to(url, archive_sha256, test_model_pack, wrong=None):
     return PackSource(url, archive_sha256, files)
 
 
-def test_the_official_buffalo_l_release_is_pinned_with_its_files():
-    assert PACKS["buffalo_l"] == PackSource(
-        url="https://github.com/deepinsight/insightface/releases/download/v0.7/buffalo_l.zip",
-        sha256="80ffe37d8a5940d59a7384c201a2a38d4741f2f3c51eef46ebb28218a7b0ca2f",
-        files={
-            "detection": PackFile(
-                "det_10g.onnx", "5838f7fe053675b1c7a08b633df49e7af5495cee0493c7dcf6697200b85b5b91"
-            ),
-            "recognition": PackFile(
-                "w600k_r50.onnx", "4c06341c33c2ca1f86781dab0e829f88ad5b64be9fba56e56bc9ebdefc619e43"
-            ),
-            "genderage": PackFile(
-                "genderage.onnx", "4fde69b1c810857b88c64a335084f1c3fe8f01246c9a191b48c7bb756d6652fb"
-            ),
-            "landmark_2d_106": PackFile(
-                "2d106det.onnx", "f001b856447c413801ef5c42091ed0cd516fcd21f2d6b79635b1e733a7109dbf"
-            ),
-            "landmark_3d_68": PackFile(
-                "1k3d68.onnx", "df5c06b8a0c12e422b2ed8947b8869faa4105387f199c477af038aa01f9a45cc"
-            ),
-        },
-    )
+def test_the_readme_states_the_sha256s_the_script_pins_for_buffalo_l():
+    rows = re.findall(r"^\| `([\w.]+)` \| [\d,]+ \| `([0-9a-f]{64})` \|$", README.read_text(), re.M)
+    pack = PACKS["buffalo_l"]
+    pinned = {Path(pack.url).name: pack.sha256}
+    pinned |= {file.name: file.sha256 for file in pack.files.values()}
+    assert dict(rows) == pinned
 
 
 def test_the_command_installs_the_verified_packs_detector_and_recognizer(
