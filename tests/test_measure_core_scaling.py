@@ -20,7 +20,7 @@ def test_it_prints_detection_and_recognition_times_for_each_core_count(test_mode
     assert header.split() == ["cores", "detect", "recognise", "1", "face", "photos/s"]
     cores, detect_ms, recognise_ms, one_face_ms, photos_per_s = map(float, row.split())
     assert cores == 1 and detect_ms > 0 and recognise_ms >= 0
-    assert abs(one_face_ms - (detect_ms + recognise_ms)) <= 0.1
+    assert abs(one_face_ms - (detect_ms + recognise_ms)) < 0.2  # each printed to 0.1
     assert abs(photos_per_s * one_face_ms / 1000 - 1) < 0.02  # both rounded as printed
 
 
