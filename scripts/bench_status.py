@@ -31,6 +31,7 @@ import redis
 import requests
 
 from functions.common.status_store import Stage, StatusStore
+from scripts.processes import tree_usage
 from scripts.stack import GUNICORN_CONF, ROOT, free_port, mint_token
 
 USER = "bench-user"
@@ -147,18 +148,8 @@ def start_status(workdir: Path, redis_url: str, args: argparse.Namespace) -> tup
 
 
 def process_tree_cpu_s(root_pids: list[int]) -> float:
-    """User + system CPU seconds of these processes and their children (from /proc)."""
-    stats = {}
-    for stat_path in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat_path.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        stats[int(stat_path.parent.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
-    ticks = sum(
-        cpu for pid, (parent, cpu) in stats.items() if pid in root_pids or parent in root_pids
-    )
-    return ticks / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds of these processes and their children."""
+    return sum(tree_usage(pid).cpu_s for pid in root_pids)
 
 
 def wrk(

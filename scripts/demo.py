@@ -18,6 +18,7 @@ from pathlib import Path
 import requests
 
 from functions.common.config import ReceiverSettings
+from functions.status.overview import percentile
 from scripts import b2_sender
 from scripts.sample_photos import sample_photo
 from scripts.stack import ROOT, LocalStack, StackConfig, model_root_or_test_pack
@@ -30,6 +31,7 @@ class Photo:
     key: str
     data: bytes
     faces_drawn: int | None
+    webhook_sent_at: float | None = None  # set once the receiver has taken it
 
 
 @dataclass
@@ -98,10 +100,12 @@ def upload_all(stack: LocalStack, upload: Upload) -> None:
             event = b2_sender.object_created(
                 stack.config.bucket, photo.key, len(photo.data), stored["VersionId"]
             )
+            sent_at = time.time()
             response = b2_sender.deliver(
                 stack.urls["receiver"], [event], stack.config.webhook_secret
             )
             response.raise_for_status()
+            photo.webhook_sent_at = sent_at
         except Exception as exc:  # the demo reports every lost upload instead of stopping
             upload.errors.append(f"{photo.key}: {exc}")
     upload.finished_at = time.time()
@@ -200,12 +204,30 @@ def summarize(uploads: list[Upload], statuses: dict[str, dict], lambda_calls: li
         totals["failed"] += failed
         totals["lost"] += lost
     print(f"\ndatabase Lambda stand-in received {len(lambda_calls)} invocations")
+    print(per_photo_latency(uploads, lambda_calls))
     print(
         f"demo: {totals['thumbs']}/{totals['photos']} thumbnails, "
         f"{totals['embeds']}/{totals['photos']} embeddings, {totals['failed']} failed, "
         f"{totals['lost']} lost"
     )
     return 1 if totals["lost"] else 0
+
+
+def per_photo_latency(uploads: list[Upload], lambda_calls: list) -> str:
+    """Seconds from each photo's webhook to the database Lambda's call for it, per stage."""
+    called = {(c["payload"]["event"], c["payload"]["key"]): c["at"] for c in reversed(lambda_calls)}
+    parts = []
+    for stage, event in (("thumbnails", "thumbnail.created"), ("embeddings", "embedding.created")):
+        seconds = sorted(
+            called[event, photo.key] - photo.webhook_sent_at
+            for upload in uploads
+            for photo in upload.photos
+            if photo.webhook_sent_at is not None and (event, photo.key) in called
+        )
+        if seconds:
+            p50, p95 = percentile(seconds, 50), percentile(seconds, 95)
+            parts.append(f"{stage} p50 {p50:.2f} s, p95 {p95:.2f} s, max {seconds[-1]:.2f} s")
+    return "per photo, webhook to database Lambda: " + ("; ".join(parts) or "none")
 
 
 def main() -> int:
