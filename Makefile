@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements/*.txt | sha1sum | cut -c1-12)
 ARGS ?=
 
-.PHONY: install demo deploy test lint bench-thumbnail bench-embed bench-status clean
+.PHONY: install demo loadtest soak deploy test lint bench-thumbnail bench-embed bench-status clean
 
 install: $(STAMP)
 	@scripts/install-system-deps.sh
@@ -18,6 +18,13 @@ $(STAMP):
 
 demo: install
 	$(BIN)/python -m scripts.demo $(ARGS)
+
+# The UAT's load scenario: 5 users uploading at once (2,000 photos each in the UAT; ARGS='--photos 2000').
+loadtest: install
+	$(BIN)/python -m scripts.demo --users 5 --photos 200 $(ARGS)
+
+soak: install
+	$(BIN)/python -m scripts.soak $(ARGS)
 
 test: install
 	@scripts/install-system-deps.sh --chromium --node

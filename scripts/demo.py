@@ -14,6 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -95,20 +96,23 @@ def upload_all(stack: LocalStack, upload: Upload) -> None:
     except requests.RequestException as exc:  # optional: the photos are counted regardless
         print(f"{upload.user_id}: declaring the upload failed: {exc}")
     for photo in upload.photos:
-        try:
-            stored = s3.put_object(Bucket=stack.config.bucket, Key=photo.key, Body=photo.data)
-            event = b2_sender.object_created(
-                stack.config.bucket, photo.key, len(photo.data), stored["VersionId"]
-            )
-            sent_at = time.time()
-            response = b2_sender.deliver(
-                stack.urls["receiver"], [event], stack.config.webhook_secret
-            )
-            response.raise_for_status()
-            photo.webhook_sent_at = sent_at
-        except Exception as exc:  # the demo reports every lost upload instead of stopping
-            upload.errors.append(f"{photo.key}: {exc}")
+        upload_photo(stack, s3, upload, photo)
     upload.finished_at = time.time()
+
+
+def upload_photo(stack: LocalStack, s3: Any, upload: Upload, photo: Photo) -> None:
+    """Put one photo in the bucket and deliver B2's signed webhook for it, as B2 would."""
+    try:
+        stored = s3.put_object(Bucket=stack.config.bucket, Key=photo.key, Body=photo.data)
+        event = b2_sender.object_created(
+            stack.config.bucket, photo.key, len(photo.data), stored["VersionId"]
+        )
+        sent_at = time.time()
+        response = b2_sender.deliver(stack.urls["receiver"], [event], stack.config.webhook_secret)
+        response.raise_for_status()
+        photo.webhook_sent_at = sent_at
+    except Exception as exc:  # every lost upload is reported instead of stopping the run
+        upload.errors.append(f"{photo.key}: {exc}")
 
 
 def fetch_status(stack: LocalStack, user_id: str) -> dict:

@@ -132,6 +132,10 @@ class LocalStack:
             **overrides,
         )
 
+    def pids(self) -> dict[str, int]:
+        """Each running part's process id, by name (a gunicorn master's, for a function)."""
+        return {process.name: process.popen.pid for process in self._processes}
+
     def user_token(self, user_id: str, role: str | None = None) -> str:
         """A bearer token for the status API, as the app's backend issues them."""
         return mint_token(self.config.jwt_secret, user_id, role)

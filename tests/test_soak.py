@@ -1,0 +1,58 @@
+"""`make soak`, briefly, on the session's local stack; and how it judges memory growth."""
+
+import contextlib
+import io
+
+import pytest
+
+from scripts import soak
+from scripts.soak import Sample, memory_growth_mb
+
+
+def sample(elapsed_s: float, embed_mb: float) -> Sample:
+    return Sample(elapsed_s, {"embed": embed_mb, "status": 50.0}, 1.0, 0, 0)
+
+
+@pytest.fixture(scope="module")
+def soak_run(stack):
+    """A 9-second soak at 2 photos/s for 2 users, its exit status and printed lines. So short a
+    run is mostly the functions' warm-up, which the memory rule would take for growth: the rule
+    has its own tests below."""
+    options = {"minutes": 0.15, "rate": 2, "users": 2, "sample-every": 3, "max-growth-mb": 1000}
+    args = soak.parse_args(
+        [part for name, value in options.items() for part in (f"--{name}", str(value))]
+    )
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        status = soak.run(stack, args)
+    return status, printed.getvalue().splitlines()
+
+
+def test_a_short_soak_loses_no_photo_and_says_so_last(soak_run):
+    status, printed = soak_run
+    summary = dict(item.split("=") for item in printed[-1].removeprefix("soak: ").split())
+    assert status == 0, "\n".join(printed[-12:])
+    assert int(summary["photos"]) >= 9  # 18 at 2/s for 9 s; half of it on a crowded machine
+    assert summary["lost"] == summary["failed"] == "0"
+    assert summary["embeddings"] == summary["thumbnails"] == summary["photos"]
+
+
+def test_the_soak_samples_every_parts_memory_while_it_runs(soak_run):
+    _, printed = soak_run
+    header = printed.index("resident memory (MB) of each part, and Redis's own accounting")
+    columns = printed[header + 1].split()
+    rows = [line.split() for line in printed[header + 3 :] if line.split()[0].isdigit()]
+    assert columns[1 : 1 + len(soak.WATCHED)] == list(soak.WATCHED)
+    assert len(rows) >= 3
+    assert all(float(mb) > 0 for row in rows for mb in row[1 : 1 + len(soak.WATCHED)])
+
+
+def test_memory_growth_is_measured_over_the_second_half_of_the_load():
+    samples = [sample(0, 100), sample(30, 300), sample(60, 310), sample(90, 330), sample(120, 340)]
+    # Warm-up (100 -> 300 MB) is not growth; from halfway (60 s) to the end of the load it is.
+    assert memory_growth_mb(samples, load_s=120) == {"embed": 30.0, "status": 0.0}
+
+
+def test_samples_taken_while_draining_do_not_count_as_growth():
+    samples = [sample(0, 100), sample(50, 100), sample(100, 100), sample(400, 900)]
+    assert memory_growth_mb(samples, load_s=100)["embed"] == 0.0
