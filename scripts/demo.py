@@ -219,7 +219,10 @@ def summarize(uploads: list[Upload], statuses: dict[str, dict], lambda_calls: li
 
 def per_photo_latency(uploads: list[Upload], lambda_calls: list) -> str:
     """Seconds from each photo's webhook to the database Lambda's call for it, per stage."""
-    called = {(c["payload"]["event"], c["payload"]["key"]): c["at"] for c in reversed(lambda_calls)}
+    called = {
+        (call["payload"].get("event"), call["payload"].get("key")): call["at"]
+        for call in reversed(lambda_calls)  # the first call for a photo wins
+    }
     parts = []
     for stage, event in (("thumbnails", "thumbnail.created"), ("embeddings", "embedding.created")):
         seconds = sorted(

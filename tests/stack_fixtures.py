@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import io
 import time
+from collections.abc import Callable
 
 import pytest
 import requests
@@ -60,3 +64,14 @@ def lambda_invocations(stack: LocalStack, key: str | None = None) -> list[dict]:
 
 def broker_stats(stack: LocalStack) -> dict:
     return requests.get(f"{stack.urls['broker']}/stats", timeout=5).json()
+
+
+Script = Callable[[LocalStack, argparse.Namespace], int]
+
+
+def run_script(run: Script, stack: LocalStack, args: argparse.Namespace) -> tuple[int, list[str]]:
+    """Run a script's `run(stack, args)` on this stack: its exit status and printed lines."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        status = run(stack, args)
+    return status, printed.getvalue().splitlines()

@@ -2,13 +2,12 @@
 at once, a broken photo each, and the demo accounts for every photo."""
 
 import argparse
-import contextlib
-import io
 import re
 
 import pytest
 
 from scripts import demo
+from tests.stack_fixtures import run_script
 
 USERS, PHOTOS, BROKEN = 2, 3, 1
 
@@ -19,10 +18,7 @@ def demo_run(stack):
     args = argparse.Namespace(
         users=USERS, photos=PHOTOS, photos_dir=None, corrupt=BROKEN, timeout=180, keep=False
     )
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        status = demo.run(stack, args)
-    return status, printed.getvalue().splitlines()
+    return run_script(demo.run, stack, args)
 
 
 def test_the_demo_ends_with_every_photo_accounted_for_and_the_broken_ones_failed(demo_run):

@@ -1,12 +1,10 @@
 """`make soak`, briefly, on the session's local stack; and how it judges memory growth."""
 
-import contextlib
-import io
-
 import pytest
 
 from scripts import soak
 from scripts.soak import Sample, memory_growth_mb
+from tests.stack_fixtures import run_script
 
 
 def sample(elapsed_s: float, embed_mb: float) -> Sample:
@@ -22,10 +20,7 @@ def soak_run(stack):
     args = soak.parse_args(
         [part for name, value in options.items() for part in (f"--{name}", str(value))]
     )
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        status = soak.run(stack, args)
-    return status, printed.getvalue().splitlines()
+    return run_script(soak.run, stack, args)
 
 
 def test_a_short_soak_loses_no_photo_and_says_so_last(soak_run):
