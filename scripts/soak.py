@@ -60,16 +60,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def upload_steadily(
-    stack: LocalStack, uploads: list[demo.Upload], pool: list[bytes], rate: float, until: float
+    stack: LocalStack,
+    uploads: list[demo.Upload],
+    pool: list[tuple[bytes, int]],
+    rate: float,
+    until: float,
 ) -> None:
-    """One photo of `pool` every 1/rate seconds, users in turn, until the monotonic `until`."""
+    """One photo of `pool` (JPEG, faces drawn) every 1/rate seconds, users in turn, until the
+    monotonic time `until`."""
     s3 = stack.s3()
     next_at, index = time.monotonic(), 0
     while next_at < until:
         time.sleep(max(0.0, next_at - time.monotonic()))
         upload = uploads[index % len(uploads)]
         key = f"{upload.user_id}/photos/SOAK_{index:06d}.jpg"
-        photo = demo.Photo(key, pool[index % len(pool)], faces_drawn=index % len(pool) % 3)
+        photo = demo.Photo(key, *pool[index % len(pool)])
         upload.photos.append(photo)
         demo.upload_photo(stack, s3, upload, photo)
         index += 1
@@ -116,7 +121,7 @@ def print_samples(samples: list[Sample]) -> None:
 
 def run(stack: LocalStack, args: argparse.Namespace) -> int:
     uploads = [demo.Upload(f"soak{n + 1}", []) for n in range(args.users)]
-    pool = [sample_photo(seed=n, faces=n % 3) for n in range(DISTINCT_PHOTOS)]
+    pool = [(sample_photo(seed=n, faces=n % 3), n % 3) for n in range(DISTINCT_PHOTOS)]
     load_s = args.minutes * 60
     started = time.monotonic()
     uploader = threading.Thread(
