@@ -3,16 +3,21 @@ stage durations as histograms, outcomes by reason, model load time, stage health
 alert rules only name metrics that are exported."""
 
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import requests
 import yaml
+from flask import Flask
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
+from functions.common import metrics
 from functions.common.config import AdminSettings
 from functions.common.events import OBJECT_CREATED, PhotoRef, binary_http, new_event, photo_data
+from functions.common.metrics import instrument
 from functions.common.status_model import Backlog, PipelineSnapshot
 from functions.status.metrics import StageHealthCollector
 
@@ -139,3 +144,28 @@ def test_scrapes_in_quick_succession_read_the_pipeline_once():
     now[0] = 105.5
     list(collector.collect())
     assert reads == [100.0, 105.5]
+
+
+def test_concurrent_first_requests_to_a_route_are_all_counted_and_answered(serve, monkeypatch):
+    """Two threads meet a route's first request at once; a slow label lookup (a new series
+    file in multiprocess mode) must not let one see the series half made."""
+    app = Flask("concurrent-first")
+
+    @app.get("/slow-start")
+    def slow_start() -> str:
+        return "ok"
+
+    instrument(app)
+    lookup = metrics.HTTP_DURATION.labels
+
+    def slow_labels(*values: str):
+        time.sleep(0.05)
+        return lookup(*values)
+
+    monkeypatch.setattr(metrics.HTTP_DURATION, "labels", slow_labels)
+    url = serve(app) + "/slow-start"
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        codes = list(pool.map(lambda _: requests.get(url, timeout=10).status_code, range(4)))
+    assert codes == [200] * 4
+    labels = {"app": "concurrent-first", "method": "GET", "route": "/slow-start", "status": "200"}
+    assert REGISTRY.get_sample_value("http_requests_total", labels) == 4

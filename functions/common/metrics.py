@@ -82,9 +82,9 @@ def instrument(app: Flask, collectors: Iterable[Collector] = ()) -> None:
     collectors = tuple(collectors)
 
     # The labelled series of each (method, route, status), looked up once: `labels()` costs
-    # more than the increment itself, and this runs on every status poll.
-    counters: dict[tuple[str, str, int], Counter] = {}
-    timers: dict[str, Histogram] = {}
+    # more than the increment itself, and this runs on every status poll. Each entry is stored
+    # whole, so a concurrent first request never sees half of it.
+    series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     @app.before_request
     def start_timer() -> None:
@@ -93,12 +93,15 @@ def instrument(app: Flask, collectors: Iterable[Collector] = ()) -> None:
     @app.after_request
     def count_request(response: Response) -> Response:
         route = request.url_rule.rule if request.url_rule else "unmatched"
-        series = (request.method, route, response.status_code)
-        if series not in counters:
-            counters[series] = HTTP_REQUESTS.labels(app.name, *series[:2], str(series[2]))
-            timers.setdefault(route, HTTP_DURATION.labels(app.name, route))
-        counters[series].inc()
-        timers[route].observe(time.perf_counter() - g.request_started)
+        key = (request.method, route, response.status_code)
+        if key not in series:
+            series[key] = (
+                HTTP_REQUESTS.labels(app.name, request.method, route, str(response.status_code)),
+                HTTP_DURATION.labels(app.name, route),
+            )
+        requests_counter, duration = series[key]
+        requests_counter.inc()
+        duration.observe(time.perf_counter() - g.request_started)
         return response
 
     def metrics() -> Response:
