@@ -46,3 +46,19 @@ def deliver(
     body = json.dumps({"events": events}).encode()
     headers = {"Content-Type": "application/json", SIGNATURE_HEADER: signature(body, secret)}
     return requests.post(url, data=body, headers=headers, timeout=timeout_s)
+
+
+def deliver_until_taken(
+    url: str, events: list[dict[str, Any]], secret: str, attempts: int = 4, backoff_s: float = 0.5
+) -> requests.Response:
+    """`deliver`, sent again as B2 sends a notification again when the receiver answers 5xx
+    or cannot be reached, with a doubling pause; the last attempt's answer or error stands."""
+    for attempt in range(attempts - 1):
+        try:
+            response = deliver(url, events, secret)
+            if response.status_code < 500:
+                return response
+        except requests.ConnectionError:
+            pass
+        time.sleep(backoff_s * 2**attempt)
+    return deliver(url, events, secret)

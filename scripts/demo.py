@@ -108,7 +108,9 @@ def upload_photo(stack: LocalStack, s3: Any, upload: Upload, photo: Photo) -> No
             stack.config.bucket, photo.key, len(photo.data), stored["VersionId"]
         )
         sent_at = time.time()
-        response = b2_sender.deliver(stack.urls["receiver"], [event], stack.config.webhook_secret)
+        response = b2_sender.deliver_until_taken(
+            stack.urls["receiver"], [event], stack.config.webhook_secret
+        )
         response.raise_for_status()
         photo.webhook_sent_at = sent_at
     except Exception as exc:  # every lost upload is reported instead of stopping the run
