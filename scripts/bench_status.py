@@ -31,7 +31,7 @@ import redis
 import requests
 
 from functions.common.status_store import Stage, StatusStore
-from scripts.processes import tree_usage
+from scripts.processes import usage_with_children
 from scripts.stack import GUNICORN_CONF, ROOT, free_port, mint_token
 
 USER = "bench-user"
@@ -64,7 +64,7 @@ class WrkResult:
     def ceiling_rps(self) -> float:
         """The most req/s this machine's CPUs allow at these server and client costs."""
         cost_s = (self.server_cpu_s + self.client_cpu_s) / self.requests
-        return (os.cpu_count() or 1) / cost_s
+        return len(os.sched_getaffinity(0)) / cost_s
 
 
 def parse_args() -> argparse.Namespace:
@@ -149,7 +149,7 @@ def start_status(workdir: Path, redis_url: str, args: argparse.Namespace) -> tup
 
 def process_tree_cpu_s(root_pids: list[int]) -> float:
     """User + system CPU seconds of these processes and their children."""
-    return sum(tree_usage(pid).cpu_s for pid in root_pids)
+    return sum(usage_with_children(pid).cpu_s for pid in root_pids)
 
 
 def wrk(

@@ -147,6 +147,11 @@ def render(uploads: list[Upload], statuses: dict[str, dict]) -> list[str]:
     return lines
 
 
+def ended(counts: dict[str, int]) -> int:
+    """Photos whose way through the pipeline has ended: embedded, or failed at either stage."""
+    return counts["embeddings_done"] + counts["thumbnails_failed"] + counts["embeddings_failed"]
+
+
 def is_settled(upload: Upload, status: dict) -> bool:
     if upload.finished_at is None or not status:
         return False
@@ -190,8 +195,7 @@ def summarize(uploads: list[Upload], statuses: dict[str, dict], lambda_calls: li
         status = statuses[upload.user_id]
         counts, stamps = status["counts"], status["timestamps"]
         failed = counts["thumbnails_failed"] + counts["embeddings_failed"]
-        accounted = counts["embeddings_done"] + failed
-        lost = len(upload.photos) - accounted
+        lost = len(upload.photos) - ended(counts)
         drawn = sum(p.faces_drawn or 0 for p in upload.photos)
         to_thumbs = stamps.get("last_thumbnail_at", upload.finished_at) - upload.finished_at
         to_embeds = stamps.get("last_embedding_at", upload.finished_at) - upload.finished_at
@@ -219,11 +223,12 @@ def summarize(uploads: list[Upload], statuses: dict[str, dict], lambda_calls: li
     return 1 if totals["lost"] else 0
 
 
-def per_photo_latency(uploads: list[Upload], lambda_calls: list) -> str:
+def per_photo_latency(uploads: list[Upload], lambda_calls: list[dict]) -> str:
     """Seconds from each photo's webhook to the database Lambda's call for it, per stage."""
     called = {
         (call["payload"].get("event"), call["payload"].get("key")): call["at"]
         for call in reversed(lambda_calls)  # the first call for a photo wins
+        if isinstance(call["payload"], dict)
     }
     parts = []
     for stage, event in (("thumbnails", "thumbnail.created"), ("embeddings", "embedding.created")):

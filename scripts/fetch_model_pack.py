@@ -2,11 +2,11 @@
 
     python -m scripts.fetch_model_pack --pack buffalo_l --dest /models
 
-The archive is checked against the pack's pinned SHA-256 before it is opened, and each file
-unpacked from it against that file's pinned SHA-256; any mismatch installs nothing. `--sha256`
-(or MODEL_PACK_SHA256; empty means not given) overrides the archive's pin, e.g. for a mirror of
-another build at `--url`: the archive is then checked against the override, and its files only
-if it is the pinned archive. Only the files of the modules the embed function runs
+The pinned archive (its SHA-256, as released) is installed. Another archive, e.g. from a mirror
+at `--url`, is installed only when every file unpacked from it has its pinned SHA-256. `--sha256`
+(or MODEL_PACK_SHA256; empty means not given) names another build instead: the archive must then
+have that SHA-256, and its files are not compared with the pins. Any mismatch installs nothing.
+Only the files of the modules the embed function runs
 (MODEL_MODULES: detection and recognition unless configured) are unpacked, into DEST/PACK, which
 appears whole or not at all and replaces an earlier install only once the new one is complete.
 The embed image runs this at build time; at run time nothing is downloaded.
@@ -82,10 +82,13 @@ class FetchError(RuntimeError):
 def fetch_pack(
     source: PackSource, name: str, dest: Path, sha256: str | None, modules: tuple[str, ...]
 ) -> dict[str, str]:
-    """Download, verify (against `sha256` when given, else the pin) and unpack; returns each
-    installed file's SHA-256."""
+    """Download, verify and unpack; returns each installed file's SHA-256.
+
+    With `sha256` given, the archive must have it. Without, the archive must be the pinned one,
+    or else every file unpacked from it must have its pinned SHA-256 (a mirror that zipped the
+    same files again).
+    """
     wanted = [source.files[module] for module in modules]
-    expected = (sha256 or source.sha256).lower()
     created = not dest.exists()
     dest.mkdir(parents=True, exist_ok=True)
     try:
@@ -93,15 +96,18 @@ def fetch_pack(
         with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=dest) as work:
             archive = Path(work) / "pack.zip"
             actual = download(source.url, archive)
-            if actual != expected:
+            if sha256 and actual != sha256.lower():
                 raise FetchError(
-                    f"{source.url} has SHA-256 {actual}, not the expected {expected}; "
-                    "nothing installed"
+                    f"{source.url} has SHA-256 {actual}, not the given {sha256}; nothing installed"
                 )
             staged = Path(work) / name
             installed = unpack(archive, [file.name for file in wanted], staged)
-            if actual == source.sha256:
-                check_files(installed, wanted)
+            if not sha256 and actual != source.sha256:
+                check_files(
+                    installed,
+                    wanted,
+                    f"{source.url} (SHA-256 {actual}) is not the pinned {source.sha256}, and",
+                )
             _replace(staged, dest / name)
     except BaseException:
         if created:
@@ -146,11 +152,13 @@ def unpack(archive: Path, names: list[str], into: Path) -> dict[str, str]:
     return {name: _sha256(into / name) for name in names}
 
 
-def check_files(installed: dict[str, str], files: list[PackFile]) -> None:
-    """Refuse files of the pinned archive whose SHA-256 is not their pinned one."""
+def check_files(installed: dict[str, str], files: list[PackFile], context: str) -> None:
+    """Refuse unpacked files whose SHA-256 is not their pinned one."""
     wrong = [file.name for file in files if installed[file.name] != file.sha256]
     if wrong:
-        raise FetchError(f"{', '.join(wrong)}: not the pinned SHA-256; nothing installed")
+        raise FetchError(
+            f"{context} {', '.join(wrong)} differ from the pinned SHA-256; nothing installed"
+        )
 
 
 def _replace(staged: Path, target: Path) -> None:

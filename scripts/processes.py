@@ -16,7 +16,7 @@ class Usage:
     rss_bytes: int
 
 
-def tree_usage(root_pid: int) -> Usage:
+def usage_with_children(root_pid: int) -> Usage:
     """The process and its direct children (gunicorn's master and workers) together."""
     cpu_ticks = rss_pages = 0
     for stat_path in Path("/proc").glob("[0-9]*/stat"):

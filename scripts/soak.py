@@ -24,13 +24,13 @@ import redis
 import requests
 
 from scripts import demo
-from scripts.processes import tree_usage
+from scripts.processes import usage_with_children
 from scripts.sample_photos import sample_photo
 from scripts.stack import ROOT, LocalStack, StackConfig, model_root_or_test_pack
 
 MB = 1 << 20
 DISTINCT_PHOTOS = 12  # generated once, uploaded again and again under new keys
-WATCHED = ("receiver", "broker", "thumbnail", "embed", "status", "redis")
+WATCHED = ("receiver", "broker", "thumbnail", "embed", "status", "status-dead-letter", "redis")
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,8 @@ def upload_steadily(
     until: float,
 ) -> None:
     """One photo of `pool` (JPEG, faces drawn) every 1/rate seconds, users in turn, until the
-    monotonic time `until`."""
+    monotonic time `until`. An upload that takes longer than its slot delays the next one:
+    missed slots are skipped, never caught up in a burst."""
     s3 = stack.s3()
     next_at, index = time.monotonic(), 0
     while next_at < until:
@@ -78,23 +79,27 @@ def upload_steadily(
         upload.photos.append(photo)
         demo.upload_photo(stack, s3, upload, photo)
         index += 1
-        next_at += 1 / rate
+        next_at = max(next_at + 1 / rate, time.monotonic())
     for upload in uploads:
         upload.finished_at = time.time()
 
 
-def take_sample(stack: LocalStack, uploads: list[demo.Upload], started: float) -> Sample:
+def take_sample(
+    stack: LocalStack, store: redis.Redis, uploads: list[demo.Upload], started: float
+) -> Sample:
+    """Raises requests.RequestException when the status function does not answer."""
     pids = stack.pids()
     statuses = [demo.fetch_status(stack, upload.user_id)["counts"] for upload in uploads]
-    used = redis.Redis.from_url(stack.urls["redis"]).info("memory")["used_memory"]
     return Sample(
         elapsed_s=time.monotonic() - started,
-        rss_mb={name: tree_usage(pids[name]).rss_bytes / MB for name in WATCHED},
-        redis_used_mb=used / MB,
+        # A part that has died (no pid any more) shows 0 MB.
+        rss_mb={
+            name: usage_with_children(pids[name]).rss_bytes / MB if name in pids else 0.0
+            for name in WATCHED
+        },
+        redis_used_mb=store.info("memory")["used_memory"] / MB,
         uploaded=sum(len(upload.photos) for upload in uploads),
-        finished=sum(
-            c["embeddings_done"] + c["thumbnails_failed"] + c["embeddings_failed"] for c in statuses
-        ),
+        finished=sum(demo.ended(counts) for counts in statuses),
     )
 
 
@@ -128,19 +133,25 @@ def run(stack: LocalStack, args: argparse.Namespace) -> int:
         target=upload_steadily, args=(stack, uploads, pool, args.rate, started + load_s)
     )
     uploader.start()
+    store = redis.Redis.from_url(stack.urls["redis"])
     samples = []
     while uploader.is_alive():
-        samples.append(take_sample(stack, uploads, started))
-        print(
-            f"{samples[-1].elapsed_s:5.0f} s: {samples[-1].uploaded} uploaded,"
-            f" {samples[-1].finished} finished",
-            flush=True,
-        )
+        try:
+            samples.append(take_sample(stack, store, uploads, started))
+        except requests.RequestException as exc:  # a passing fault; the next sample comes
+            print(f"sample skipped, the status poll failed: {exc}", flush=True)
+        else:
+            print(
+                f"{samples[-1].elapsed_s:5.0f} s: {samples[-1].uploaded} uploaded,"
+                f" {samples[-1].finished} finished",
+                flush=True,
+            )
         uploader.join(timeout=args.sample_every)
     statuses = demo.watch(stack, uploads, args.drain_timeout)
-    samples.append(take_sample(stack, uploads, started))
+    samples.append(take_sample(stack, store, uploads, started))
     print_samples(samples)
-    return summarize(args, uploads, statuses, samples, load_s, stack)
+    lambda_calls = requests.get(f"{stack.urls['lambda']}/_invocations", timeout=10).json()
+    return summarize(args, uploads, statuses, samples, lambda_calls)
 
 
 def summarize(
@@ -148,18 +159,14 @@ def summarize(
     uploads: list[demo.Upload],
     statuses: dict[str, dict],
     samples: list[Sample],
-    load_s: float,
-    stack: LocalStack,
+    lambda_calls: list[dict],
 ) -> int:
     counts = [statuses[upload.user_id]["counts"] for upload in uploads]
     photos = sum(len(upload.photos) for upload in uploads)
-    thumbnails = sum(c["thumbnails_done"] for c in counts)
-    embeddings = sum(c["embeddings_done"] for c in counts)
     failed = sum(c["thumbnails_failed"] + c["embeddings_failed"] for c in counts)
-    lost = photos - embeddings - failed
-    growth = memory_growth_mb(samples, load_s)
+    lost = photos - sum(demo.ended(c) for c in counts)
+    growth = memory_growth_mb(samples, load_s=args.minutes * 60)
     grown = {name: mb for name, mb in growth.items() if mb > args.max_growth_mb}
-    lambda_calls = requests.get(f"{stack.urls['lambda']}/_invocations", timeout=10).json()
     print(demo.per_photo_latency(uploads, lambda_calls))
     print(
         "memory growth over the second half of the load (MB): "
@@ -168,8 +175,9 @@ def summarize(
     for name, mb in grown.items():
         print(f"  {name} grew {mb:.1f} MB, more than --max-growth-mb {args.max_growth_mb:g}")
     print(
-        f"soak: minutes={args.minutes:g} photos={photos} thumbnails={thumbnails}"
-        f" embeddings={embeddings} failed={failed} lost={lost}"
+        f"soak: minutes={args.minutes:g} photos={photos}"
+        f" thumbnails={sum(c['thumbnails_done'] for c in counts)}"
+        f" embeddings={sum(c['embeddings_done'] for c in counts)} failed={failed} lost={lost}"
         f" rss_growth_mb={max(growth.values()):.1f}"
         f" redis_used_mb={samples[-1].redis_used_mb:.1f}"
     )

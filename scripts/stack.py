@@ -134,7 +134,7 @@ class LocalStack:
 
     def pids(self) -> dict[str, int]:
         """Each running part's process id, by name (a gunicorn master's, for a function)."""
-        return {process.name: process.popen.pid for process in self._processes}
+        return {p.name: p.popen.pid for p in self._processes if p.popen.poll() is None}
 
     def user_token(self, user_id: str, role: str | None = None) -> str:
         """A bearer token for the status API, as the app's backend issues them."""

@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from scripts import b2_sender
+from scripts.demo import ended
 from scripts.make_test_model_pack import build_pack
 from scripts.stack import LocalStack, StackConfig
 
@@ -46,11 +47,7 @@ def wait_until_idle(stack: LocalStack, user_id: str, photos: int, timeout_s: flo
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         body = status(stack, user_id)
-        counts = body["counts"]
-        ended = (
-            counts["embeddings_done"] + counts["thumbnails_failed"] + counts["embeddings_failed"]
-        )
-        if body["phase"] == "idle" and ended >= photos:
+        if body["phase"] == "idle" and ended(body["counts"]) >= photos:
             return body
         time.sleep(0.2)
     raise AssertionError(f"{user_id} not idle after {timeout_s} s: {body}")

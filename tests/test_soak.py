@@ -27,7 +27,8 @@ def test_a_short_soak_loses_no_photo_and_says_so_last(soak_run):
     status, printed = soak_run
     summary = dict(item.split("=") for item in printed[-1].removeprefix("soak: ").split())
     assert status == 0, "\n".join(printed[-12:])
-    assert int(summary["photos"]) >= 9  # 18 at 2/s for 9 s; half of it on a crowded machine
+    # 18 slots at 2/s in 9 s; an upload slower than its slot skips the next ones
+    assert int(summary["photos"]) >= 9
     assert summary["lost"] == summary["failed"] == "0"
     assert summary["embeddings"] == summary["thumbnails"] == summary["photos"]
 
@@ -36,7 +37,8 @@ def test_the_soak_samples_every_parts_memory_while_it_runs(soak_run):
     _, printed = soak_run
     header = printed.index("resident memory (MB) of each part, and Redis's own accounting")
     columns = printed[header + 1].split()
-    rows = [line.split() for line in printed[header + 3 :] if line.split()[0].isdigit()]
+    rows = [line.split() for line in printed[header + 3 :]]
+    rows = [row for row in rows if row and row[0].isdigit()]
     assert columns[1 : 1 + len(soak.WATCHED)] == list(soak.WATCHED)
     assert len(rows) >= 3
     assert all(float(mb) > 0 for row in rows for mb in row[1 : 1 + len(soak.WATCHED)])
