@@ -6,7 +6,7 @@ import sys
 from scripts.stack import ROOT
 
 
-def test_it_prints_detection_and_recognition_times_for_each_core_count(test_model_pack):
+def test_it_prints_detection_and_recognition_times_per_core_count_asked_for(test_model_pack):
     command = [sys.executable, "-m", "scripts.measure_core_scaling", "--cores", "1"]
     result = subprocess.run(
         [*command, "--runs", "2", "--pack", str(test_model_pack)],
