@@ -19,11 +19,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import boto3
 import jwt
+import redis
 import requests
 
 from functions.common.config import JWT_HMAC_ALGORITHM, StorageSettings
@@ -149,7 +151,7 @@ class LocalStack:
                 "/healthz",
             )
         self._redis_port = free_port()
-        self._spawn(
+        redis_process = self._spawn(
             "redis",
             [
                 "redis-server",
@@ -165,6 +167,9 @@ class LocalStack:
             {},
         )
         self.urls["redis"] = f"redis://127.0.0.1:{self._redis_port}/0"
+        # Before the next free port is looked up: until redis-server binds its port, the
+        # kernel may hand the same one out again.
+        self._wait_answering(redis_process, lambda: redis.Redis.from_url(self.urls["redis"]).ping())
         self.urls["s3"] = self._spawn_http(
             "s3", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "{port}"], "/"
         )
@@ -328,14 +333,22 @@ class LocalStack:
         return process
 
     def _wait_healthy(self, process: _Process, url: str, timeout_s: float) -> None:
+        self._wait_answering(
+            process, lambda: requests.get(url, timeout=1).status_code < 500, timeout_s
+        )
+
+    def _wait_answering(
+        self, process: _Process, answers: Callable[[], bool], timeout_s: float = 30
+    ) -> None:
+        """Until `answers()` is true; a connection refused or timing out means not yet."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if process.popen.poll() is not None:
                 raise RuntimeError(f"{process.name} exited at start-up:\n{_tail(process.log_path)}")
             try:
-                if requests.get(url, timeout=1).status_code < 500:
+                if answers():
                     return
-            except requests.RequestException:
+            except (requests.RequestException, redis.ConnectionError):
                 pass
             time.sleep(0.1)
         raise RuntimeError(
