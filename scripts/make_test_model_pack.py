@@ -85,7 +85,7 @@ def draw_face(image: Image.Image, center: tuple[int, int], size: int, identity: 
         draw.rectangle((box[0], box[1], box[2] - 1, box[3] - 1), fill=colour)
 
 
-class _GraphBuilder:
+class GraphBuilder:
     """Collects nodes and constants; node names avoid the "Sub"/"Mul" prefixes by which
     ArcFaceONNX recognises MXNet models (and would then skip input normalisation)."""
 
@@ -99,18 +99,27 @@ class _GraphBuilder:
         self.initializers.append(numpy_helper.from_array(np.asarray(value, dtype), name))
         return name
 
-    def op(self, op_type: str, *inputs: str, outputs: int = 1, **attrs: object) -> str | list[str]:
+    def op(
+        self,
+        op_type: str,
+        *inputs: str,
+        outputs: int = 1,
+        output_name: str | None = None,
+        **attrs: object,
+    ) -> str | list[str]:
+        """The node's output name (`output_name` if given), or its `outputs` names."""
         stem = f"{op_type.lower()}_{len(self.nodes)}"
-        names = [f"{stem}_out{i}" for i in range(outputs)]
+        names = [output_name] if output_name else [f"{stem}_out{i}" for i in range(outputs)]
         self.nodes.append(helper.make_node(op_type, list(inputs), names, name=stem, **attrs))
         return names[0] if outputs == 1 else names
 
-    def model(self, inputs: list, outputs: list) -> onnx.ModelProto:
-        graph = helper.make_graph(
-            self.nodes, "test_pack", inputs, outputs, initializer=self.initializers
-        )
+    def model(
+        self, inputs: list, outputs: list, name: str = "test_pack", doc_string: str = ""
+    ) -> onnx.ModelProto:
+        graph = helper.make_graph(self.nodes, name, inputs, outputs, initializer=self.initializers)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
         model.ir_version = IR_VERSION
+        model.doc_string = doc_string
         onnx.checker.check_model(model, full_check=True)
         return model
 
@@ -151,7 +160,7 @@ def _geometry_kernels(stride: int) -> tuple[np.ndarray, np.ndarray]:
     return tuple(np.tile(k, (2, 1))[:, :, None, None] / stride for k in (bbox, kps))
 
 
-def _marker_mask(g: _GraphBuilder, image: str) -> str:
+def _marker_mask(g: GraphBuilder, image: str) -> str:
     weights = np.array([1.0, -2.0, 1.0], np.float32).reshape(1, 3, 1, 1)
     magenta = g.op("Conv", image, g.const(weights))
     scale = 1.0 / (MASK_HIGH - MASK_LOW)
@@ -159,14 +168,14 @@ def _marker_mask(g: _GraphBuilder, image: str) -> str:
     return g.op("Clip", ramp, g.const(0.0), g.const(1.0))
 
 
-def _band(g: _GraphBuilder, value: str, low: float, high: float) -> str:
+def _band(g: GraphBuilder, value: str, low: float, high: float) -> str:
     """1 inside [low, high], falling to 0 within one unit outside it."""
     above = g.op("Clip", g.op("Sub", value, g.const(low - 1)), g.const(0.0), g.const(1.0))
     below = g.op("Clip", g.op("Sub", g.const(high + 1), value), g.const(0.0), g.const(1.0))
     return g.op("Mul", above, below)
 
 
-def _variance_agreement(g: _GraphBuilder, variance: str, area: str) -> str:
+def _variance_agreement(g: GraphBuilder, variance: str, area: str) -> str:
     """1 while 12·variance/area (1 for an isolated square) is within the tolerance of 1,
     0 beyond twice the tolerance: another marker in the window spreads the variance."""
     ratio = g.op("Div", g.op("Mul", variance, g.const(12.0)), area)
@@ -175,7 +184,7 @@ def _variance_agreement(g: _GraphBuilder, variance: str, area: str) -> str:
     return g.op("Clip", agreement, g.const(0.0), g.const(1.0))
 
 
-def _stride_head(g: _GraphBuilder, mask: str, stride: int, half: int) -> tuple[str, str, str]:
+def _stride_head(g: GraphBuilder, mask: str, stride: int, half: int) -> tuple[str, str, str]:
     """Scores [N, 1], box distances [N, 4] and landmark offsets [N, 10] for one stride."""
     area, dx, dy, var_x, var_y = _window_moments(g, mask, stride, half)
     side = g.op("Sqrt", area)
@@ -201,7 +210,7 @@ def _stride_head(g: _GraphBuilder, mask: str, stride: int, half: int) -> tuple[s
     )
 
 
-def _window_moments(g: _GraphBuilder, mask: str, stride: int, half: int) -> list[str]:
+def _window_moments(g: GraphBuilder, mask: str, stride: int, half: int) -> list[str]:
     """Marked area, centroid offset from the anchor and variances, per anchor."""
     cells = g.op("Conv", mask, g.const(_cell_kernel(stride)), strides=[stride, stride])
     # Cells [j - half, j + half) around the anchor at cell corner j.
@@ -215,11 +224,11 @@ def _window_moments(g: _GraphBuilder, mask: str, stride: int, half: int) -> list
     return [area, dx, dy, var_x, var_y]
 
 
-def _squared_norm(g: _GraphBuilder, x: str, y: str) -> str:
+def _squared_norm(g: GraphBuilder, x: str, y: str) -> str:
     return g.op("Add", g.op("Mul", x, x), g.op("Mul", y, y))
 
 
-def _inside(g: _GraphBuilder, mask: str, stride: int) -> str:
+def _inside(g: GraphBuilder, mask: str, stride: int) -> str:
     """The marked fraction of the stride×stride square centred on each anchor."""
     kernel = np.full((1, 1, stride, stride), 1.0 / stride**2, np.float32)
     pads = [stride // 2, stride // 2, 0, 0]
@@ -227,7 +236,7 @@ def _inside(g: _GraphBuilder, mask: str, stride: int) -> str:
 
 
 def detector_model() -> onnx.ModelProto:
-    g = _GraphBuilder()
+    g = GraphBuilder()
     mask = _marker_mask(g, "input.1")
     heads = [_stride_head(g, mask, stride, half) for stride, half in WINDOWS.items()]
     outputs = []
@@ -242,7 +251,7 @@ def detector_model() -> onnx.ModelProto:
 
 
 def recognizer_model() -> onnx.ModelProto:
-    g = _GraphBuilder()
+    g = GraphBuilder()
     crop = g.op(
         "Slice",
         "input.1",

@@ -34,14 +34,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper, shape_inference
+from onnx import TensorProto, helper, shape_inference
 
 from scripts import make_test_model_pack
-from scripts.make_test_model_pack import DETECTOR_FILE, RECOGNIZER_FILE
+from scripts.make_test_model_pack import DETECTOR_FILE, RECOGNIZER_FILE, GraphBuilder
 
 PACK_NAME = "buffalo_l-architecture-random-weights"
-OPSET = make_test_model_pack.OPSET
-IR_VERSION = make_test_model_pack.IR_VERSION
 
 SCRFD_STEM = 56
 # (width, blocks, stride) of each ResNetV1e stage; stages 2-4 feed the neck.
@@ -66,25 +64,12 @@ RECOGNIZER_SEED = 50
 _BUILDERS = (Path(__file__), Path(make_test_model_pack.__file__))
 
 
-class _Network:
-    """The nodes and random weights of one graph; node names follow PyTorch's exporter."""
+class _Network(GraphBuilder):
+    """The nodes and random weights of one graph."""
 
     def __init__(self, seed: int) -> None:
+        super().__init__()
         self.rng = np.random.default_rng(seed)
-        self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[onnx.TensorProto] = []
-
-    def constant(self, value: np.ndarray | float | list[int]) -> str:
-        name = f"onnx::{len(self.initializers)}"
-        dtype = np.int64 if isinstance(value, list) else np.float32
-        self.initializers.append(numpy_helper.from_array(np.asarray(value, dtype), name))
-        return name
-
-    def op(self, op_type: str, *inputs: str, output: str | None = None, **attrs: object) -> str:
-        name = f"{op_type}_{len(self.nodes)}"
-        output = output or f"{name}_out"
-        self.nodes.append(helper.make_node(op_type, list(inputs), [output], name=name, **attrs))
-        return output
 
     def conv(
         self, x: str, c_in: int, c_out: int, kernel: int = 3, stride: int = 1, gain: float = 1.0
@@ -96,8 +81,8 @@ class _Network:
         return self.op(
             "Conv",
             x,
-            self.constant(weight),
-            self.constant(bias),
+            self.const(weight),
+            self.const(bias),
             kernel_shape=[kernel, kernel],
             strides=[stride, stride],
             pads=[kernel // 2] * 4,
@@ -108,16 +93,12 @@ class _Network:
         scale = 1.0 + 0.1 * self.rng.standard_normal(c, np.float32)
         shift = 0.1 * self.rng.standard_normal(c, np.float32)
         zeros, ones = np.zeros(c, np.float32), np.ones(c, np.float32)
-        params = [self.constant(v) for v in (scale, shift, zeros, ones)]
-        return self.op("BatchNormalization", x, *params, output=output, epsilon=1e-5)
+        params = [self.const(v) for v in (scale, shift, zeros, ones)]
+        return self.op("BatchNormalization", x, *params, output_name=output, epsilon=1e-5)
 
-    def model(self, name: str, inputs: list, outputs: list) -> onnx.ModelProto:
-        graph = helper.make_graph(self.nodes, name, inputs, outputs, self.initializers)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-        model.ir_version = IR_VERSION
-        model.doc_string = f"RANDOM-WEIGHT stand-in with {name}'s architecture, not buffalo_l"
-        onnx.checker.check_model(model)
-        return model
+
+def _stand_in_doc(architecture: str) -> str:
+    return f"RANDOM-WEIGHT stand-in with {architecture}'s architecture, not buffalo_l"
 
 
 def detector_model() -> onnx.ModelProto:
@@ -130,11 +111,11 @@ def detector_model() -> onnx.ModelProto:
     for kind, (stem, values) in enumerate(SCRFD_OUTPUTS):
         for stride, head in zip(STRIDES, heads, strict=True):
             name = f"{stem}_{stride}"
-            weighted = net.op("Mul", head[kind], net.constant(HEAD_WEIGHT))
-            net.op("Add", marker[name], weighted, output=name)
+            weighted = net.op("Mul", head[kind], net.const(HEAD_WEIGHT))
+            net.op("Add", marker[name], weighted, output_name=name)
             outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [None, values]))
     image = helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, "?", "?"])
-    return net.model("scrfd_10g_bnkps", [image], outputs)
+    return net.model([image], outputs, "scrfd_10g_bnkps", _stand_in_doc("SCRFD-10GF"))
 
 
 def _resnet_v1e(net: _Network, image: str) -> list[tuple[str, int]]:
@@ -180,7 +161,7 @@ def _pafpn(net: _Network, features: list[tuple[str, int]]) -> list[str]:
             "Resize",
             laterals[level],
             "",
-            net.constant(np.array([1, 1, 2, 2], np.float32)),
+            net.const(np.array([1, 1, 2, 2], np.float32)),
             mode="nearest",
         )
         laterals[level - 1] = net.op("Add", laterals[level - 1], upsampled)
@@ -198,10 +179,10 @@ def _scrfd_head(net: _Network, x: str) -> tuple[str, str, str]:
         x = net.op("Relu", net.conv(x, c_in, width))
         c_in = width
     score = net.op("Sigmoid", net.conv(x, width, ANCHORS))
-    bbox = net.op("Mul", net.conv(x, width, ANCHORS * 4), net.constant(1.0))  # Scale layer
+    bbox = net.op("Mul", net.conv(x, width, ANCHORS * 4), net.const(1.0))  # Scale layer
     kps = net.conv(x, width, ANCHORS * 10)
     return tuple(
-        net.op("Reshape", net.op("Transpose", head, perm=[0, 2, 3, 1]), net.constant([-1, k]))
+        net.op("Reshape", net.op("Transpose", head, perm=[0, 2, 3, 1]), net.const([-1, k]))
         for head, (_, k) in zip((score, bbox, kps), SCRFD_OUTPUTS, strict=True)
     )
 
@@ -228,13 +209,13 @@ def recognizer_model() -> onnx.ModelProto:
     side = CROP // 16
     fc = net.rng.standard_normal((EMBEDDING_SIZE, c_in * side * side), np.float32)
     fc *= math.sqrt(1.0 / (c_in * side * side))
-    x = net.op("Gemm", x, net.constant(fc), net.constant(np.zeros(EMBEDDING_SIZE)), transB=1)
+    x = net.op("Gemm", x, net.const(fc), net.const(np.zeros(EMBEDDING_SIZE)), transB=1)
     net.batch_norm(x, EMBEDDING_SIZE, output="embedding")  # ArcFace's features BatchNorm1d
     image = helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["None", 3, CROP, CROP])
     embedding = helper.make_tensor_value_info(
         "embedding", TensorProto.FLOAT, ["None", EMBEDDING_SIZE]
     )
-    return net.model("iresnet50", [image], [embedding])
+    return net.model([image], [embedding], "iresnet50", _stand_in_doc("IResNet-50"))
 
 
 def _ibasic_block(net: _Network, x: str, c_in: int, c_out: int, stride: int) -> str:
@@ -248,7 +229,7 @@ def _ibasic_block(net: _Network, x: str, c_in: int, c_out: int, stride: int) -> 
 
 
 def _prelu(net: _Network, x: str, c: int) -> str:
-    return net.op("PRelu", x, net.constant(np.full((c, 1, 1), 0.25, np.float32)))
+    return net.op("PRelu", x, net.const(np.full((c, 1, 1), 0.25, np.float32)))
 
 
 def build_pack(directory: Path) -> Path:
