@@ -55,26 +55,34 @@ class Face:
         )
 
 
-def find_model_file(settings: EmbedSettings, taskname: str) -> Path:
-    """The pack's first file, in name order, that insightface routes to `taskname`: the file
-    FaceAnalysis picks for that task."""
+def find_model_files(settings: EmbedSettings, tasknames: list[str]) -> dict[str, Path]:
+    """For each task, the pack's first file, in name order, that insightface routes to it: the
+    file FaceAnalysis picks for that task. Each file is probed once, and no further than the
+    last task needs."""
     model_dir = settings.model_dir
     if not model_dir.is_dir():
         raise ModelPackError(f"model pack {model_dir} does not exist")
+    found: dict[str, Path] = {}
     for path in sorted(model_dir.glob("*.onnx")):
+        if set(tasknames) <= found.keys():
+            break
         model = _route(path, [runtime.CPU], runtime.probe_options())
-        if model is not None and model.taskname == taskname:
-            return path
-    raise ModelPackError(f"model pack {model_dir} has no {taskname} model")
+        if model is not None and model.taskname in tasknames:
+            found.setdefault(model.taskname, path)
+    for taskname in tasknames:
+        if taskname not in found:
+            raise ModelPackError(f"model pack {model_dir} has no {taskname} model")
+    return found
 
 
-def load_task_model(settings: EmbedSettings, taskname: str) -> Any:
-    """insightface's model object for `taskname`, on a session with the function's options.
+def load_task_model(settings: EmbedSettings, taskname: str, path: Path | None = None) -> Any:
+    """insightface's model object for `taskname` (from `path`, else the pack's file for it), on
+    a session with the function's options.
 
     `model_zoo.get_model` would drop our session options, so this calls its ModelRouter, which
     passes them on to onnxruntime.
     """
-    path = find_model_file(settings, taskname)
+    path = path or find_model_files(settings, [taskname])[taskname]
     return _route(path, runtime.providers(settings), runtime.session_options(settings))
 
 
@@ -94,14 +102,9 @@ class InferenceModel(ABC):
         self.settings = settings
         self._model: Any = None
 
-    @property
-    def loaded(self) -> bool:
-        return self._model is not None
-
-    def load(self) -> None:
-        if self.loaded:
-            return
-        model = load_task_model(self.settings, self.taskname)
+    def load(self, path: Path | None = None) -> None:
+        """Load the model from `path`, else from the pack's file for this task."""
+        model = load_task_model(self.settings, self.taskname, path)
         self._prepare(model)
         self._model = model
 
@@ -197,8 +200,10 @@ class FaceAnalyzer:
 
     def load(self) -> None:
         """Load every model, then run each once, so the first request is not the slow one."""
-        for model in (self.detector, self.recognizer, *self.attribute_models):
-            model.load()
+        models = [self.detector, self.recognizer, *self.attribute_models]
+        files = find_model_files(self.detector.settings, [model.taskname for model in models])
+        for model in models:
+            model.load(files[model.taskname])
         self._warm_up()
 
     def _warm_up(self) -> None:
