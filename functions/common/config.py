@@ -40,8 +40,10 @@ def _float(name: str, default: float) -> float:
         raise ValueError(f"{name} must be a number, got {raw!r}") from exc
 
 
-def _rgb(name: str, default: str) -> tuple[int, int, int]:
-    raw = _str(name, default).lstrip("#")
+def _rgb(name: str, default: tuple[int, int, int]) -> tuple[int, int, int]:
+    if name not in os.environ:
+        return default
+    raw = os.environ[name].lstrip("#")
     if not re.fullmatch(r"[0-9a-fA-F]{6}", raw):
         raise ValueError(f"{name} must be a hex colour like #ffffff, got {raw!r}")
     return (int(raw[0:2], 16), int(raw[2:4], 16), int(raw[4:6], 16))
@@ -177,7 +179,7 @@ class AuthSettings:
             jwt_secret=_optional("JWT_SECRET"),
             jwks_url=_optional("JWT_JWKS_URL"),
             audience=_optional("JWT_AUDIENCE"),
-            leeway_s=_float("JWT_LEEWAY_S", 5.0),
+            leeway_s=_float("JWT_LEEWAY_S", cls.leeway_s),
             cors_origins=_list("CORS_ORIGINS", ""),
         )
 
@@ -281,7 +283,7 @@ class ThumbnailSettings:
             max_width=_int("THUMBNAIL_MAX_WIDTH", defaults.max_width),
             max_height=_int("THUMBNAIL_MAX_HEIGHT", defaults.max_height),
             quality=_int("THUMBNAIL_QUALITY", defaults.quality),
-            background=_rgb("THUMBNAIL_BACKGROUND", "#ffffff"),
+            background=_rgb("THUMBNAIL_BACKGROUND", defaults.background),
             key_template=_str("THUMBNAIL_KEY_TEMPLATE", defaults.key_template),
             limits=InputLimits.from_env(),
         )
@@ -366,7 +368,7 @@ class ReceiverSettings:
     user_id_pattern: re.Pattern[str]
     image_extensions: frozenset[str]
     thumbnail_prefix: str
-    publish_timeout_s: float = field(default=2.0)
+    publish_timeout_s: float = 2.0
     # A webhook is answered within this, accepted or not: B2 gives up after about 3 s, and an
     # answered 503 makes it retry where a timeout might not.
     answer_within_s: float = 2.5
@@ -392,7 +394,7 @@ class ReceiverSettings:
                 )
             ),
             thumbnail_prefix=ThumbnailSettings.from_env().key_prefix,
-            publish_timeout_s=_float("PUBLISH_TIMEOUT_S", 2.0),
-            answer_within_s=_float("WEBHOOK_ANSWER_WITHIN_S", 2.5),
+            publish_timeout_s=_float("PUBLISH_TIMEOUT_S", cls.publish_timeout_s),
+            answer_within_s=_float("WEBHOOK_ANSWER_WITHIN_S", cls.answer_within_s),
             sink_ca_certs=_optional("K_CA_CERTS"),
         )

@@ -18,7 +18,7 @@ def _left(expected: int, done: int, failed: int) -> int:
 
 @dataclass(frozen=True)
 class RunStatus:
-    """The user's current (or latest) run, read at `now`: counts, progress and ETA."""
+    """The user's current (or latest) run as read from the store: counts, progress and ETA."""
 
     started_at: float | None
     expected: int
@@ -28,7 +28,6 @@ class RunStatus:
     embeddings_done: int
     embeddings_failed: int
     faces: int
-    now: float
     # Times of the run's newest stage completions, newest first: at most `eta_window` of
     # them, and one more that marks where that window starts.
     completions: tuple[float, ...] = ()

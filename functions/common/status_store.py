@@ -249,7 +249,6 @@ def _run_status(
         started_at=float(fields["run_started_at"]) if "run_started_at" in fields else None,
         expected=int(fields.get("run_expected", 0)) if declared_until >= now else 0,
         **{name: int(fields.get(f"run_{name}", 0)) for name in _COUNTERS},
-        now=now,
         completions=tuple(float(t) for t in completions),
         eta_window=eta_window,
     )

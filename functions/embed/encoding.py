@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from functions.common.config import EmbedSettings
-from functions.common.events import PhotoRef
+from functions.common.events import EMBEDDING_CREATED, PhotoRef
 from functions.embed.models import Face
 
 _EMBEDDING_DTYPE = np.dtype("<f4")
@@ -30,7 +30,7 @@ def embedding_payload(
     """The `embedding.created` invocation of the database Lambda; `size` is the photo's
     displayed (width, height), the frame of every box and landmark."""
     return {
-        "event": "embedding.created",
+        "event": EMBEDDING_CREATED,
         "bucket": photo.bucket,
         "key": photo.key,
         "version_id": photo.version_id,
@@ -52,14 +52,16 @@ def face_to_payload(face: Face, normalize: bool = False) -> dict[str, Any]:
     """Box and landmarks in pixels of the displayed photo, the embedding as base64 of its
     little-endian float32 bytes (L2-normalised when `normalize`), and any optional module's
     attributes."""
-    embedding = face.embedding.astype(np.float32)
+    embedding = face.embedding.astype(_EMBEDDING_DTYPE)
     if normalize:
         embedding = embedding / np.linalg.norm(embedding)
     payload = {
         "box": [round(v, 2) for v in face.box],
         "score": round(face.score, 4),
         "landmarks": [[round(x, 2), round(y, 2)] for x, y in face.landmarks],
-        "embedding": base64.b64encode(embedding.astype(_EMBEDDING_DTYPE).tobytes()).decode(),
+        "embedding": base64.b64encode(
+            embedding.astype(_EMBEDDING_DTYPE, copy=False).tobytes()
+        ).decode(),
     }
     if face.attributes:
         payload["attributes"] = {

@@ -69,9 +69,12 @@ def create_admin_blueprint(
         snapshot, thresholds = read_pipeline(store, settings)
         return _no_store(jsonify(overview_body(snapshot, thresholds, settings.users_shown)))
 
+    def thresholds_in_force() -> Response:
+        return _no_store(jsonify(in_force(settings.default_thresholds, store.thresholds())))
+
     @admin.get("/thresholds")
     def get_thresholds() -> Response:
-        return _no_store(jsonify(in_force(settings.default_thresholds, store.thresholds())))
+        return thresholds_in_force()
 
     @admin.put("/thresholds")
     def put_thresholds() -> Response | tuple[Response, int]:
@@ -80,7 +83,7 @@ def create_admin_blueprint(
         except ValueError as exc:
             return jsonify(error=str(exc)), 400
         store.set_thresholds(change)
-        return _no_store(jsonify(in_force(settings.default_thresholds, store.thresholds())))
+        return thresholds_in_force()
 
     return admin
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import posixpath
 
 from functions.common.config import ThumbnailSettings
-from functions.common.events import PhotoRef
+from functions.common.events import THUMBNAIL_CREATED, PhotoRef
 from functions.common.lambda_client import DatabaseLambda
 from functions.common.stage_app import StageResult
 from functions.common.storage import ObjectStore
@@ -52,7 +52,7 @@ class ThumbnailService:
         with timer.step("lambda"):
             self._database.invoke(
                 {
-                    "event": "thumbnail.created",
+                    "event": THUMBNAIL_CREATED,
                     "bucket": photo.bucket,
                     "key": photo.key,
                     "version_id": photo.version_id,
