@@ -56,11 +56,8 @@ def verify_signature(body: bytes, header: str | None, secrets: Sequence[str]) ->
     if not header:
         return False
     given = _signatures(header)
-    return any(
-        hmac.compare_digest(body_hmac(secret, body), signature)
-        for secret in secrets
-        for signature in given
-    )
+    expected = [body_hmac(secret, body) for secret in secrets]
+    return any(hmac.compare_digest(digest, signature) for digest in expected for signature in given)
 
 
 def parse_notification(body: bytes, settings: ReceiverSettings) -> Notification:
