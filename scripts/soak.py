@@ -103,6 +103,22 @@ def take_sample(
     )
 
 
+def add_sample(
+    samples: list[Sample],
+    stack: LocalStack,
+    store: redis.Redis,
+    uploads: list[demo.Upload],
+    started: float,
+) -> bool:
+    """Append a sample; False, with a line saying why, when the status poll failed."""
+    try:
+        samples.append(take_sample(stack, store, uploads, started))
+    except requests.RequestException as exc:  # a passing fault; the next sample comes
+        print(f"sample skipped, the status poll failed: {exc}", flush=True)
+        return False
+    return True
+
+
 def memory_growth_mb(samples: list[Sample], load_s: float) -> dict[str, float]:
     """Each part's memory at the end of the load less its memory halfway through it."""
     under_load = [s for s in samples if s.elapsed_s <= load_s] or samples
@@ -134,13 +150,9 @@ def run(stack: LocalStack, args: argparse.Namespace) -> int:
     )
     uploader.start()
     store = redis.Redis.from_url(stack.urls["redis"])
-    samples = []
+    samples: list[Sample] = []
     while uploader.is_alive():
-        try:
-            samples.append(take_sample(stack, store, uploads, started))
-        except requests.RequestException as exc:  # a passing fault; the next sample comes
-            print(f"sample skipped, the status poll failed: {exc}", flush=True)
-        else:
+        if add_sample(samples, stack, store, uploads, started):
             print(
                 f"{samples[-1].elapsed_s:5.0f} s: {samples[-1].uploaded} uploaded,"
                 f" {samples[-1].finished} finished",
@@ -148,7 +160,7 @@ def run(stack: LocalStack, args: argparse.Namespace) -> int:
             )
         uploader.join(timeout=args.sample_every)
     statuses = demo.watch(stack, uploads, args.drain_timeout)
-    samples.append(take_sample(stack, store, uploads, started))
+    add_sample(samples, stack, store, uploads, started)
     print_samples(samples)
     lambda_calls = requests.get(f"{stack.urls['lambda']}/_invocations", timeout=10).json()
     return summarize(args, uploads, statuses, samples, lambda_calls)

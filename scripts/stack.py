@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import boto3
 import jwt
@@ -82,6 +83,7 @@ class LocalStack:
         self.config = config
         self.urls: dict[str, str] = {}
         self._processes: list[_Process] = []
+        self._s3: Any = None
 
     def __enter__(self) -> LocalStack:
         try:
@@ -106,7 +108,7 @@ class LocalStack:
             "DB_LAMBDA_FUNCTION": LAMBDA_FUNCTION,
             "AWS_ACCESS_KEY_ID": CREDENTIAL,
             "AWS_SECRET_ACCESS_KEY": CREDENTIAL,
-            "REDIS_URL": f"redis://127.0.0.1:{self._redis_port}/0",
+            "REDIS_URL": self.urls["redis"],
             "MODEL_ROOT": str(self.config.model_root),
             "MODEL_PACK": self.config.model_pack,
             "B2_WEBHOOK_SECRETS": self.config.webhook_secret,
@@ -114,13 +116,16 @@ class LocalStack:
         }
 
     def s3(self):  # noqa: ANN201 - boto3 clients are dynamically typed
-        return boto3.client(
-            "s3",
-            endpoint_url=self.urls["s3"],
-            region_name=REGION,
-            aws_access_key_id=CREDENTIAL,
-            aws_secret_access_key=CREDENTIAL,
-        )
+        """The stack's S3 client, made once (boto3 clients are thread-safe)."""
+        if self._s3 is None:
+            self._s3 = boto3.client(
+                "s3",
+                endpoint_url=self.urls["s3"],
+                region_name=REGION,
+                aws_access_key_id=CREDENTIAL,
+                aws_secret_access_key=CREDENTIAL,
+            )
+        return self._s3
 
     def storage_settings(self, **overrides: float) -> StorageSettings:
         """The functions' object-store settings for this stack's S3 server."""
@@ -150,13 +155,13 @@ class LocalStack:
                 [sys.executable, "-m", "scripts.otlp_receiver", "--port", "{port}"],
                 "/healthz",
             )
-        self._redis_port = free_port()
+        redis_port = free_port()
         redis_process = self._spawn(
             "redis",
             [
                 "redis-server",
                 "--port",
-                str(self._redis_port),
+                str(redis_port),
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -166,7 +171,7 @@ class LocalStack:
             ],
             {},
         )
-        self.urls["redis"] = f"redis://127.0.0.1:{self._redis_port}/0"
+        self.urls["redis"] = f"redis://127.0.0.1:{redis_port}/0"
         # Before the next free port is looked up: until redis-server binds its port, the
         # kernel may hand the same one out again.
         self._wait_answering(redis_process, lambda: redis.Redis.from_url(self.urls["redis"]).ping())
@@ -251,6 +256,7 @@ class LocalStack:
                 os.killpg(process.popen.pid, signal.SIGKILL)
                 process.popen.wait()
         self._processes.clear()
+        self._s3 = None
 
     def wait_until_quiet(self, timeout_s: float = 60.0) -> None:
         """Wait until the broker has nothing in flight (every delivery settled)."""
