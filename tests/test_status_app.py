@@ -7,6 +7,8 @@ Triggers' dead-letter sink."""
 import pytest
 import redis
 from cloudevents.v1.http import CloudEvent
+from prometheus_client import REGISTRY
+from werkzeug.test import Client
 
 from functions.common.events import OBJECT_CREATED, THUMBNAIL_CREATED, binary_http
 from functions.common.status_store import Stage, StatusStore
@@ -165,6 +167,53 @@ def test_another_origin_gets_no_cors_headers(client):
 def test_the_admin_api_gets_no_cors_headers(client):
     response = client.get("/v1/admin/thresholds", headers={"Origin": FRONT_END})
     assert "Access-Control-Allow-Origin" not in response.headers
+
+
+def _answer(response):
+    return response.status, sorted(response.headers.items()), response.data
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"If-None-Match": "CURRENT"},
+        {"If-None-Match": 'W/"CURRENT"'},
+        {"If-None-Match": '"stale"'},
+        {"Origin": FRONT_END},
+        {"Origin": FRONT_END, "If-None-Match": "CURRENT"},
+        {"Origin": "https://evil.example"},
+    ],
+    ids=["plain", "etag", "weak-etag", "stale-etag", "front-end", "front-end-304", "other-origin"],
+)
+def test_the_fast_path_answers_a_poll_exactly_as_the_flask_route_does(app, store, headers):
+    store.record("ann", "a.jpg", Stage.UPLOADED, reason=None)
+    store.record("ann", "b.jpg", Stage.THUMBNAIL_FAILED, reason="corrupt")
+    etag = own_status(app.test_client()).headers["ETag"].strip('"')
+    headers = {name: value.replace("CURRENT", etag) for name, value in headers.items()}
+    flask_only = Client(app.wsgi_app.fallback)
+    expected = flask_only.get("/v1/status", headers={**as_user(), **headers})
+    assert _answer(own_status(app.test_client(), **headers)) == _answer(expected)
+
+
+def test_a_valid_poll_is_answered_before_it_reaches_flask(app, monkeypatch):
+    monkeypatch.setattr(app.wsgi_app, "fallback", None)
+    assert own_status(app.test_client()).status_code == 200
+
+
+def test_a_poll_without_a_valid_token_goes_on_to_flasks_401(client):
+    response = client.get("/v1/status", headers={"Authorization": "Bearer not-a-jwt"})
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+
+
+def test_a_fast_poll_is_counted_in_the_request_metrics(client):
+    labels = {"app": "functions.status.app", "method": "GET", "route": "/v1/status"}
+    before = REGISTRY.get_sample_value("http_requests_total", {**labels, "status": "200"}) or 0
+    own_status(client)
+    assert REGISTRY.get_sample_value("http_requests_total", {**labels, "status": "200"}) == (
+        before + 1
+    )
 
 
 def test_the_public_status_service_does_not_serve_the_dead_letter_sink(client, store):

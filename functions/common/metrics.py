@@ -77,14 +77,36 @@ def exposition(collectors: Iterable[Collector] = ()) -> bytes:
     return generate_latest(registry)
 
 
-def instrument(app: Flask, collectors: Iterable[Collector] = ()) -> None:
-    """Count and time every request of `app`, and serve `GET /metrics` (with `collectors`)."""
-    collectors = tuple(collectors)
+class RequestMetrics:
+    """Counts and times the HTTP requests one app answers.
 
-    # The labelled series of each (method, route, status), looked up once: `labels()` costs
-    # more than the increment itself, and this runs on every status poll. Each entry is stored
-    # whole, so a concurrent first request never sees half of it.
-    series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+    The labelled series of each (method, route, status) are looked up once: `labels()` costs
+    more than the increment itself, and this runs on every status poll. Each entry is stored
+    whole, so a concurrent first request never sees half of it.
+    """
+
+    def __init__(self, app_name: str) -> None:
+        self._app_name = app_name
+        self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        if key not in self._series:
+            self._series[key] = (
+                HTTP_REQUESTS.labels(self._app_name, method, route, str(status)),
+                HTTP_DURATION.labels(self._app_name, route),
+            )
+        requests_counter, duration = self._series[key]
+        requests_counter.inc()
+        duration.observe(seconds)
+
+
+def instrument(app: Flask, collectors: Iterable[Collector] = ()) -> RequestMetrics:
+    """Count and time every request of `app`, and serve `GET /metrics` (with `collectors`).
+
+    Returns the app's request metrics, for requests answered before they reach Flask."""
+    collectors = tuple(collectors)
+    request_metrics = RequestMetrics(app.name)
 
     @app.before_request
     def start_timer() -> None:
@@ -93,18 +115,12 @@ def instrument(app: Flask, collectors: Iterable[Collector] = ()) -> None:
     @app.after_request
     def count_request(response: Response) -> Response:
         route = request.url_rule.rule if request.url_rule else "unmatched"
-        key = (request.method, route, response.status_code)
-        if key not in series:
-            series[key] = (
-                HTTP_REQUESTS.labels(app.name, request.method, route, str(response.status_code)),
-                HTTP_DURATION.labels(app.name, route),
-            )
-        requests_counter, duration = series[key]
-        requests_counter.inc()
-        duration.observe(time.perf_counter() - g.request_started)
+        elapsed = time.perf_counter() - g.request_started
+        request_metrics.observe(request.method, route, response.status_code, elapsed)
         return response
 
     def metrics() -> Response:
         return Response(exposition(collectors), content_type=CONTENT_TYPE_LATEST)
 
     app.add_url_rule("/metrics", "metrics", metrics, methods=["GET"])
+    return request_metrics

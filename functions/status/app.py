@@ -1,6 +1,7 @@
 """Status function, served as `functions.status.app:create_app()` by gunicorn.
 
-- `GET /v1/status`: what the front end shows while the caller's photos process (bearer JWT);
+- `GET /v1/status`: what the front end shows while the caller's photos process (bearer JWT;
+  a valid poll is answered before it reaches Flask, see poll.py);
   `GET /v1/users/<user_id>/status`: the same for one user (that user, or an admin).
 - `POST /v1/uploads`: the front end declares how many photos it is about to upload.
 - `/v1/admin/...`: the admin API (admin.py); `GET /admin`: the dashboard page.
@@ -13,7 +14,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from functools import cache
 from pathlib import Path
@@ -32,7 +32,6 @@ from functions.common.config import (
 from functions.common.errors import TransientError
 from functions.common.events import OBJECT_CREATED, THUMBNAIL_CREATED, PhotoRef, parse_event
 from functions.common.metrics import instrument
-from functions.common.status_model import UserStatus
 from functions.common.status_store import Stage, StatusStore
 from functions.common.telemetry import configure_tracing
 from functions.status.admin import create_admin_blueprint, read_pipeline
@@ -43,18 +42,13 @@ from functions.status.auth import (
     TokenVerifier,
     Unauthorized,
 )
-from functions.status.cors import add_cors
+from functions.status.cors import CorsPolicy, add_cors
 from functions.status.metrics import StageHealthCollector
+from functions.status.poll import STATUS_PATH, FastPoll, status_answer
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
 DEAD_LETTER_PATH = "/v1/dead-letter"
 MAX_DECLARED_UPLOAD = 100_000
-
-MESSAGES = {
-    "processing": "Processing your photos",
-    "indexing": "Indexing with AI",
-    "idle": "",
-}
 
 # The failure an undeliverable event marks, by the event's type: the first the photo can
 # still enter. An upload whose thumbnail was made but whose reply was lost never reaches embed,
@@ -63,41 +57,6 @@ _DEAD_LETTER_STAGES = {
     OBJECT_CREATED: (Stage.THUMBNAIL_FAILED, Stage.EMBEDDING_FAILED),
     THUMBNAIL_CREATED: (Stage.EMBEDDING_FAILED,),
 }
-
-
-def status_body(status: UserStatus) -> dict[str, Any]:
-    run = status.run
-    return {
-        "user_id": status.user_id,
-        "phase": status.phase,
-        "message": MESSAGES[status.phase],
-        "run": {
-            "started_at": run.started_at,
-            "expected": run.photos,
-            "uploaded": run.uploaded,
-            "thumbnails_done": run.thumbnails_done,
-            "thumbnails_failed": run.thumbnails_failed,
-            "thumbnails_pending": run.thumbnails_pending,
-            "embeddings_done": run.embeddings_done,
-            "embeddings_failed": run.embeddings_failed,
-            "embeddings_pending": run.embeddings_pending,
-            "faces": run.faces,
-            "progress": round(run.progress, 4),
-            "eta_s": run.eta_s,
-        },
-        "counts": {
-            "uploaded": status.uploaded,
-            "thumbnails_done": status.thumbnails_done,
-            "thumbnails_failed": status.thumbnails_failed,
-            "thumbnails_pending": status.thumbnails_pending,
-            "embeddings_done": status.embeddings_done,
-            "embeddings_failed": status.embeddings_failed,
-            "embeddings_pending": status.embeddings_pending,
-            "faces": status.faces,
-        },
-        "timestamps": status.timestamps,
-        "failures": status.failures,
-    }
 
 
 @cache
@@ -126,16 +85,17 @@ def create_app(
     admin_settings = admin_settings or AdminSettings.from_env()
     dead_letter = dead_letter or DeadLetterSettings.from_env()
     store = store or StatusStore.from_settings(StatusSettings.from_env())
-    auth = Authenticator(
-        TokenVerifier(auth_settings), AdminSessions(admin_settings, auth_settings.jwt_secret)
-    )
+    tokens = TokenVerifier(auth_settings)
+    auth = Authenticator(tokens, AdminSessions(admin_settings, auth_settings.jwt_secret))
+    cors = CorsPolicy(auth_settings.cors_origins)
     app = Flask(__name__, static_folder="static", static_url_path="/admin/static")
     _register_error_handlers(app)
 
     def status_response(user_id: str) -> Response:
-        return conditional_json(status_body(store.user_status(user_id)))
+        answer = status_answer(store.user_status(user_id), request.headers.get("If-None-Match"))
+        return Response(answer.body, answer.status, answer.headers)
 
-    @app.get("/v1/status")
+    @app.get(STATUS_PATH)
     def own_status() -> Response:
         return status_response(auth.user(request).user_id)
 
@@ -178,8 +138,10 @@ def create_app(
     def healthz() -> tuple[Response, int]:
         return jsonify(ok=True), 200
 
-    add_cors(app, auth_settings.cors_origins)
-    instrument(app, [StageHealthCollector(lambda: read_pipeline(store, admin_settings))])
+    add_cors(app, cors)
+    health = StageHealthCollector(lambda: read_pipeline(store, admin_settings))
+    request_metrics = instrument(app, [health])
+    app.wsgi_app = FastPoll(app.wsgi_app, store, tokens, cors, request_metrics)
     return app
 
 
@@ -206,18 +168,6 @@ def _add_dead_letter_sink(app: Flask, store: StatusStore) -> None:
                 return jsonify(recorded=stage.value), 200
         # Already ended (a duplicate dead letter, or the stage did finish): nothing to mark.
         return jsonify(recorded=stages[0].value), 200
-
-
-def conditional_json(body: dict[str, Any]) -> Response:
-    """`body` as never-cached JSON with an ETag; 304 without a body when it matches the
-    request's If-None-Match. (Leaner than Flask's jsonify + make_conditional: the front end
-    polls this every few seconds.)"""
-    data = json.dumps(body, separators=(",", ":")).encode()
-    etag = hashlib.blake2b(data, digest_size=16).hexdigest()
-    headers = {"ETag": f'"{etag}"', "Cache-Control": "no-store"}
-    if request.if_none_match.contains_weak(etag):
-        return Response(status=304, headers=headers)
-    return Response(data, mimetype="application/json", headers=headers)
 
 
 def _whole_number(value: Any) -> int | None:

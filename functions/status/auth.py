@@ -156,7 +156,7 @@ class Authenticator:
         self.sessions = sessions
 
     def user(self, request: Request) -> Principal:
-        return self.tokens.verify(_bearer_token(request))
+        return self.tokens.verify(bearer_token(request.headers.get("Authorization", "")))
 
     def admin(self, request: Request) -> Principal:
         if "Authorization" not in request.headers and ADMIN_COOKIE in request.cookies:
@@ -168,8 +168,9 @@ class Authenticator:
         return principal
 
 
-def _bearer_token(request: Request) -> str:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+def bearer_token(authorization: str) -> str:
+    """The token of an `Authorization: Bearer <token>` header's value; Unauthorized if none."""
+    scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("an Authorization: Bearer token is required")
     return token.strip()

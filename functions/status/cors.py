@@ -15,24 +15,34 @@ _ALLOWED_HEADERS = "Authorization, Content-Type, If-None-Match"
 _PREFLIGHT_MAX_AGE_S = "600"
 
 
-def add_cors(app: Flask, origins: Iterable[str]) -> None:
-    allowed = frozenset(origins)
+class CorsPolicy:
+    """Which origins may call the user API, and the headers that tell a browser so."""
 
+    def __init__(self, origins: Iterable[str]) -> None:
+        self._allowed = frozenset(origins)
+
+    def headers(self, origin: str | None, path: str, method: str) -> list[tuple[str, str]]:
+        """The CORS headers the response to this request carries (none for most requests)."""
+        if origin is None or not path.startswith("/v1/") or path.startswith(_EXCLUDED_PREFIXES):
+            return []
+        headers = [("Vary", "Origin")]
+        if origin in self._allowed:
+            headers += [
+                ("Access-Control-Allow-Origin", origin),
+                ("Access-Control-Expose-Headers", "ETag"),
+            ]
+            if method == "OPTIONS":
+                headers += [
+                    ("Access-Control-Allow-Methods", "GET, POST"),
+                    ("Access-Control-Allow-Headers", _ALLOWED_HEADERS),
+                    ("Access-Control-Max-Age", _PREFLIGHT_MAX_AGE_S),
+                ]
+        return headers
+
+
+def add_cors(app: Flask, policy: CorsPolicy) -> None:
     @app.after_request
     def cors_headers(response: Response) -> Response:
         origin = request.headers.get("Origin")
-        if (
-            origin is None
-            or not request.path.startswith("/v1/")
-            or request.path.startswith(_EXCLUDED_PREFIXES)
-        ):
-            return response
-        response.headers.add("Vary", "Origin")
-        if origin in allowed:
-            response.headers["Access-Control-Allow-Origin"] = origin
-            response.headers["Access-Control-Expose-Headers"] = "ETag"
-            if request.method == "OPTIONS":
-                response.headers["Access-Control-Allow-Methods"] = "GET, POST"
-                response.headers["Access-Control-Allow-Headers"] = _ALLOWED_HEADERS
-                response.headers["Access-Control-Max-Age"] = _PREFLIGHT_MAX_AGE_S
+        response.headers.extend(policy.headers(origin, request.path, request.method))
         return response

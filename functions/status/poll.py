@@ -1,0 +1,134 @@
+"""The front end's status poll, `GET /v1/status`: what it answers, and the fast path serving it.
+
+Every user's browser polls this route every few seconds, so it is by far the busiest one.
+Flask's request and response machinery costs about as much CPU as the poll's own work (the
+token, one Redis round trip, the JSON and its ETag), so `FastPoll` answers a poll with a valid
+token straight from the WSGI environ. Everything else, every error included, goes on to the
+Flask app, whose route for the same path answers with the same `status_answer`; CORS headers
+and request metrics come from the same objects on both paths.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+
+from werkzeug.http import HTTP_STATUS_CODES, parse_etags
+
+from functions.common.errors import TransientError
+from functions.common.metrics import RequestMetrics
+from functions.common.status_model import UserStatus
+from functions.common.status_store import StatusStore
+from functions.status.auth import TokenVerifier, Unauthorized, bearer_token
+from functions.status.cors import CorsPolicy
+
+STATUS_PATH = "/v1/status"
+
+MESSAGES = {
+    "processing": "Processing your photos",
+    "indexing": "Indexing with AI",
+    "idle": "",
+}
+
+
+@dataclass(frozen=True)
+class StatusAnswer:
+    """A status response: 200 with the JSON body, or 304 without one."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+def status_body(status: UserStatus) -> dict[str, Any]:
+    run = status.run
+    return {
+        "user_id": status.user_id,
+        "phase": status.phase,
+        "message": MESSAGES[status.phase],
+        "run": {
+            "started_at": run.started_at,
+            "expected": run.photos,
+            "uploaded": run.uploaded,
+            "thumbnails_done": run.thumbnails_done,
+            "thumbnails_failed": run.thumbnails_failed,
+            "thumbnails_pending": run.thumbnails_pending,
+            "embeddings_done": run.embeddings_done,
+            "embeddings_failed": run.embeddings_failed,
+            "embeddings_pending": run.embeddings_pending,
+            "faces": run.faces,
+            "progress": round(run.progress, 4),
+            "eta_s": run.eta_s,
+        },
+        "counts": {
+            "uploaded": status.uploaded,
+            "thumbnails_done": status.thumbnails_done,
+            "thumbnails_failed": status.thumbnails_failed,
+            "thumbnails_pending": status.thumbnails_pending,
+            "embeddings_done": status.embeddings_done,
+            "embeddings_failed": status.embeddings_failed,
+            "embeddings_pending": status.embeddings_pending,
+            "faces": status.faces,
+        },
+        "timestamps": status.timestamps,
+        "failures": status.failures,
+    }
+
+
+def status_answer(status: UserStatus, if_none_match: str | None) -> StatusAnswer:
+    """The status as never-cached JSON with an ETag; 304 without a body when the request's
+    If-None-Match holds that ETag."""
+    data = json.dumps(status_body(status), separators=(",", ":")).encode()
+    etag = hashlib.blake2b(data, digest_size=16).hexdigest()
+    headers = [("ETag", f'"{etag}"'), ("Cache-Control", "no-store")]
+    if parse_etags(if_none_match).contains_weak(etag):
+        return StatusAnswer(304, headers, b"")
+    return StatusAnswer(200, [("Content-Type", "application/json"), *headers], data)
+
+
+class FastPoll:
+    """WSGI middleware: answers `GET /v1/status` with a valid token without Flask.
+
+    `fallback` (the Flask app's own WSGI callable) answers every other request.
+    """
+
+    def __init__(
+        self,
+        fallback: WSGIApplication,
+        store: StatusStore,
+        tokens: TokenVerifier,
+        cors: CorsPolicy,
+        request_metrics: RequestMetrics,
+    ) -> None:
+        self.fallback = fallback
+        self._store = store
+        self._tokens = tokens
+        self._cors = cors
+        self._metrics = request_metrics
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ["REQUEST_METHOD"] != "GET" or environ.get("PATH_INFO") != STATUS_PATH:
+            return self.fallback(environ, start_response)
+        started = time.perf_counter()
+        try:
+            principal = self._tokens.verify(bearer_token(environ.get("HTTP_AUTHORIZATION", "")))
+            status = self._store.user_status(principal.user_id)
+        except (Unauthorized, TransientError):
+            # Flask's route meets the same error (it reads Redis once more) and answers it
+            # as every other route does.
+            return self.fallback(environ, start_response)
+        answer = status_answer(status, environ.get("HTTP_IF_NONE_MATCH"))
+        headers = [
+            *answer.headers,
+            *self._cors.headers(environ.get("HTTP_ORIGIN"), STATUS_PATH, "GET"),
+        ]
+        if answer.body:  # a 304 has neither body nor length
+            headers.append(("Content-Length", str(len(answer.body))))
+        start_response(f"{answer.status} {HTTP_STATUS_CODES[answer.status].upper()}", headers)
+        self._metrics.observe("GET", STATUS_PATH, answer.status, time.perf_counter() - started)
+        return [answer.body]
