@@ -22,6 +22,18 @@ pillow_heif.register_heif_opener()
 # The receiver's IMAGE_EXTENSIONS; a multi-picture JPEG (MPO) opens through the JPEG plugin.
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "HEIF", "AVIF", "TIFF", "GIF", "BMP")
 EXIF_ORIENTATION = 0x0112
+# How to show a photo stored in EXIF orientation 2-8 the way it is meant to be seen.
+ORIENTATION_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+# The orientations whose displayed width is the stored height.
+TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 
 
 def open_image(data: bytes, limits: InputLimits) -> Image.Image:

@@ -13,6 +13,7 @@ from PIL import Image, ImageOps
 from functions.common.config import EmbedSettings
 from functions.common.errors import PermanentError
 from functions.common.images import (
+    TRANSPOSING_ORIENTATIONS,
     classify_decode_errors,
     exif_orientation,
     image_format,
@@ -29,7 +30,6 @@ _JPEG_REDUCTIONS = {
     4: cv2.IMREAD_REDUCED_COLOR_4,
     2: cv2.IMREAD_REDUCED_COLOR_2,
 }
-_TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def _displayed_header(image: Image.Image) -> PhotoHeader:
     source_format = image_format(image)
     width, height = image.size
     # Only a JPEG may be shrunk, and only its displayed size is needed then.
-    if source_format == "JPEG" and exif_orientation(image) in _TRANSPOSING_ORIENTATIONS:
+    if source_format == "JPEG" and exif_orientation(image) in TRANSPOSING_ORIENTATIONS:
         width, height = height, width
     return PhotoHeader(source_format, width, height)
 

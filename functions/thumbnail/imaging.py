@@ -20,6 +20,8 @@ from PIL import Image, ImageCms
 from functions.common.config import ThumbnailSettings
 from functions.common.errors import PermanentError
 from functions.common.images import (
+    ORIENTATION_TRANSPOSE,
+    TRANSPOSING_ORIENTATIONS,
     classify_decode_errors,
     exif_orientation,
     image_format,
@@ -29,23 +31,6 @@ from functions.common.images import (
 
 log = logging.getLogger(__name__)
 
-_TRANSPOSE_FOR_ORIENTATION = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
-_SWAPS_AXES = frozenset(
-    {
-        Image.Transpose.TRANSPOSE,
-        Image.Transpose.ROTATE_270,
-        Image.Transpose.TRANSVERSE,
-        Image.Transpose.ROTATE_90,
-    }
-)
 _RESAMPLED_MODES = {"L", "LA", "RGB", "RGBA", "CMYK"}
 _WITHOUT_ALPHA = {"LA": "L", "RGBA": "RGB"}
 _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
@@ -73,15 +58,15 @@ def make_thumbnail(data: bytes, settings: ThumbnailSettings) -> Thumbnail:
     with open_image(data, settings.limits) as image:
         source_format = image_format(image)
         source_content_type = mime_type(image)
-        transpose = _orientation_transpose(image)
-        original_size = _turned(image.size, transpose)
+        orientation = _stored_orientation(image)
+        original_size = _turned(image.size, orientation)
         # sharp resizes before orienting, into the box turned the way the pixels are stored.
         resized = _decode_resized(
-            image, _turned((settings.max_width, settings.max_height), transpose)
+            image, _turned((settings.max_width, settings.max_height), orientation)
         )
     thumbnail = _to_srgb(resized, settings.background)
-    if transpose is not None:
-        thumbnail = thumbnail.transpose(transpose)
+    if orientation in ORIENTATION_TRANSPOSE:
+        thumbnail = thumbnail.transpose(ORIENTATION_TRANSPOSE[orientation])
     return Thumbnail(
         data=_encode_jpeg(thumbnail, settings.quality),
         width=thumbnail.width,
@@ -128,15 +113,16 @@ def _webp_scaled_size(width: int, height: int, max_width: int, max_height: int) 
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def _orientation_transpose(image: Image.Image) -> Image.Transpose | None:
+def _stored_orientation(image: Image.Image) -> int:
+    """The EXIF orientation the decoded pixels are still in (1: as displayed)."""
     # Pillow's TIFF plugin (and pillow-heif) orient while decoding and report the oriented size.
     if image.format == "TIFF":
-        return None
-    return _TRANSPOSE_FOR_ORIENTATION.get(exif_orientation(image))
+        return 1
+    return exif_orientation(image)
 
 
-def _turned(size: tuple[int, int], transpose: Image.Transpose | None) -> tuple[int, int]:
-    return (size[1], size[0]) if transpose in _SWAPS_AXES else size
+def _turned(size: tuple[int, int], orientation: int) -> tuple[int, int]:
+    return (size[1], size[0]) if orientation in TRANSPOSING_ORIENTATIONS else size
 
 
 def _decode_resized(image: Image.Image, box: tuple[int, int]) -> Image.Image:
