@@ -44,7 +44,7 @@ from functions.status.auth import (
 )
 from functions.status.cors import CorsPolicy, add_cors
 from functions.status.metrics import StageHealthCollector
-from functions.status.poll import STATUS_PATH, FastPoll, status_answer
+from functions.status.poll import POLL_ERROR, STATUS_PATH, FastPoll, status_answer
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
 DEAD_LETTER_PATH = "/v1/dead-letter"
@@ -97,6 +97,8 @@ def create_app(
 
     @app.get(STATUS_PATH)
     def own_status() -> Response:
+        if POLL_ERROR in request.environ:
+            raise request.environ[POLL_ERROR]  # the fast path's poll failed: answer its error
         return status_response(auth.user(request).user_id)
 
     @app.get("/v1/users/<user_id>/status")

@@ -3,9 +3,11 @@
 Every user's browser polls this route every few seconds, so it is by far the busiest one.
 Flask's request and response machinery costs about as much CPU as the poll's own work (the
 token, one Redis round trip, the JSON and its ETag), so `FastPoll` answers a poll with a valid
-token straight from the WSGI environ. Everything else, every error included, goes on to the
-Flask app, whose route for the same path answers with the same `status_answer`; CORS headers
-and request metrics come from the same objects on both paths.
+token straight from the WSGI environ. Everything else goes on to the Flask app, whose route
+for the same path answers with the same `status_answer`; CORS headers and request metrics come
+from the same objects on both paths. A poll that fails on the fast path goes on to Flask with
+its error in the environ (`POLL_ERROR`), and the route answers that error as any route
+answers errors, without checking the token or reading Redis a second time.
 """
 
 from __future__ import annotations
@@ -20,14 +22,14 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from werkzeug.http import HTTP_STATUS_CODES, parse_etags
 
-from functions.common.errors import TransientError
 from functions.common.metrics import RequestMetrics
 from functions.common.status_model import UserStatus
 from functions.common.status_store import StatusStore
-from functions.status.auth import TokenVerifier, Unauthorized, bearer_token
+from functions.status.auth import TokenVerifier, bearer_token
 from functions.status.cors import CorsPolicy
 
 STATUS_PATH = "/v1/status"
+POLL_ERROR = "status.poll_error"
 
 MESSAGES = {
     "processing": "Processing your photos",
@@ -117,12 +119,12 @@ class FastPoll:
         started = time.perf_counter()
         try:
             principal = self._tokens.verify(bearer_token(environ.get("HTTP_AUTHORIZATION", "")))
-            status = self._store.user_status(principal.user_id)
-        except (Unauthorized, TransientError):
-            # Flask's route meets the same error (it reads Redis once more) and answers it
-            # as every other route does.
+            answer = status_answer(
+                self._store.user_status(principal.user_id), environ.get("HTTP_IF_NONE_MATCH")
+            )
+        except Exception as exc:  # any error: Flask answers it, as it does on every route
+            environ[POLL_ERROR] = exc
             return self.fallback(environ, start_response)
-        answer = status_answer(status, environ.get("HTTP_IF_NONE_MATCH"))
         headers = [
             *answer.headers,
             *self._cors.headers(environ.get("HTTP_ORIGIN"), STATUS_PATH, "GET"),
