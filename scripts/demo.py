@@ -169,6 +169,8 @@ def watch(stack: LocalStack, uploads: list[Upload], timeout_s: float) -> dict[st
         try:
             statuses = {u.user_id: fetch_status(stack, u.user_id) for u in uploads}
         except requests.RequestException as exc:  # a passing fault; the front end polls on too
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no status answer before the deadline: {exc}") from exc
             print(f"status poll failed, retrying: {exc}", flush=True)
             time.sleep(1)
             continue

@@ -5,6 +5,7 @@ import argparse
 import re
 
 import pytest
+import requests
 
 from scripts import demo
 from tests.stack_fixtures import run_script
@@ -82,3 +83,15 @@ def test_latency_leaves_out_other_photos_calls_and_photos_never_delivered():
     assert demo.per_photo_latency(uploads, calls) == (
         "per photo, webhook to database Lambda: thumbnails p50 0.25 s, p95 0.25 s, max 0.25 s"
     )
+
+
+def test_watching_gives_up_at_the_deadline_while_the_status_function_does_not_answer(
+    monkeypatch,
+):
+    def unreachable(stack, user_id):
+        raise requests.ConnectionError("connection refused")
+
+    monkeypatch.setattr(demo, "fetch_status", unreachable)
+    monkeypatch.setattr(demo.time, "sleep", lambda seconds: None)
+    with pytest.raises(TimeoutError, match="connection refused"):
+        demo.watch(stack=None, uploads=[upload_of(("ann/a.jpg", 100.0))], timeout_s=0.05)
