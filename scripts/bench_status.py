@@ -32,7 +32,7 @@ import requests
 
 from functions.common.status_store import Stage, StatusStore
 from scripts.processes import usage_with_children
-from scripts.stack import GUNICORN_CONF, ROOT, free_port, mint_token
+from scripts.stack import Processes, mint_token
 
 USER = "bench-user"
 JWT_SECRET = "bench-status-" + "0123456789abcdef" * 2
@@ -98,53 +98,14 @@ def seed(redis_url: str) -> None:
         store.record(USER, f"{USER}/IMG_{index:04d}.jpg", Stage.EMBEDDING, faces=1, at=now - 10)
 
 
-def start_redis(workdir: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
-        stdout=(workdir / "redis.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    for _ in range(100):
-        try:
-            client.ping()
-            return process, url
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    raise RuntimeError("redis-server did not start")
-
-
-def start_status(workdir: Path, redis_url: str, args: argparse.Namespace) -> tuple:
-    port = free_port()
+def start_status(processes: Processes, redis_url: str, args: argparse.Namespace) -> str:
     env = {
-        "PATH": "/usr/bin:/bin",
-        "PYTHONPATH": str(ROOT),
-        "PORT": str(port),
         "REDIS_URL": redis_url,
         "JWT_SECRET": JWT_SECRET,
         "WEB_CONCURRENCY": str(args.workers),
         "GUNICORN_THREADS": str(args.gunicorn_threads),
-        "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics"),
     }
-    (workdir / "metrics").mkdir()
-    command = [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF)]
-    process = subprocess.Popen(
-        [*command, "functions.status.app:create_app()"],
-        cwd=ROOT,
-        env=env,
-        stdout=(workdir / "status.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return process, url
-        except requests.RequestException:
-            time.sleep(0.1)
-    raise RuntimeError(f"status function did not start; see {workdir / 'status.log'}")
+    return processes.gunicorn("status", "functions.status.app:create_app()", env)
 
 
 def process_tree_cpu_s(root_pids: list[int]) -> float:
@@ -255,23 +216,17 @@ def main() -> int:
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (scripts/install-system-deps.sh --wrk)")
     workdir = Path(tempfile.mkdtemp(prefix="bench-status-"))
-    redis_process, redis_url = start_redis(workdir)
-    status_process = None
-    try:
+    with Processes(workdir) as processes:
+        redis_url = processes.redis()
         seed(redis_url)
-        status_process, url = start_status(workdir, redis_url, args)
+        url = start_status(processes, redis_url, args)
         print(
             f"status function: gunicorn {args.workers} workers x {args.gunicorn_threads} threads;"
             f" wrk {args.connections} connections, {args.threads} threads;"
             f" medians of {args.repeat} runs of {args.duration} s; load average"
             f" {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
         )
-        results = measure(url, args, [status_process.pid, redis_process.pid])
-    finally:
-        for process in (status_process, redis_process):
-            if process is not None:
-                process.terminate()
-                process.wait(timeout=20)
+        results = measure(url, args, list(processes.pids().values()))
     report(results)
     return 1 if any(result.errors for result in results.values()) else 0
 

@@ -76,13 +76,128 @@ class _Process:
     log_path: Path
 
 
+class Processes:
+    """Local servers, each in its own session and logging to `<workdir>/<name>.log`, started
+    on free ports once they answer and stopped together (`with Processes(workdir) as ...`)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self._started: list[_Process] = []
+
+    def __enter__(self) -> Processes:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def pids(self) -> dict[str, int]:
+        """Each running server's process id, by name (a gunicorn master's, for a function)."""
+        return {p.name: p.popen.pid for p in self._started if p.popen.poll() is None}
+
+    def redis(self) -> str:
+        """A redis-server without persistence; its URL once it answers PING."""
+        port = str(free_port())
+        command = ["redis-server", "--port", port, "--bind", "127.0.0.1", "--save", ""]
+        process = self._spawn("redis", [*command, "--appendonly", "no"], {})
+        url = f"redis://127.0.0.1:{port}/0"
+        # Before the next free port is looked up: until redis-server binds its port, the
+        # kernel may hand the same one out again.
+        client = redis.Redis.from_url(url)
+        self._wait_answering(process, client.ping)
+        return url
+
+    def gunicorn(self, name: str, app: str, env: dict[str, str], ready_timeout: float = 30) -> str:
+        """`app` under gunicorn as deployed (functions/common/gunicorn_conf.py), its metrics
+        under `<workdir>/metrics/<name>`; its URL once `/healthz` answers."""
+        metrics_dir = self.workdir / "metrics" / name
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), app]
+        env = {"PORT": "{port}", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), **env}
+        return self.http(name, command, "/healthz", env, ready_timeout)
+
+    def http(
+        self,
+        name: str,
+        command: list[str],
+        health_path: str,
+        env: dict[str, str] | None = None,
+        ready_timeout: float = 30,
+    ) -> str:
+        """An HTTP server on a free port (`{port}` in its command and env); its URL once
+        `health_path` answers."""
+        port = str(free_port())
+        command = [part.replace("{port}", port) for part in command]
+        env = {key: value.replace("{port}", port) for key, value in (env or {}).items()}
+        process = self._spawn(name, command, env)
+        url = f"http://127.0.0.1:{port}"
+        self._wait_answering(
+            process,
+            lambda: requests.get(url + health_path, timeout=1).status_code < 500,
+            ready_timeout,
+        )
+        return url
+
+    def stop(self) -> None:
+        for process in reversed(self._started):
+            if process.popen.poll() is None:
+                os.killpg(process.popen.pid, signal.SIGTERM)
+        for process in reversed(self._started):
+            try:
+                process.popen.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.popen.pid, signal.SIGKILL)
+                process.popen.wait()
+        self._started.clear()
+
+    def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> _Process:
+        if shutil.which(command[0]) is None:
+            raise RuntimeError(
+                f"{command[0]} is not installed (run scripts/install-system-deps.sh)"
+            )
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log_path = self.workdir / f"{name}.log"
+        full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+        log_file = log_path.open("ab")
+        popen = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=full_env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log_file.close()
+        process = _Process(name, popen, log_path)
+        self._started.append(process)
+        return process
+
+    def _wait_answering(
+        self, process: _Process, answers: Callable[[], bool], timeout_s: float = 30
+    ) -> None:
+        """Until `answers()` is true; a connection refused or timing out means not yet."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if process.popen.poll() is not None:
+                raise RuntimeError(f"{process.name} exited at start-up:\n{_tail(process.log_path)}")
+            try:
+                if answers():
+                    return
+            except (requests.RequestException, redis.ConnectionError):
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(
+            f"{process.name} not healthy after {timeout_s} s:\n{_tail(process.log_path)}"
+        )
+
+
 class LocalStack:
     """Start with `with LocalStack(config) as stack:`; `stack.urls` names every endpoint."""
 
     def __init__(self, config: StackConfig) -> None:
         self.config = config
         self.urls: dict[str, str] = {}
-        self._processes: list[_Process] = []
+        self._processes = Processes(config.workdir)
         self._s3: Any = None
 
     def __enter__(self) -> LocalStack:
@@ -141,44 +256,24 @@ class LocalStack:
 
     def pids(self) -> dict[str, int]:
         """Each running part's process id, by name (a gunicorn master's, for a function)."""
-        return {p.name: p.popen.pid for p in self._processes if p.popen.poll() is None}
+        return self._processes.pids()
 
     def user_token(self, user_id: str, role: str | None = None) -> str:
         """A bearer token for the status API, as the app's backend issues them."""
         return mint_token(self.config.jwt_secret, user_id, role)
 
     def start(self) -> None:
-        self.config.workdir.mkdir(parents=True, exist_ok=True)
         if self.config.tracing:
-            self.urls["otlp"] = self._spawn_http(
+            self.urls["otlp"] = self._processes.http(
                 "otlp",
                 [sys.executable, "-m", "scripts.otlp_receiver", "--port", "{port}"],
                 "/healthz",
             )
-        redis_port = free_port()
-        redis_process = self._spawn(
-            "redis",
-            [
-                "redis-server",
-                "--port",
-                str(redis_port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            {},
-        )
-        self.urls["redis"] = f"redis://127.0.0.1:{redis_port}/0"
-        # Before the next free port is looked up: until redis-server binds its port, the
-        # kernel may hand the same one out again.
-        self._wait_answering(redis_process, lambda: redis.Redis.from_url(self.urls["redis"]).ping())
-        self.urls["s3"] = self._spawn_http(
+        self.urls["redis"] = self._processes.redis()
+        self.urls["s3"] = self._processes.http(
             "s3", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "{port}"], "/"
         )
-        self.urls["lambda"] = self._spawn_http(
+        self.urls["lambda"] = self._processes.http(
             "lambda",
             [
                 sys.executable,
@@ -222,7 +317,7 @@ class LocalStack:
                 "WEB_CONCURRENCY": "1",
             },
         )
-        self.urls["broker"] = self._spawn_http(
+        self.urls["broker"] = self._processes.http(
             "broker",
             [
                 sys.executable,
@@ -246,16 +341,7 @@ class LocalStack:
         )
 
     def stop(self) -> None:
-        for process in reversed(self._processes):
-            if process.popen.poll() is None:
-                os.killpg(process.popen.pid, signal.SIGTERM)
-        for process in reversed(self._processes):
-            try:
-                process.popen.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.popen.pid, signal.SIGKILL)
-                process.popen.wait()
-        self._processes.clear()
+        self._processes.stop()
         self._s3 = None
 
     def wait_until_quiet(self, timeout_s: float = 60.0) -> None:
@@ -271,24 +357,8 @@ class LocalStack:
     def _spawn_function(
         self, name: str, module: str, env: dict[str, str] | None = None, ready_timeout: float = 30
     ) -> str:
-        command = [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            str(GUNICORN_CONF),
-            f"{module}:create_app()",
-        ]
-        metrics_dir = self.config.workdir / "metrics" / name
-        metrics_dir.mkdir(parents=True, exist_ok=True)
-        env = {
-            **self.env,
-            **self._tracing_env(name),
-            "PORT": "{port}",
-            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-            **(env or {}),
-        }
-        return self._spawn_http(name, command, "/healthz", env, ready_timeout)
+        env = {**self.env, **self._tracing_env(name), **(env or {})}
+        return self._processes.gunicorn(name, f"{module}:create_app()", env, ready_timeout)
 
     def _tracing_env(self, service: str) -> dict[str, str]:
         """OTLP export as `service`, flushed every 100 ms; none (tracing off) by default."""
@@ -299,67 +369,6 @@ class LocalStack:
             "OTEL_SERVICE_NAME": service,
             "OTEL_BSP_SCHEDULE_DELAY": "100",
         }
-
-    def _spawn_http(
-        self,
-        name: str,
-        command: list[str],
-        health_path: str,
-        env: dict[str, str] | None = None,
-        ready_timeout: float = 30,
-    ) -> str:
-        port = str(free_port())
-        command = [part.replace("{port}", port) for part in command]
-        env = {key: value.replace("{port}", port) for key, value in (env or {}).items()}
-        process = self._spawn(name, command, env)
-        url = f"http://127.0.0.1:{port}"
-        self._wait_healthy(process, url + health_path, ready_timeout)
-        return url
-
-    def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> _Process:
-        if shutil.which(command[0]) is None:
-            raise RuntimeError(
-                f"{command[0]} is not installed (run scripts/install-system-deps.sh)"
-            )
-        log_path = self.config.workdir / f"{name}.log"
-        full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
-        log_file = log_path.open("ab")
-        popen = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=full_env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        log_file.close()
-        process = _Process(name, popen, log_path)
-        self._processes.append(process)
-        return process
-
-    def _wait_healthy(self, process: _Process, url: str, timeout_s: float) -> None:
-        self._wait_answering(
-            process, lambda: requests.get(url, timeout=1).status_code < 500, timeout_s
-        )
-
-    def _wait_answering(
-        self, process: _Process, answers: Callable[[], bool], timeout_s: float = 30
-    ) -> None:
-        """Until `answers()` is true; a connection refused or timing out means not yet."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if process.popen.poll() is not None:
-                raise RuntimeError(f"{process.name} exited at start-up:\n{_tail(process.log_path)}")
-            try:
-                if answers():
-                    return
-            except (requests.RequestException, redis.ConnectionError):
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(
-            f"{process.name} not healthy after {timeout_s} s:\n{_tail(process.log_path)}"
-        )
 
 
 def _tail(path: Path, lines: int = 30) -> str:

@@ -3,10 +3,8 @@ TEST model pack."""
 
 from __future__ import annotations
 
-import shutil
 import socket
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,13 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from flask import Flask, request
 from werkzeug.serving import make_server
 
 from functions.common.events import parse_event
 from scripts.make_test_model_pack import build_pack
-from scripts.stack import free_port
+from scripts.stack import Processes
 from tests.stack_fixtures import stack  # noqa: F401 - the session-wide local stack
 
 
@@ -32,35 +29,10 @@ def test_model_pack(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def redis_server() -> Iterator[str]:
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """URL of a throwaway redis-server on a free port, shared by the whole session."""
-    if shutil.which("redis-server") is None:
-        pytest.fail("redis-server is not installed (run scripts/install-system-deps.sh)")
-    port = free_port()
-    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1"]
-    process = subprocess.Popen(
-        [*command, "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        _wait_for_ping(url, process)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
-def _wait_for_ping(url: str, process: subprocess.Popen, timeout_s: float = 10) -> None:
-    client = redis.Redis.from_url(url, socket_timeout=0.5)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            client.ping()
-            return
-        except redis.ConnectionError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+    with Processes(tmp_path_factory.mktemp("redis")) as processes:
+        yield processes.redis()
 
 
 @pytest.fixture
