@@ -4,6 +4,8 @@ Triggers' dead-letter sink."""
 # The fixtures imported from tests.status_fixtures are parameters of the tests below.
 # ruff: noqa: F811
 
+import time
+
 import pytest
 import redis
 from cloudevents.v1.http import CloudEvent
@@ -216,6 +218,18 @@ def test_a_poll_that_failed_on_the_fast_path_is_not_tried_again(app, store, monk
     monkeypatch.setattr(store, "user_status", unavailable)
     assert own_status(app.test_client()).status_code == 503
     assert reads == ["ann"]
+
+
+def test_a_failed_polls_duration_includes_the_time_spent_on_the_fast_path(app, store, monkeypatch):
+    def slow_outage(user_id):
+        time.sleep(0.2)
+        raise TransientError("status store unavailable")
+
+    monkeypatch.setattr(store, "user_status", slow_outage)
+    labels = {"app": "functions.status.app", "route": "/v1/status"}
+    before = REGISTRY.get_sample_value("http_request_duration_seconds_sum", labels) or 0
+    assert own_status(app.test_client()).status_code == 503
+    assert REGISTRY.get_sample_value("http_request_duration_seconds_sum", labels) - before >= 0.2
 
 
 def test_an_unexpected_error_in_a_fast_poll_is_answered_and_counted_by_flask(

@@ -25,6 +25,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# WSGI environ key: when a request's handling began, set by middleware that ran first.
+REQUEST_STARTED = "metrics.request_started"
 
 # Seconds; includes each stage's default threshold (0.3 s thumbnail, 0.5 s embed) as a bound.
 _DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0)
@@ -110,7 +112,7 @@ def instrument(app: Flask, collectors: Iterable[Collector] = ()) -> RequestMetri
 
     @app.before_request
     def start_timer() -> None:
-        g.request_started = time.perf_counter()
+        g.request_started = request.environ.get(REQUEST_STARTED) or time.perf_counter()
 
     @app.after_request
     def count_request(response: Response) -> Response:

@@ -22,7 +22,7 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from werkzeug.http import HTTP_STATUS_CODES, parse_etags
 
-from functions.common.metrics import RequestMetrics
+from functions.common.metrics import REQUEST_STARTED, RequestMetrics
 from functions.common.status_model import UserStatus
 from functions.common.status_store import StatusStore
 from functions.status.auth import TokenVerifier, bearer_token
@@ -124,6 +124,7 @@ class FastPoll:
             )
         except Exception as exc:  # any error: Flask answers it, as it does on every route
             environ[POLL_ERROR] = exc
+            environ[REQUEST_STARTED] = started
             return self.fallback(environ, start_response)
         headers = [
             *answer.headers,
