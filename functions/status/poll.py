@@ -23,7 +23,7 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 from werkzeug.http import HTTP_STATUS_CODES, parse_etags
 
 from functions.common.metrics import REQUEST_STARTED, RequestMetrics
-from functions.common.status_model import UserStatus
+from functions.common.status_model import RunStatus, UserStatus
 from functions.common.status_store import StatusStore
 from functions.status.auth import TokenVerifier, bearer_token
 from functions.status.cors import CorsPolicy
@@ -56,29 +56,26 @@ def status_body(status: UserStatus) -> dict[str, Any]:
         "run": {
             "started_at": run.started_at,
             "expected": run.photos,
-            "uploaded": run.uploaded,
-            "thumbnails_done": run.thumbnails_done,
-            "thumbnails_failed": run.thumbnails_failed,
-            "thumbnails_pending": run.thumbnails_pending,
-            "embeddings_done": run.embeddings_done,
-            "embeddings_failed": run.embeddings_failed,
-            "embeddings_pending": run.embeddings_pending,
-            "faces": run.faces,
+            **_counts(run),
             "progress": round(run.progress, 4),
             "eta_s": run.eta_s,
         },
-        "counts": {
-            "uploaded": status.uploaded,
-            "thumbnails_done": status.thumbnails_done,
-            "thumbnails_failed": status.thumbnails_failed,
-            "thumbnails_pending": status.thumbnails_pending,
-            "embeddings_done": status.embeddings_done,
-            "embeddings_failed": status.embeddings_failed,
-            "embeddings_pending": status.embeddings_pending,
-            "faces": status.faces,
-        },
+        "counts": _counts(status),
         "timestamps": status.timestamps,
         "failures": status.failures,
+    }
+
+
+def _counts(counted: RunStatus | UserStatus) -> dict[str, int]:
+    return {
+        "uploaded": counted.uploaded,
+        "thumbnails_done": counted.thumbnails_done,
+        "thumbnails_failed": counted.thumbnails_failed,
+        "thumbnails_pending": counted.thumbnails_pending,
+        "embeddings_done": counted.embeddings_done,
+        "embeddings_failed": counted.embeddings_failed,
+        "embeddings_pending": counted.embeddings_pending,
+        "faces": counted.faces,
     }
 
 
