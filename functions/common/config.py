@@ -184,8 +184,13 @@ class AuthSettings:
         )
 
 
-STAGES = ("thumbnail", "embed")
-THRESHOLD_KEYS = ("p95_ms", "backlog_age_s")
+# The mission's acceptable delay per pipeline stage: the admin's thresholds until set.
+DEFAULT_THRESHOLDS = {
+    "thumbnail": {"p95_ms": 300.0, "backlog_age_s": 60.0},
+    "embed": {"p95_ms": 500.0, "backlog_age_s": 120.0},
+}
+STAGES = tuple(DEFAULT_THRESHOLDS)
+THRESHOLD_KEYS = tuple(DEFAULT_THRESHOLDS["thumbnail"])
 
 
 @dataclass(frozen=True)
@@ -197,10 +202,7 @@ class AdminSettings:
     cookie_secure: bool = True
     # Defaults until an admin sets thresholds through the API (they persist in Redis).
     default_thresholds: dict[str, dict[str, float]] = field(
-        default_factory=lambda: {
-            "thumbnail": {"p95_ms": 300.0, "backlog_age_s": 60.0},
-            "embed": {"p95_ms": 500.0, "backlog_age_s": 120.0},
-        }
+        default_factory=lambda: {stage: dict(keys) for stage, keys in DEFAULT_THRESHOLDS.items()}
     )
     # Users listed in the overview (most recently active first), and how long an idle user
     # stays in the active index.
