@@ -37,7 +37,7 @@ from PIL import Image
 
 from functions.common.config import EmbedSettings
 from functions.embed.decode import DecodedPhoto, decode_photo
-from functions.embed.models import FaceAnalyzer, load_task_model
+from functions.embed.models import FaceAnalyzer, load_task_models
 from scripts.bench_thumbnail import psnr
 from scripts.check_parity import cosine
 from scripts.make_test_model_pack import build_pack, draw_face
@@ -111,9 +111,8 @@ def measure(test_pack: Path) -> None:
     analyzer = FaceAnalyzer(markers)
     analyzer.load()
     proxy_pack = cached_pack(ROOT / "var" / "bench-models")
-    recognizer = load_task_model(
-        replace(markers, model_root=proxy_pack.parent, model_pack=PACK_NAME), "recognition"
-    )
+    proxy = replace(markers, model_root=proxy_pack.parent, model_pack=PACK_NAME)
+    recognizer = load_task_models(proxy, ["recognition"])["recognition"]
     recognizer.prepare(ctx_id=0)
     full_settings = replace(markers, decode_shrink=False)
 

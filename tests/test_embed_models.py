@@ -18,7 +18,7 @@ from functions.embed.models import (
     FaceAnalyzer,
     FaceRecognizer,
     ModelPackError,
-    load_task_model,
+    load_task_models,
 )
 from scripts.make_test_model_pack import DETECTOR_FILE, RECOGNIZER_FILE, draw_face
 from scripts.sample_photos import face_layout, sample_photo
@@ -77,7 +77,7 @@ def test_pack_files_route_through_insightface_model_zoo(test_model_pack):
 
 
 def test_models_run_with_the_function_session_options(settings):
-    detector = load_task_model(settings, "detection")
+    detector = load_task_models(settings, ["detection"])["detection"]
 
     options = detector.session.get_session_options()
     assert options.intra_op_num_threads == settings.intra_op_threads

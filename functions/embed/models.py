@@ -55,35 +55,29 @@ class Face:
         )
 
 
-def find_model_files(settings: EmbedSettings, tasknames: list[str]) -> dict[str, Path]:
-    """For each task, the pack's first file, in name order, that insightface routes to it: the
-    file FaceAnalysis picks for that task. Each file is probed once, and no further than the
-    last task needs."""
-    model_dir = settings.model_dir
-    if not model_dir.is_dir():
-        raise ModelPackError(f"model pack {model_dir} does not exist")
-    found: dict[str, Path] = {}
-    for path in sorted(model_dir.glob("*.onnx")):
-        if set(tasknames) <= found.keys():
-            break
-        model = _route(path, [runtime.CPU], runtime.probe_options())
-        if model is not None and model.taskname in tasknames:
-            found.setdefault(model.taskname, path)
-    for taskname in tasknames:
-        if taskname not in found:
-            raise ModelPackError(f"model pack {model_dir} has no {taskname} model")
-    return found
-
-
-def load_task_model(settings: EmbedSettings, taskname: str, path: Path | None = None) -> Any:
-    """insightface's model object for `taskname` (from `path`, else the pack's file for it), on
-    a session with the function's options.
+def load_task_models(settings: EmbedSettings, tasknames: list[str]) -> dict[str, Any]:
+    """insightface's model object for each task, on a session with the function's options,
+    from the pack's first file, in name order, that insightface routes to that task: the file
+    FaceAnalysis picks. Each file is opened once, and no further than the last task needs.
 
     `model_zoo.get_model` would drop our session options, so this calls its ModelRouter, which
     passes them on to onnxruntime.
     """
-    path = path or find_model_files(settings, [taskname])[taskname]
-    return _route(path, runtime.providers(settings), runtime.session_options(settings))
+    model_dir = settings.model_dir
+    if not model_dir.is_dir():
+        raise ModelPackError(f"model pack {model_dir} does not exist")
+    providers, options = runtime.providers(settings), runtime.session_options(settings)
+    found: dict[str, Any] = {}
+    for path in sorted(model_dir.glob("*.onnx")):
+        if set(tasknames) <= found.keys():
+            break
+        model = _route(path, providers, options)
+        if model is not None and model.taskname in tasknames:
+            found.setdefault(model.taskname, model)
+    for taskname in tasknames:
+        if taskname not in found:
+            raise ModelPackError(f"model pack {model_dir} has no {taskname} model")
+    return found
 
 
 def _route(path: Path, providers: list[str], options: Any) -> Any:
@@ -102,9 +96,10 @@ class InferenceModel(ABC):
         self.settings = settings
         self._model: Any = None
 
-    def load(self, path: Path | None = None) -> None:
-        """Load the model from `path`, else from the pack's file for this task."""
-        model = load_task_model(self.settings, self.taskname, path)
+    def load(self, model: Any = None) -> None:
+        """Prepare `model` (this task's, from load_task_models), else load it from the pack."""
+        if model is None:
+            model = load_task_models(self.settings, [self.taskname])[self.taskname]
         self._prepare(model)
         self._model = model
 
@@ -201,9 +196,9 @@ class FaceAnalyzer:
     def load(self) -> None:
         """Load every model, then run each once, so the first request is not the slow one."""
         models = [self.detector, self.recognizer, *self.attribute_models]
-        files = find_model_files(self.detector.settings, [model.taskname for model in models])
+        loaded = load_task_models(self.detector.settings, [model.taskname for model in models])
         for model in models:
-            model.load(files[model.taskname])
+            model.load(loaded[model.taskname])
         self._warm_up()
 
     def _warm_up(self) -> None:

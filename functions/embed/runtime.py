@@ -27,17 +27,6 @@ def session_options(settings: EmbedSettings) -> ort.SessionOptions:
     return options
 
 
-def probe_options() -> ort.SessionOptions:
-    """Options of the short-lived sessions that only read a pack file's inputs and outputs to
-    learn its task: no graph optimisation, one thread."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
-    return options
-
-
 def providers(settings: EmbedSettings) -> list[str]:
     """The configured execution providers that this onnxruntime build has, in order.
 
