@@ -121,7 +121,7 @@ def main() -> None:
         print(f"downloads from the local S3 server: {len(photos)} photos x {args.repeat} ...")
         downloads = time_downloads(photos, scratch, args.repeat)
         settings = pack_settings(pack)
-        analyzer = _quietly(lambda: _loaded(settings))
+        analyzer = _loaded(settings)
         print(f"in-function: {len(photos)} photos x {args.repeat}, then x {args.repeat} ...")
         results = [
             measure(analyzer, settings, photo, downloads[photo.faces], args.repeat)
@@ -254,7 +254,7 @@ def compare_with_stock(
 def _detect_ms(pack: Path, photo: Photo, repeat: int) -> list[float]:
     """The detector of `pack` alone on the photo, with the function's settings."""
     settings = pack_settings(pack)
-    analyzer = _quietly(lambda: _loaded(settings))
+    analyzer = _loaded(settings)
     image = decode_photo(photo.data, settings).image
     return [_ms(lambda: analyzer.detector.predict(image)) for _ in range(repeat)]
 
@@ -266,7 +266,7 @@ def _loaded(settings: EmbedSettings) -> FaceAnalyzer:
 
 
 def _quietly(build: Callable[[], T]) -> T:
-    """insightface prints a line per model it loads."""
+    """insightface prints a line per model its own FaceAnalysis loads."""
     with contextlib.redirect_stdout(io.StringIO()):
         return build()
 

@@ -76,6 +76,13 @@ def test_pack_files_route_through_insightface_model_zoo(test_model_pack):
     assert (recognizer.input_mean, recognizer.input_std) == (127.5, 127.5)
 
 
+def test_loading_logs_the_providers_insightface_would_print(settings, capsys, caplog):
+    with caplog.at_level("INFO", logger="functions.embed.models"):
+        FaceRecognizer(settings).load()
+    assert capsys.readouterr().out == ""
+    assert "Applied providers" in caplog.text
+
+
 def test_models_run_with_the_function_session_options(settings):
     detector = load_task_models(settings, ["detection"])["detection"]
 

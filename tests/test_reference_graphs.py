@@ -39,8 +39,7 @@ def settings(pack):
 @pytest.fixture(scope="module")
 def analyzer(settings):
     analyzer = FaceAnalyzer(settings)
-    with contextlib.redirect_stdout(io.StringIO()):
-        analyzer.load()
+    analyzer.load()
     return analyzer
 
 

@@ -4,6 +4,9 @@ model classes exactly as its FaceAnalysis runs them, but loaded from a local pac
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
@@ -20,6 +23,7 @@ from functions.common.telemetry import tracer
 from functions.embed import runtime
 from functions.embed.decode import DecodedPhoto
 
+log = logging.getLogger(__name__)
 _tracer = tracer(__name__)
 
 # What FaceAnalysis.get puts on a face itself; a module's `get` adds the rest.
@@ -81,10 +85,16 @@ def load_task_models(settings: EmbedSettings, tasknames: list[str]) -> dict[str,
 
 
 def _route(path: Path, providers: list[str], options: Any) -> Any:
+    printed = io.StringIO()
     try:
-        return ModelRouter(str(path)).get_model(providers=providers, sess_options=options)
+        # insightface prints the providers each session got: to the log instead.
+        with contextlib.redirect_stdout(printed):
+            return ModelRouter(str(path)).get_model(providers=providers, sess_options=options)
     except Exception as exc:  # onnxruntime raises its own types for a broken file
         raise ModelPackError(f"model file {path} cannot be loaded: {exc}") from exc
+    finally:
+        for line in printed.getvalue().splitlines():
+            log.info("%s: %s", path.name, line)
 
 
 class InferenceModel(ABC):
