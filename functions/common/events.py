@@ -67,6 +67,19 @@ def photo_data(photo: PhotoRef, **extra: Any) -> dict[str, Any]:
     return {**{k: v for k, v in asdict(photo).items() if v is not None}, **extra}
 
 
+def lambda_payload(event: str, photo: PhotoRef, **fields: Any) -> dict[str, Any]:
+    """An invocation of the database Lambda: which event, about which photo version, and the
+    stage's results."""
+    return {
+        "event": event,
+        "bucket": photo.bucket,
+        "key": photo.key,
+        "version_id": photo.version_id,
+        "user_id": photo.user_id,
+        **fields,
+    }
+
+
 def parse_event(headers: Any, body: bytes) -> CloudEvent:
     """Parse a binary- or structured-mode CloudEvent; raises ValueError when it is not one."""
     try:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from functions.common.config import EmbedSettings
-from functions.common.events import EMBEDDING_CREATED, PhotoRef
+from functions.common.events import EMBEDDING_CREATED, PhotoRef, lambda_payload
 from functions.embed.models import Face
 
 _EMBEDDING_DTYPE = np.dtype("<f4")
@@ -29,23 +29,20 @@ def embedding_payload(
 ) -> dict[str, Any]:
     """The `embedding.created` invocation of the database Lambda; `size` is the photo's
     displayed (width, height), the frame of every box and landmark."""
-    return {
-        "event": EMBEDDING_CREATED,
-        "bucket": photo.bucket,
-        "key": photo.key,
-        "version_id": photo.version_id,
-        "user_id": photo.user_id,
-        "model": {
+    return lambda_payload(
+        EMBEDDING_CREATED,
+        photo,
+        model={
             "pack": settings.model_pack,
             "det_size": settings.det_size,
             "det_thresh": settings.det_thresh,
             "nms_thresh": settings.nms_thresh,
             "embedding": embedding_format(settings),
         },
-        "image": {"width": size[0], "height": size[1]},
-        "faces": [face_to_payload(face, settings.normalize_embeddings) for face in faces],
-        "timings_ms": timings_ms,
-    }
+        image={"width": size[0], "height": size[1]},
+        faces=[face_to_payload(face, settings.normalize_embeddings) for face in faces],
+        timings_ms=timings_ms,
+    )
 
 
 def face_to_payload(face: Face, normalize: bool = False) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import posixpath
 
 from functions.common.config import ThumbnailSettings
-from functions.common.events import THUMBNAIL_CREATED, PhotoRef
+from functions.common.events import THUMBNAIL_CREATED, PhotoRef, lambda_payload
 from functions.common.lambda_client import DatabaseLambda
 from functions.common.stage_app import StageResult
 from functions.common.storage import ObjectStore
@@ -51,15 +51,12 @@ class ThumbnailService:
         }
         with timer.step("lambda"):
             self._database.invoke(
-                {
-                    "event": THUMBNAIL_CREATED,
-                    "bucket": photo.bucket,
-                    "key": photo.key,
-                    "version_id": photo.version_id,
-                    "user_id": photo.user_id,
-                    "content_type": thumbnail.source_content_type,
+                lambda_payload(
+                    THUMBNAIL_CREATED,
+                    photo,
+                    content_type=thumbnail.source_content_type,
                     **result,
-                    "timings_ms": timer.ms,
-                }
+                    timings_ms=timer.ms,
+                )
             )
         return StageResult(data={**result, "timings_ms": timer.ms})
