@@ -50,6 +50,7 @@ from PIL import Image
 
 from functions.common.config import EmbedSettings
 from functions.common.storage import ObjectStore
+from functions.embed import runtime
 from functions.embed.decode import decode_photo
 from functions.embed.models import FaceAnalyzer
 from scripts import make_test_model_pack
@@ -62,7 +63,6 @@ PHOTO_SIZE = (4032, 3024)
 FACE_COUNTS = (1, 5, 20)
 MARKER_SIDE = min(PHOTO_SIZE) // 12
 CONCURRENCY = 2
-CPU = "CPUExecutionProvider"
 T = TypeVar("T")
 
 
@@ -235,7 +235,7 @@ def compare_with_stock(
             name=PACK_NAME,
             root=str(pack.parent.parent),
             allowed_modules=["detection", "recognition"],
-            providers=[CPU],
+            providers=[runtime.CPU],
         )
         app.prepare(ctx_id=0, det_size=(640, 640))
         return app

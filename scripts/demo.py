@@ -90,7 +90,7 @@ def upload_all(stack: LocalStack, upload: Upload) -> None:
         requests.post(
             f"{stack.urls['status']}/v1/uploads",
             json={"expected": len(upload.photos)},
-            headers={"Authorization": f"Bearer {stack.user_token(upload.user_id)}"},
+            headers=stack.auth_headers(upload.user_id),
             timeout=5,
         ).raise_for_status()
     except requests.RequestException as exc:  # optional: the photos are counted regardless
@@ -119,7 +119,7 @@ def upload_photo(stack: LocalStack, s3: Any, upload: Upload, photo: Photo) -> No
 
 def fetch_status(stack: LocalStack, user_id: str) -> dict:
     """Poll as the user's front end does, with a token the app's backend would issue."""
-    headers = {"Authorization": f"Bearer {stack.user_token(user_id)}"}
+    headers = stack.auth_headers(user_id)
     response = requests.get(f"{stack.urls['status']}/v1/status", headers=headers, timeout=5)
     response.raise_for_status()
     return response.json()

@@ -27,8 +27,8 @@ from functions.common.config import EmbedSettings
 from functions.embed import runtime
 from scripts.make_test_model_pack import DETECTOR_FILE, RECOGNIZER_FILE
 from scripts.reference_graphs import CROP, cached_pack
+from scripts.stack import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 DETECTION_INPUT = (1, 3, 640, 640)
 RECOGNITION_INPUT = (1, 3, CROP, CROP)
 WARM_UP_RUNS = 3

@@ -43,8 +43,8 @@ from scripts.check_parity import cosine
 from scripts.make_test_model_pack import build_pack, draw_face
 from scripts.reference_graphs import PACK_NAME, cached_pack
 from scripts.sample_photos import sample_photo
+from scripts.stack import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 GROUP_PHOTO = Path(insightface.__file__).parent / "data" / "images" / "t1.jpg"
 SIZE = (4032, 3024)
 # (centre, face width) of each person in t1.jpg (1280×886), read off the photo.

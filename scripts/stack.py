@@ -46,11 +46,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def mint_token(secret: str, user_id: str, role: str | None = None, ttl_s: int = 3600) -> str:
+def mint_token(secret: str, user_id: str, ttl_s: int = 3600) -> str:
     """An HS256 bearer token for the status API, as the app's backend issues them."""
-    claims: dict[str, str | int] = {"sub": user_id, "exp": int(time.time()) + ttl_s}
-    if role is not None:
-        claims["role"] = role
+    claims = {"sub": user_id, "exp": int(time.time()) + ttl_s}
     return jwt.encode(claims, secret, algorithm=JWT_HMAC_ALGORITHM)
 
 
@@ -258,9 +256,9 @@ class LocalStack:
         """Each running part's process id, by name (a gunicorn master's, for a function)."""
         return self._processes.pids()
 
-    def user_token(self, user_id: str, role: str | None = None) -> str:
-        """A bearer token for the status API, as the app's backend issues them."""
-        return mint_token(self.config.jwt_secret, user_id, role)
+    def auth_headers(self, user_id: str) -> dict[str, str]:
+        """A user's `Authorization` header for the status API, as the app's backend issues it."""
+        return {"Authorization": f"Bearer {mint_token(self.config.jwt_secret, user_id)}"}
 
     def start(self) -> None:
         if self.config.tracing:

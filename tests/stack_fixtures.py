@@ -13,6 +13,7 @@ import requests
 
 from scripts import b2_sender
 from scripts.demo import ended
+from scripts.demo import fetch_status as status
 from scripts.make_test_model_pack import build_pack
 from scripts.stack import LocalStack, StackConfig
 
@@ -34,12 +35,6 @@ def upload(stack: LocalStack, key: str, data: bytes) -> dict:
 
 def deliver(stack: LocalStack, events: list[dict], secret: str | None = None) -> requests.Response:
     return b2_sender.deliver(stack.urls["receiver"], events, secret or stack.config.webhook_secret)
-
-
-def status(stack: LocalStack, user_id: str) -> dict:
-    """The user's status, polled with that user's own token as the front end does."""
-    headers = {"Authorization": f"Bearer {stack.user_token(user_id)}"}
-    return requests.get(f"{stack.urls['status']}/v1/status", headers=headers, timeout=5).json()
 
 
 def wait_until_idle(stack: LocalStack, user_id: str, photos: int, timeout_s: float = 90) -> dict:

@@ -20,6 +20,7 @@ from functions.embed.models import (
     ModelPackError,
     load_task_models,
 )
+from scripts.check_parity import cosine
 from scripts.make_test_model_pack import DETECTOR_FILE, RECOGNIZER_FILE, draw_face
 from scripts.sample_photos import face_layout, sample_photo
 from tests.embed_photos import scene
@@ -60,10 +61,6 @@ def photo_of(identity, center, size):
 def embedding_of(analyzer, image_bgr):
     (face,) = analyzer.analyze(image_bgr)
     return face.embedding
-
-
-def cosine(a, b):
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 def test_pack_files_route_through_insightface_model_zoo(test_model_pack):

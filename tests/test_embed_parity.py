@@ -16,6 +16,7 @@ from insightface.app import FaceAnalysis
 from functions.common.config import EmbedSettings
 from functions.embed.decode import decode_photo
 from functions.embed.models import FaceAnalyzer
+from scripts.check_parity import cosine
 from tests.embed_photos import encode, multi_picture, scene
 
 MIN_COSINE = 0.9999
@@ -61,10 +62,6 @@ def reference(pack, tmp_path_factory):
     )
     app.prepare(ctx_id=0, det_size=(640, 640))
     return app
-
-
-def cosine(a, b):
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 def by_box(faces, box=lambda face: tuple(face.box)):

@@ -9,6 +9,7 @@ from insightface.app import FaceAnalysis
 from insightface.model_zoo.model_zoo import ModelRouter
 
 from functions.common.config import EmbedSettings
+from functions.embed import runtime
 from functions.embed.decode import decode_photo
 from functions.embed.models import FaceAnalyzer
 from scripts import make_test_model_pack
@@ -22,7 +23,7 @@ from scripts.reference_graphs import (
 )
 from scripts.sample_photos import face_layout, sample_photo
 
-CPU = ["CPUExecutionProvider"]
+CPU = [runtime.CPU]
 SCRFD_OUTPUT_NAMES = [f"{kind}_{s}" for kind in ("score", "bbox", "kps") for s in (8, 16, 32)]
 
 
