@@ -114,7 +114,6 @@ def measure(test_pack: Path) -> None:
     proxy = replace(markers, model_root=proxy_pack.parent, model_pack=PACK_NAME)
     recognizer = load_task_models(proxy, ["recognition"])["recognition"]
     recognizer.prepare(ctx_id=0)
-    full_settings = replace(markers, decode_shrink=False)
 
     def embed(image: np.ndarray, kps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         crop = face_align.norm_crop(image, kps)
@@ -126,10 +125,10 @@ def measure(test_pack: Path) -> None:
     print("|---|---|---|---|---|---|")
     for label, people_scale in (("small faces ~80 px", 1.0), ("large faces ~255 px", 3.15)):
         data, landmarks = photo(people_scale)
-        full = decode_photo(data, full_settings)
+        full = decode_photo(data, markers)
         boxes = sorted(face.box for face in analyzer.analyze_photo(full))
         reference = [embed(full.image, kps) for kps in landmarks]
-        variants = [("re-encoded q95", reencoded(data), full_settings)]
+        variants = [("re-encoded q95", reencoded(data), markers)]
         variants += [
             (f"1/{r}", data, replace(markers, decode_shrink=True, decode_min_side=SIZE[0] // r))
             for r in (1, 2, 4)

@@ -68,11 +68,6 @@ def image_format(image: Image.Image) -> str:
     return "JPEG" if image.format == "MPO" else image.format
 
 
-def mime_type(image: Image.Image) -> str:
-    """The MIME type of the format the image is decoded as (an MPO's is `image/jpeg`)."""
-    return Image.MIME[image_format(image)]
-
-
 def exif_orientation(image: Image.Image) -> int:
     """The EXIF orientation tag, 1 when there is none; unreadable EXIF data is corrupt."""
     # A PNG's EXIF may follow its pixels, so reading it can decode the whole image.

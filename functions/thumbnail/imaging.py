@@ -25,7 +25,6 @@ from functions.common.images import (
     classify_decode_errors,
     exif_orientation,
     image_format,
-    mime_type,
     open_image,
 )
 
@@ -48,8 +47,11 @@ class Thumbnail:
     original_width: int
     original_height: int
     source_format: str
-    source_content_type: str
     content_type: str = "image/jpeg"
+
+    @property
+    def source_content_type(self) -> str:
+        return Image.MIME[self.source_format]
 
 
 def make_thumbnail(data: bytes, settings: ThumbnailSettings) -> Thumbnail:
@@ -57,7 +59,6 @@ def make_thumbnail(data: bytes, settings: ThumbnailSettings) -> Thumbnail:
     TransientError when memory ran out."""
     with open_image(data, settings.limits) as image:
         source_format = image_format(image)
-        source_content_type = mime_type(image)
         orientation = _stored_orientation(image)
         original_size = _turned(image.size, orientation)
         # sharp resizes before orienting, into the box turned the way the pixels are stored.
@@ -74,7 +75,6 @@ def make_thumbnail(data: bytes, settings: ThumbnailSettings) -> Thumbnail:
         original_width=original_size[0],
         original_height=original_size[1],
         source_format=source_format,
-        source_content_type=source_content_type,
     )
 
 
