@@ -171,3 +171,13 @@ def test_only_the_cluster_local_status_process_takes_dead_letters(stack):
     )
     assert sink.status_code == 200
     assert status(stack, "frank")["failures"][0]["reason"] == "delivery_failed"
+
+
+@pytest.mark.parametrize("stage", ["thumbnail", "embed"])
+def test_a_stage_refuses_an_event_whose_photo_fields_are_not_strings(stack, stage):
+    photo = PhotoRef("photos", "ann/a.jpg", None, "ann")
+    event = new_event(OBJECT_CREATED, "/test", photo, {**photo_data(photo), "key": 7})
+    headers, body = binary_http(event)
+    response = requests.post(stack.urls[stage], data=body, headers=headers, timeout=10)
+    assert response.status_code == 400
+    assert "'key'" in response.json()["error"]

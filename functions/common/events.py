@@ -36,7 +36,15 @@ class PhotoRef:
         return f"{self.key}@{self.version_id}" if self.version_id else self.key
 
     @classmethod
-    def from_data(cls, data: dict[str, Any]) -> PhotoRef:
+    def from_data(cls, data: Any) -> PhotoRef:
+        """The photo an event's data names; TypeError unless it names one with strings."""
+        if not isinstance(data, dict):
+            raise TypeError("the event's data is not a JSON object")
+        for name in ("bucket", "key", "user_id"):
+            if not isinstance(data.get(name), str) or not data[name]:
+                raise TypeError(f"the event's data needs a non-empty string {name!r}")
+        if not isinstance(data.get("version_id"), (str, type(None))):
+            raise TypeError("the event's version_id must be a string")
         return cls(
             bucket=data["bucket"],
             key=data["key"],

@@ -152,7 +152,7 @@ def _add_dead_letter_sink(app: Flask, store: StatusStore) -> None:
     def dead_letter() -> tuple[Response, int]:
         try:
             event = parse_event(request.headers, request.get_data())
-            photo = _dead_lettered_photo(event.data)
+            photo = PhotoRef.from_data(event.data)
             stages = _DEAD_LETTER_STAGES[event["type"]]
         except (ValueError, KeyError, TypeError) as exc:
             return jsonify(error=f"bad dead-lettered event: {exc}"), 400
@@ -179,18 +179,6 @@ def _whole_number(value: Any) -> int | None:
     if isinstance(value, float) and not value.is_integer():
         return None
     return int(value)
-
-
-def _dead_lettered_photo(data: Any) -> PhotoRef:
-    """The photo a dead-lettered event is about; TypeError unless its fields are strings."""
-    if not isinstance(data, dict):
-        raise TypeError("the event's data is not a JSON object")
-    for name in ("bucket", "key", "user_id"):
-        if not isinstance(data.get(name), str) or not data[name]:
-            raise TypeError(f"the event's data needs a non-empty string {name!r}")
-    if not isinstance(data.get("version_id", ""), (str, type(None))):
-        raise TypeError("the event's version_id must be a string")
-    return PhotoRef.from_data(data)
 
 
 def _register_error_handlers(app: Flask) -> None:
