@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import redis
 import requests
 import yaml
 from flask import Flask
@@ -19,6 +20,8 @@ from functions.common.config import AdminSettings
 from functions.common.events import OBJECT_CREATED, PhotoRef, binary_http, new_event, photo_data
 from functions.common.metrics import instrument
 from functions.common.status_model import Backlog, PipelineSnapshot
+from functions.common.status_store import StatusStore
+from functions.status.admin import read_pipeline
 from functions.status.metrics import StageHealthCollector
 
 RULES = Path(__file__).resolve().parent.parent / "knative" / "alerts" / "prometheus-rules.yaml"
@@ -104,6 +107,19 @@ def test_the_status_function_exports_stage_health_and_thresholds(stack):
     assert {(s.labels["stage"], s.labels["threshold"]) for s in breaches} == {
         (stage, key) for stage in ("thumbnail", "embed") for key in ("p95_ms", "backlog_age_s")
     }
+
+
+def test_redis_memory_is_exported_against_its_bound(redis_server):
+    client = redis.Redis.from_url(redis_server, decode_responses=True)
+    store = StatusStore(client)
+    client.config_set("maxmemory", "512mb")
+    try:
+        collected = StageHealthCollector(lambda: read_pipeline(store, AdminSettings())).collect()
+        gauges = {family.name: family.samples[0].value for family in collected if family.samples}
+    finally:
+        client.config_set("maxmemory", 0)
+    assert gauges["photo_status_store_memory_max_bytes"] == 512 * 1024 * 1024
+    assert 0 < gauges["photo_status_store_memory_used_bytes"] < 512 * 1024 * 1024
 
 
 def test_the_alert_rules_only_use_metrics_the_functions_export(stack):

@@ -6,6 +6,7 @@ TEST model pack, which detects the synthetic markers that `sample_photo` draws.
 """
 
 import io
+import uuid
 
 import pytest
 import requests
@@ -81,7 +82,6 @@ def without_timings(payload):
 def test_the_database_lambda_receives_the_same_thumbnail_and_embedding_payloads_per_photo(
     stack, batch
 ):
-    # A duplicate delivery (another test redelivers the batch) legitimately redoes the work.
     for key, (_, faces) in batch["photos"].items():
         by_event = {}
         for payload in lambda_invocations(stack, key):
@@ -123,6 +123,18 @@ def test_the_same_batch_delivered_twice_changes_no_count(stack, batch):
     stack.wait_until_quiet()
     assert status(stack, "ann")["counts"] == batch["status"]["ann"]["counts"]
     assert status(stack, "bob")["counts"] == batch["status"]["bob"]["counts"]
+
+
+def test_a_photo_delivered_again_under_a_new_event_id_reaches_the_database_lambda_once(
+    stack, batch
+):
+    again = [{**event, "eventId": str(uuid.uuid4())} for event in batch["events"]]
+    assert deliver(stack, again).status_code == 200
+    stack.wait_until_quiet()
+    for event in batch["events"]:
+        key, version = event["objectName"], event["objectVersionId"]
+        keys = sorted(p["idempotency_key"] for p in lambda_invocations(stack, key))
+        assert keys == [f"{key}@{version}|embedding.created", f"{key}@{version}|thumbnail.created"]
 
 
 def test_a_forged_signature_is_refused_and_publishes_nothing(stack, batch):

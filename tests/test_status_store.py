@@ -347,3 +347,124 @@ def test_idle_users_leave_the_active_index_after_the_retention(store):
     # ann is idle and old; bob still waits for a thumbnail, however old.
     listed = store.snapshot(idle_retention_s=3600, now=T0 + 101).users
     assert [status.user_id for status, _ in listed] == ["bob"]
+
+
+# The sweeper: no photo pending forever
+
+
+@pytest.fixture
+def sweeping(client):
+    return StatusStore(client, StatusSettings(pending_deadline_s=600, sweep_interval_s=30))
+
+
+def test_a_photo_pending_past_the_deadline_is_failed_as_timed_out(sweeping):
+    sweeping.record("ann", "a.jpg", Stage.UPLOADED, at=T0)
+    assert sweeping.sweep(now=T0 + 601) == 1
+    status = sweeping.user_status("ann", now=T0 + 601)
+    assert (status.phase, status.thumbnails_failed, status.failures[0]["reason"]) == (
+        "idle",
+        1,
+        "timed_out",
+    )
+
+
+def test_a_photo_within_the_deadline_is_left_pending(sweeping):
+    sweeping.record("ann", "a.jpg", Stage.UPLOADED, at=T0)
+    assert sweeping.sweep(now=T0 + 599) == 0
+    assert sweeping.user_status("ann", now=T0 + 599).thumbnails_pending == 1
+
+
+def test_a_photo_waiting_too_long_for_its_embedding_fails_at_that_stage(sweeping):
+    process(sweeping, "ann", "a.jpg", T0, stages=(Stage.UPLOADED, Stage.THUMBNAIL))
+    sweeping.sweep(now=T0 + 700)
+    status = sweeping.user_status("ann", now=T0 + 700)
+    assert (status.thumbnails_done, status.embeddings_failed, status.phase) == (1, 1, "idle")
+
+
+def test_a_completion_after_the_sweep_counts_as_done_and_no_longer_failed(sweeping):
+    sweeping.record("ann", "a.jpg", Stage.UPLOADED, at=T0)
+    sweeping.sweep(now=T0 + 601)
+    assert sweeping.record("ann", "a.jpg", Stage.THUMBNAIL, at=T0 + 602)
+    status = sweeping.user_status("ann", now=T0 + 602)
+    assert (status.thumbnails_done, status.thumbnails_failed) == (1, 0)
+    assert (status.run.thumbnails_done, status.run.thumbnails_failed, status.phase) == (
+        1,
+        0,
+        "indexing",
+    )
+
+
+def test_a_late_completion_is_counted_once_however_often_it_is_delivered(sweeping):
+    sweeping.record("ann", "a.jpg", Stage.UPLOADED, at=T0)
+    sweeping.sweep(now=T0 + 601)
+    sweeping.record("ann", "a.jpg", Stage.THUMBNAIL, at=T0 + 602)
+    assert not sweeping.record("ann", "a.jpg", Stage.THUMBNAIL, at=T0 + 603)
+    assert sweeping.user_status("ann").thumbnails_done == 1
+
+
+def test_a_swept_photo_can_be_claimed_again_when_its_event_comes_late(sweeping):
+    sweeping.record("ann", "a.jpg", Stage.UPLOADED, at=T0)
+    sweeping.sweep(now=T0 + 601)
+    assert sweeping.claim("ann", "a.jpg", Stage.THUMBNAIL).outcome == "claimed"
+
+
+def test_replicas_sweep_once_per_interval(sweeping):
+    sweeping.record("ann", "a.jpg", Stage.UPLOADED, at=T0)
+    assert sweeping.sweep(now=T0 + 601) == 1
+    sweeping.record("ann", "b.jpg", Stage.UPLOADED, at=T0)
+    assert sweeping.sweep(now=T0 + 602) == 0
+
+
+def test_the_eta_is_done_once_the_sweeper_ends_the_last_pending_photo(sweeping):
+    process(sweeping, "ann", "a.jpg", T0)
+    sweeping.record("ann", "b.jpg", Stage.UPLOADED, at=T0)
+    sweeping.sweep(now=T0 + 601)
+    run = sweeping.user_status("ann", now=T0 + 601).run
+    assert (run.finished, run.eta_s, run.progress) == (True, 0.0, 1.0)
+
+
+# Bounded memory: finished photos' own records are dropped after the retention
+
+
+@pytest.fixture
+def retaining(client):
+    return StatusStore(client, StatusSettings(retention_s=3600))
+
+
+def test_a_finished_photos_record_is_dropped_after_the_retention(retaining, client):
+    process(retaining, "ann", "old.jpg", T0)
+    process(retaining, "ann", "new.jpg", T0 + 3700)
+    assert client.hkeys("photos:{ann}") == ["new.jpg"]
+
+
+def test_counts_are_kept_when_records_are_dropped(retaining):
+    process(retaining, "ann", "old.jpg", T0)
+    process(retaining, "ann", "new.jpg", T0 + 3700)
+    assert retaining.user_status("ann").embeddings_done == 2
+
+
+def test_a_pending_photos_record_is_kept_past_the_retention(retaining, client):
+    retaining.record("ann", "slow.jpg", Stage.UPLOADED, at=T0)
+    process(retaining, "ann", "new.jpg", T0 + 3700)
+    assert set(client.hkeys("photos:{ann}")) == {"slow.jpg", "new.jpg"}
+
+
+def test_an_idle_users_photo_records_expire_with_the_retention(retaining, client):
+    process(retaining, "ann", "a.jpg", T0)
+    assert 0 < client.ttl("photos:{ann}") <= 3600
+
+
+def test_redis_memory_is_bounded_by_the_photos_finished_within_the_retention(client):
+    """Six thousand photos over three retention periods: only the last period's records stay,
+    at under 512 bytes a photo, whatever the history's length."""
+    store = StatusStore(client, StatusSettings(retention_s=1000, samples_kept=100))
+    client.config_set("maxmemory-policy", "noeviction")
+    baseline = client.info("memory")["used_memory"]
+    photos, users = 6000, ("ann", "bob", "cai")
+    for index in range(photos):
+        process(store, users[index % 3], f"photos/IMG_{index:05d}.jpg@v{index}", T0 + index / 2)
+    retained = sum(client.hlen(f"photos:{{{user}}}") for user in users)
+    per_photo = (client.info("memory")["used_memory"] - baseline) / retained
+    assert retained <= 1000 * 2 + 3 * 16, retained  # a photo every 0.5 s; 16 trimmed a write
+    assert per_photo < 512, f"{per_photo:.0f} bytes per retained photo"
+    assert sum(store.user_status(user).embeddings_done for user in users) == photos

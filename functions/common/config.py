@@ -123,12 +123,32 @@ class StatusSettings:
     # Per-stage latency samples: sliding window for the admin API, and a hard cap.
     latency_window_s: float = 300.0
     samples_kept: int = 20_000
+    # A stage holds a photo for this long while it works on it; a duplicate delivery meanwhile
+    # is answered 503 (retried later), and a lease left by a dead worker lapses after it.
+    lease_s: float = 30.0
+    # Attempts on one photo that ended with their worker dead (segfault, OOM kill) before the
+    # photo fails as `crashed` instead of taking down the next worker too.
+    max_crashes: int = 2
+    # How long a stage remembers the reply event it sent, to answer a duplicate with it.
+    reply_ttl_s: float = 86_400.0
+    # A finished photo's own record (what makes a repeat a duplicate) is dropped after this;
+    # the user's counts and history are kept.
+    retention_s: float = 7 * 86_400.0
+    # The sweeper fails a photo waiting longer than this for one stage as `timed_out`.
+    pending_deadline_s: float = 1800.0
+    sweep_interval_s: float = 30.0
 
     @classmethod
     def from_env(cls) -> StatusSettings:
         defaults = cls()
         return cls(
             redis_url=_str("REDIS_URL", defaults.redis_url),
+            lease_s=_float("STAGE_LEASE_S", defaults.lease_s),
+            max_crashes=_int("STAGE_MAX_CRASHES", defaults.max_crashes),
+            reply_ttl_s=_float("STAGE_REPLY_TTL_S", defaults.reply_ttl_s),
+            retention_s=_float("PHOTO_RECORD_RETENTION_S", defaults.retention_s),
+            pending_deadline_s=_float("PENDING_DEADLINE_S", defaults.pending_deadline_s),
+            sweep_interval_s=_float("SWEEP_INTERVAL_S", defaults.sweep_interval_s),
             failures_kept=_int("STATUS_FAILURES_KEPT", defaults.failures_kept),
             upload_declaration_ttl_s=_float(
                 "UPLOAD_DECLARATION_TTL_S", defaults.upload_declaration_ttl_s

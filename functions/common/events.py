@@ -77,9 +77,12 @@ def photo_data(photo: PhotoRef, **extra: Any) -> dict[str, Any]:
 
 def lambda_payload(event: str, photo: PhotoRef, **fields: Any) -> dict[str, Any]:
     """An invocation of the database Lambda: which event, about which photo version, and the
-    stage's results."""
+    stage's results. `idempotency_key` names the photo version and the stage's event: a
+    repeated invocation (delivery is at least once) carries the same one, so the Lambda can
+    ignore it."""
     return {
         "event": event,
+        "idempotency_key": f"{photo.photo_id}|{event}",
         "bucket": photo.bucket,
         "key": photo.key,
         "version_id": photo.version_id,

@@ -5,6 +5,14 @@ A stage receives a CloudEvent about one photo, does its work, and replies with t
 - permanent failure: status recorded as failed with its reason, 200 with `*.failed` (no retry);
 - transient failure: 503, so the broker retries with backoff;
 - not a CloudEvent, or not about a photo: 400 (the broker does not retry other 4xx).
+
+Delivery is at least once (B2 and the broker both retry), so every side effect is guarded by
+one Redis read before the photo is downloaded (StatusStore.claim): a photo this stage finished
+already is answered with the reply event sent the first time, and nothing is done again; one
+that another delivery is working on is answered 503; one whose attempts all died with their
+worker (segfault, OOM kill) fails as `crashed` instead of killing the next worker too. The
+outcome is recorded after the side effects, retried through a short Redis outage so that a
+blip does not make the broker repeat them.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, jsonify, request
 from opentelemetry.trace import SpanKind, StatusCode
@@ -21,10 +29,17 @@ from opentelemetry.trace import SpanKind, StatusCode
 from functions.common.errors import PermanentError, TransientError
 from functions.common.events import PhotoRef, binary_http, new_event, parse_event, photo_data
 from functions.common.metrics import instrument, observe_stage
-from functions.common.status_store import Stage, StatusStore
+from functions.common.status_store import Claim, Stage, StatusStore
 from functions.common.telemetry import add_trace_context, event_context, tracer
 
+if TYPE_CHECKING:
+    from cloudevents.v1.http import CloudEvent
+
 log = logging.getLogger(__name__)
+
+# How long a stage keeps trying to record a photo it processed while Redis is unreachable
+# (a restart, a failover) before answering 503, which makes the broker repeat the work.
+RECORD_RETRY_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -67,7 +82,7 @@ def create_stage_app(spec: StageSpec, store: StatusStore) -> Flask:
             span.set_attribute("user.id", photo.user_id)
             started = time.perf_counter()
             try:
-                reply_type, data = _run(spec, store, photo)
+                reply = _run(spec, store, photo, source)
             except TransientError as exc:
                 observe_stage(spec.name, "retried", "transient", time.perf_counter() - started)
                 log.warning(
@@ -75,8 +90,8 @@ def create_stage_app(spec: StageSpec, store: StatusStore) -> Flask:
                 )
                 span.set_status(StatusCode.ERROR, str(exc))
                 return jsonify(error=str(exc)), 503
-            # Created inside the span, so the next stage's span is this one's child.
-            reply = add_trace_context(new_event(reply_type, source, photo, data))
+        if reply is None:
+            return Response(status=200)
         headers, body = binary_http(reply)
         return Response(body, status=200, headers=headers)
 
@@ -89,28 +104,91 @@ def create_stage_app(spec: StageSpec, store: StatusStore) -> Flask:
     return app
 
 
-def _run(spec: StageSpec, store: StatusStore, photo: PhotoRef) -> tuple[str, dict[str, Any]]:
-    """Process the photo and record its outcome: status, latency sample and metrics."""
+def _run(spec: StageSpec, store: StatusStore, photo: PhotoRef, source: str) -> CloudEvent | None:
+    """Process the photo once and record its outcome: status, reply, latency sample, metrics.
+    The reply event; None for a duplicate of a photo whose reply is no longer kept."""
+    claim = store.claim(photo.user_id, photo.photo_id, spec.done)
+    if claim.outcome == "finished":
+        observe_stage(spec.name, "duplicate", "none", 0.0)
+        log.info("%s %s: finished already, answered as the first time", spec.name, photo.key)
+        return _replayed(claim.reply, source, photo)
+    if claim.outcome == "busy":
+        raise TransientError(f"another delivery of {photo.photo_id} is being processed")
     started = time.perf_counter()
     try:
-        result = spec.process(photo)
+        result = _process(spec, store, photo, claim)
     except PermanentError as exc:
         seconds = time.perf_counter() - started
-        log.info("%s %s: permanent failure %s", spec.name, photo.key, exc)
-        store.record(
-            photo.user_id,
-            photo.photo_id,
+        log.warning("%s %s: permanent failure %s", spec.name, photo.key, exc)
+        reply = _reply(spec.failed_type, source, photo, reason=exc.reason, detail=exc.detail)
+        _settle(
+            store,
+            photo,
             spec.failed,
+            reply,
             reason=exc.reason,
             detail=exc.detail,
             duration_ms=seconds * 1000,
         )
         observe_stage(spec.name, "failed", exc.reason, seconds)
-        return spec.failed_type, photo_data(photo, reason=exc.reason, detail=exc.detail)
+        return reply
     seconds = time.perf_counter() - started
-    store.record(
-        photo.user_id, photo.photo_id, spec.done, faces=result.faces, duration_ms=seconds * 1000
-    )
+    reply = _reply(spec.created_type, source, photo, **result.data)
+    _settle(store, photo, spec.done, reply, faces=result.faces, duration_ms=seconds * 1000)
     observe_stage(spec.name, "done", "none", seconds)
     log.info("%s %s: done in %.1f ms", spec.name, photo.key, seconds * 1000)
-    return spec.created_type, photo_data(photo, **result.data)
+    return reply
+
+
+def _process(spec: StageSpec, store: StatusStore, photo: PhotoRef, claim: Claim) -> StageResult:
+    """The stage's work on a claimed photo; a claim whose attempts all crashed fails instead.
+    An attempt that ends with an exception gives its claim back: it is no crash."""
+    if claim.outcome == "crashed":
+        raise PermanentError(
+            "crashed", f"the worker died on each of the {claim.crashes} attempts on this photo"
+        )
+    try:
+        return spec.process(photo)
+    except PermanentError:
+        raise
+    except Exception:
+        _release(store, photo, spec.done, claim)
+        raise
+
+
+def _release(store: StatusStore, photo: PhotoRef, done: Stage, claim: Claim) -> None:
+    try:
+        store.release(photo.user_id, photo.photo_id, done, claim)
+    except TransientError as exc:  # the lease lapses by itself
+        log.warning("could not give back the claim on %s: %s", photo.photo_id, exc)
+
+
+def _reply(event_type: str, source: str, photo: PhotoRef, **fields: Any) -> CloudEvent:
+    # Created inside the stage's span, so the next stage's span is this one's child.
+    return add_trace_context(new_event(event_type, source, photo, photo_data(photo, **fields)))
+
+
+def _replayed(stored: dict[str, Any] | None, source: str, photo: PhotoRef) -> CloudEvent | None:
+    if stored is None:
+        return None
+    event = new_event(stored["type"], source, photo, stored["data"], event_id=stored["id"])
+    return add_trace_context(event)
+
+
+def _settle(
+    store: StatusStore, photo: PhotoRef, stage: Stage, reply: CloudEvent, **outcome: Any
+) -> None:
+    """Record the outcome and the reply, retrying through a short Redis outage: once the side
+    effects are done, answering 503 would make the broker do them again."""
+    stored = {"id": reply["id"], "type": reply["type"], "data": reply.data}
+    deadline = time.monotonic() + RECORD_RETRY_S
+    delay = 0.1
+    while True:
+        try:
+            store.record(photo.user_id, photo.photo_id, stage, reply=stored, **outcome)
+            return
+        except TransientError:
+            if time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)

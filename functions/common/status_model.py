@@ -155,3 +155,6 @@ class PipelineSnapshot:
     backlog: dict[str, Backlog]
     samples: dict[str, list[StageSample]]
     thresholds: dict[str, dict[str, float]]  # admin overrides only
+    # Redis's used memory and its `maxmemory` (0: unbounded), in bytes.
+    memory_used: int = 0
+    memory_max: int = 0

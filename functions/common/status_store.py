@@ -29,7 +29,9 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -48,6 +50,9 @@ from functions.common.telemetry import tracer
 
 ACTIVE_USERS = "active_users"
 THRESHOLDS = "thresholds"
+SWEEP_LOCK = "sweeper_lock"
+# Photos one sweep fails per user and stage, at most: the rest wait for the next sweep.
+_SWEPT_PER_QUEUE = 1000
 
 
 _tracer = tracer(__name__)
@@ -72,6 +77,9 @@ _PIPELINE_STAGE = {
     Stage.EMBEDDING: "embed",
     Stage.EMBEDDING_FAILED: "embed",
 }
+
+# The failure that ends a photo which waited too long in a stage's queue.
+_TIMED_OUT_AS = {"thumbnail": Stage.THUMBNAIL_FAILED, "embed": Stage.EMBEDDING_FAILED}
 
 # Which stages a photo may be in for each transition to apply, and which counter it bumps.
 _TRANSITIONS: dict[Stage, tuple[tuple[str, ...], str, str]] = {
@@ -108,18 +116,34 @@ local function start_run(now)
 end
 """
 
-# ARGV: photo_id, new stage, counter, timestamp field, timestamp, faces, failure json ('' if
-# none), failures kept, completions kept, declaration ttl, allowed stages...
+# KEYS 7-11 (record only): swept, finished, and the photo's reply, lease and attempts at the
+# stage. ARGV: photo_id, new stage, counter, timestamp field, timestamp, faces, failure json
+# ('' if none), failures kept, completions kept, declaration ttl, reply json ('' if none),
+# reply ttl, retention, '1' when the sweeper records, allowed stages...
 # A photo first seen past `uploaded` (its upload record was lost) still counts as uploaded,
 # and one first seen at `embedding` also counts its thumbnail, so the counts stay consistent.
+# A completion of a photo the sweeper failed undoes that failure (in the run's counts too,
+# while the run it was swept in goes on) and counts as the completion it is.
 _RECORD = (
     _RUN_HELPERS
     + """
 local photo, stage, at = ARGV[1], ARGV[2], tonumber(ARGV[5])
 local current = redis.call('HGET', KEYS[1], photo) or ''
 local allowed = false
-for i = 11, #ARGV do
+for i = 15, #ARGV do
   if ARGV[i] == current then allowed = true end
+end
+local unswept = {thumbnail_failed = 'uploaded', embedding_failed = 'thumbnail'}
+local swept_in_run = redis.call('HGET', KEYS[7], photo)
+if not allowed and swept_in_run and stage .. '_failed' == current then
+  local counter = stage == 'thumbnail' and 'thumbnails_failed' or 'embeddings_failed'
+  redis.call('HINCRBY', KEYS[2], counter, -1)
+  if swept_in_run == redis.call('HGET', KEYS[2], 'run_started_at') then
+    redis.call('HINCRBY', KEYS[2], 'run_' .. counter, -1)
+  end
+  redis.call('HDEL', KEYS[7], photo)
+  redis.call('ZREM', KEYS[8], photo)
+  current, allowed = unswept[current], true
 end
 if not allowed then return 0 end
 redis.call('HSET', KEYS[1], photo, stage)
@@ -159,9 +183,51 @@ if ARGV[7] ~= '' then
   redis.call('LPUSH', KEYS[4], ARGV[7])
   redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[8]) - 1)
 end
+if ARGV[14] == '1' then
+  redis.call('HSET', KEYS[7], photo, redis.call('HGET', KEYS[2], 'run_started_at') or '')
+end
+if ARGV[11] ~= '' then redis.call('SET', KEYS[9], ARGV[11], 'EX', ARGV[12]) end
+redis.call('DEL', KEYS[10], KEYS[11])
+local retention = tonumber(ARGV[13])
+if stage ~= 'uploaded' and stage ~= 'thumbnail' then
+  redis.call('ZADD', KEYS[8], at, photo)
+  local expired = redis.call('ZRANGEBYSCORE', KEYS[8], '-inf', at - retention, 'LIMIT', 0, 16)
+  for _, old in ipairs(expired) do
+    redis.call('HDEL', KEYS[1], old)
+    redis.call('HDEL', KEYS[7], old)
+    redis.call('ZREM', KEYS[8], old)
+  end
+end
+for _, key in ipairs({KEYS[1], KEYS[7], KEYS[8]}) do redis.call('EXPIRE', key, retention) end
 return 1
 """
 )
+
+# KEYS: photos, swept, reply, lease, attempts. ARGV: photo_id, lease ms, attempts ttl, crashes
+# allowed, lease token, the stages the photo may be in for the stage to apply...
+# One round trip before a stage touches a photo: finished already (answer with the reply sent
+# then), held by another delivery, or claimed; a claim whose earlier attempts all died with
+# their worker (their claims never settled) is reported with their count.
+_CLAIM = """
+local state = redis.call('HGET', KEYS[1], ARGV[1]) or ''
+local pending = redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1
+for i = 6, #ARGV do
+  if ARGV[i] == state then pending = true end
+end
+if not pending then return {'finished', redis.call('GET', KEYS[3]) or ''} end
+if not redis.call('SET', KEYS[4], ARGV[5], 'NX', 'PX', ARGV[2]) then return {'busy', ''} end
+local crashes = redis.call('INCR', KEYS[5]) - 1
+redis.call('EXPIRE', KEYS[5], ARGV[3])
+if crashes >= tonumber(ARGV[4]) then return {'crashed', tostring(crashes)} end
+return {'claimed', tostring(crashes)}
+"""
+
+# KEYS: lease, attempts. ARGV: lease token. An attempt that ended without recording (a
+# transient failure) gives its claim back and does not count as a crash.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if (tonumber(redis.call('GET', KEYS[2])) or 0) > 0 then redis.call('DECR', KEYS[2]) end
+"""
 
 # ARGV: photos expected, now, declaration ttl. A declaration adds to the current run's
 # expected photos (or starts a run); it holds the run open until the photos arrive or it
@@ -226,6 +292,19 @@ def _user_keys(user_id: str) -> list[str]:
     ]
 
 
+def _record_keys(user_id: str) -> list[str]:
+    """The user's keys that recording reads besides `_user_keys`: photos the sweeper failed
+    (with the run they were swept in), and finished photos by when they finished."""
+    tag = f"{{{user_id}}}"
+    return [f"swept:{tag}", f"finished:{tag}"]
+
+
+def _attempt_keys(user_id: str, photo_id: str, stage: str) -> list[str]:
+    """One photo's keys at one stage: the reply the stage sent, its lease, its attempts."""
+    suffix = f"{{{user_id}}}:{stage}:{photo_id}"
+    return [f"reply:{suffix}", f"lease:{suffix}", f"attempts:{suffix}"]
+
+
 def _samples_key(stage: str) -> str:
     return f"samples:{stage}"
 
@@ -254,6 +333,19 @@ def _run_status(
     )
 
 
+@dataclass(frozen=True)
+class Claim:
+    """What a stage may do with a delivered photo: `claimed` (process it; `crashes` earlier
+    attempts died with their worker), `finished` (it did already: answer with `reply`, the
+    reply event sent then, when still kept), `busy` (another delivery holds it) or `crashed`
+    (the attempts allowed all died with their worker: fail it)."""
+
+    outcome: str
+    token: str
+    reply: dict[str, Any] | None = None
+    crashes: int = 0
+
+
 class StatusStore:
     def __init__(self, client: redis.Redis, settings: StatusSettings | None = None) -> None:
         self._redis = client
@@ -262,6 +354,8 @@ class StatusStore:
         self._declare = client.register_script(_DECLARE)
         self._prune_users = client.register_script(_PRUNE_USERS)
         self._read_status = client.register_script(_READ_STATUS)
+        self._claim = client.register_script(_CLAIM)
+        self._release = client.register_script(_RELEASE)
 
     @classmethod
     def from_settings(cls, settings: StatusSettings) -> StatusStore:
@@ -287,11 +381,15 @@ class StatusStore:
         detail: str = "",
         at: float | None = None,
         duration_ms: float | None = None,
+        reply: dict[str, Any] | None = None,
+        swept: bool = False,
     ) -> bool:
         """Move a photo to `stage`; False when it was already there or beyond (a duplicate).
 
         A transition that applied also adds a sample to its stage's window, so throughput and
-        latency count each photo once per stage.
+        latency count each photo once per stage, stores the stage's `reply` (what a duplicate
+        delivery is answered with) and ends the stage's claim on the photo. `swept`: the
+        sweeper records a `timed_out` failure, which a later completion undoes.
         """
         allowed, counter, timestamp_field = _TRANSITIONS[stage]
         at = time.time() if at is None else at
@@ -317,17 +415,57 @@ class StatusStore:
             self._settings.failures_kept,
             self._settings.eta_completions + 1,
             self._settings.upload_declaration_ttl_s,
+            "" if reply is None else json.dumps(reply, separators=(",", ":")),
+            int(self._settings.reply_ttl_s),
+            int(self._settings.retention_s),
+            "1" if swept else "",
             *allowed,
+        ]
+        keys = [
+            *_user_keys(user_id),
+            *_record_keys(user_id),
+            *_attempt_keys(user_id, photo_id, stage.pipeline_stage or stage.value),
         ]
         span = _tracer.start_as_current_span(
             "status.write", attributes={"photo.id": photo_id, "status.stage": stage.value}
         )
         with span, _transient():
             self._redis.zadd(ACTIVE_USERS, {user_id: at}, gt=True)
-            applied = bool(self._record(keys=_user_keys(user_id), args=args))
+            applied = bool(self._record(keys=keys, args=args))
             if applied and stage.pipeline_stage is not None:
                 self._add_sample(stage.pipeline_stage, StageSample(at, duration_ms, reason))
         return applied
+
+    def claim(self, user_id: str, photo_id: str, done: Stage) -> Claim:
+        """Claim a photo for the stage that ends in `done`, unless it finished that stage
+        already or another delivery holds it (see Claim)."""
+        allowed, _, _ = _TRANSITIONS[done]
+        stage = done.pipeline_stage or done.value
+        token = os.urandom(8).hex()
+        args = [
+            photo_id,
+            int(self._settings.lease_s * 1000),
+            int(self._settings.retention_s),
+            self._settings.max_crashes,
+            token,
+            *allowed,
+        ]
+        keys = [
+            _user_keys(user_id)[0],
+            _record_keys(user_id)[0],
+            *_attempt_keys(user_id, photo_id, stage),
+        ]
+        with _transient():
+            outcome, detail = self._claim(keys=keys, args=args)
+        if outcome == "finished":
+            return Claim(outcome, token, reply=json.loads(detail) if detail else None)
+        return Claim(outcome, token, crashes=int(detail) if detail else 0)
+
+    def release(self, user_id: str, photo_id: str, done: Stage, claim: Claim) -> None:
+        """Give back a claim whose attempt ended without recording (a transient failure)."""
+        _, lease, attempts = _attempt_keys(user_id, photo_id, done.pipeline_stage or done.value)
+        with _transient():
+            self._release(keys=[lease, attempts], args=[claim.token])
 
     def declare_upload(self, user_id: str, expected: int, at: float | None = None) -> int:
         """The front end is about to upload `expected` photos; returns the run's photo count."""
@@ -403,9 +541,10 @@ class StatusStore:
             pipe = self._redis.pipeline(transaction=False)
             pipe.zrevrange(ACTIVE_USERS, 0, -1, withscores=True)
             pipe.hgetall(THRESHOLDS)
+            pipe.info("memory")
             for stage in STAGES:
                 pipe.zrangebyscore(_samples_key(stage), since, "+inf")
-            active, thresholds, *samples = pipe.execute()
+            active, thresholds, memory, *samples = pipe.execute()
             users, backlog = self._active_users(active, now)
             self._prune_idle(users, now - idle_retention_s)
         return PipelineSnapshot(
@@ -417,6 +556,8 @@ class StatusStore:
                 for stage, members in zip(STAGES, samples, strict=True)
             },
             thresholds=_thresholds_from_hash(thresholds),
+            memory_used=int(memory["used_memory"]),
+            memory_max=int(memory["maxmemory"]),
         )
 
     def _active_users(
@@ -440,6 +581,37 @@ class StatusStore:
             for stage, pending, head in zip(STAGES, queues[0::2], queues[1::2], strict=True):
                 backlog[stage] = backlog[stage].add(pending, head[0][1] if head else None)
         return users, backlog
+
+    def sweep(self, now: float | None = None) -> int:
+        """Fail as `timed_out` the photos that waited longer than the deadline for a stage,
+        at most once per sweep interval whichever replica asks; the number failed."""
+        now = time.time() if now is None else now
+        interval_ms = max(1, int(self._settings.sweep_interval_s * 1000))
+        cutoff = now - self._settings.pending_deadline_s
+        with _transient():
+            if not self._redis.set(SWEEP_LOCK, "1", nx=True, px=interval_ms):
+                return 0
+            users = self._redis.zrange(ACTIVE_USERS, 0, -1)
+            pipe = self._redis.pipeline(transaction=False)
+            for user_id in users:
+                for queue in _user_keys(user_id)[4:]:
+                    pipe.zrangebyscore(queue, "-inf", cutoff, start=0, num=_SWEPT_PER_QUEUE)
+            overdue = pipe.execute()
+        swept = 0
+        per_user = iter(overdue)
+        for user_id in users:
+            for stage in STAGES:
+                for photo_id in next(per_user):
+                    swept += self.record(
+                        user_id,
+                        photo_id,
+                        _TIMED_OUT_AS[stage],
+                        reason="timed_out",
+                        detail=f"waited over {self._settings.pending_deadline_s:g} s for {stage}",
+                        at=now,
+                        swept=True,
+                    )
+        return swept
 
     def _prune_idle(self, users: list[tuple[UserStatus, float]], cutoff: float) -> None:
         stale = [

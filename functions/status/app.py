@@ -10,6 +10,8 @@
   on (the cluster-local `status-dead-letter` Service): elsewhere it is 404, and left out of
   `/openapi.json`.
 - `GET /openapi.json`, `GET /metrics`, `GET /healthz`.
+
+Each process also runs the sweeper (sweeper.py), which fails photos pending past a deadline.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from functions.status.auth import (
 from functions.status.cors import CorsPolicy, add_cors
 from functions.status.metrics import StageHealthCollector
 from functions.status.poll import POLL_ERROR, STATUS_PATH, FastPoll, status_answer
+from functions.status.sweeper import Sweeper
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
 DEAD_LETTER_PATH = "/v1/dead-letter"
@@ -84,7 +87,12 @@ def create_app(
     auth_settings = auth_settings or AuthSettings.from_env()
     admin_settings = admin_settings or AdminSettings.from_env()
     dead_letter = dead_letter or DeadLetterSettings.from_env()
-    store = store or StatusStore.from_settings(StatusSettings.from_env())
+    if store is None:
+        # The store this process owns is the deployed one: its photos are swept here.
+        settings = StatusSettings.from_env()
+        store = StatusStore.from_settings(settings)
+        if settings.sweep_interval_s > 0:
+            Sweeper(store, settings.sweep_interval_s).start()
     tokens = TokenVerifier(auth_settings)
     auth = Authenticator(tokens, AdminSessions(admin_settings, auth_settings.jwt_secret))
     cors = CorsPolicy(auth_settings.cors_origins)

@@ -59,7 +59,21 @@ class StageHealthCollector(Collector):
             return
         store_up.add_metric([], 1)
         yield store_up
+        yield from _memory_families(snapshot)
         yield from _stage_families(stages_health(snapshot, thresholds), thresholds)
+
+
+def _memory_families(snapshot: PipelineSnapshot) -> Iterator[GaugeMetricFamily]:
+    yield GaugeMetricFamily(
+        "photo_status_store_memory_used_bytes",
+        "Memory the status store (Redis) uses.",
+        value=snapshot.memory_used,
+    )
+    yield GaugeMetricFamily(
+        "photo_status_store_memory_max_bytes",
+        "The status store's maxmemory (0 when unbounded); writes fail past it.",
+        value=snapshot.memory_max,
+    )
 
 
 def _stage_families(

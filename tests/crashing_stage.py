@@ -1,0 +1,30 @@
+"""A thumbnail-shaped stage whose worker dies (SIGKILL, as the kernel's OOM killer does) on any
+photo whose key holds `poison`, for tests of poison photos under gunicorn."""
+
+import os
+import signal
+
+from flask import Flask
+
+from functions.common.config import StatusSettings
+from functions.common.events import THUMBNAIL_CREATED, THUMBNAIL_FAILED, PhotoRef
+from functions.common.stage_app import StageResult, StageSpec, create_stage_app
+from functions.common.status_store import Stage, StatusStore
+
+
+def _work(photo: PhotoRef) -> StageResult:
+    if "poison" in photo.key:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return StageResult(data={})
+
+
+def create_app() -> Flask:
+    spec = StageSpec(
+        "thumbnail",
+        Stage.THUMBNAIL,
+        Stage.THUMBNAIL_FAILED,
+        THUMBNAIL_CREATED,
+        THUMBNAIL_FAILED,
+        _work,
+    )
+    return create_stage_app(spec, StatusStore.from_settings(StatusSettings.from_env()))
