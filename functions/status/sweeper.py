@@ -33,6 +33,10 @@ class Sweeper:
         self._thread.start()
         return self
 
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
     def stop(self) -> None:
         self._stopped.set()
         self._thread.join()

@@ -1,0 +1,32 @@
+"""The status function's sweeper thread ends photos whose events were lost."""
+
+import time
+
+import redis
+
+from functions.common.config import StatusSettings
+from functions.common.status_store import Stage, StatusStore
+from functions.status.sweeper import Sweeper
+
+
+def test_the_sweeper_fails_a_photo_whose_event_was_lost_while_it_runs(redis_server):
+    client = redis.Redis.from_url(redis_server, decode_responses=True)
+    client.flushdb()
+    store = StatusStore(client, StatusSettings(pending_deadline_s=1, sweep_interval_s=0.05))
+    store.record("ann", "lost.jpg", Stage.UPLOADED, at=time.time() - 5)
+    sweeper = Sweeper(store, interval_s=0.05).start()
+    try:
+        deadline = time.monotonic() + 5
+        while store.user_status("ann").thumbnails_failed == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        sweeper.stop()
+    assert store.user_status("ann").failures[0]["reason"] == "timed_out"
+
+
+def test_the_sweeper_survives_an_unreachable_redis(refused_port):
+    dead = StatusStore(redis.Redis(port=refused_port, socket_connect_timeout=0.2))
+    sweeper = Sweeper(dead, interval_s=0.02).start()
+    time.sleep(0.2)
+    assert sweeper.running
+    sweeper.stop()
