@@ -1,29 +1,46 @@
 """`make soak`: the pipeline under steady load for a while, to catch what only time shows:
-memory that keeps growing, photos lost, Redis filling up, a backlog that never drains.
+memory that keeps growing, photos lost or stuck, the database Lambda called twice for the same
+work, Redis filling up, a backlog that never drains.
 
 Starts the local stack and uploads photos at a steady rate for several users, each with B2's
 signed webhook, as `make demo` does. Every `--sample-every` seconds it samples each part's
 resident memory (a function's gunicorn master with its workers), Redis's used memory, and the
 photos uploaded and finished. When the time is up it waits for the backlog to drain, prints the
-samples and, last, `soak: minutes=… photos=… … lost=… rss_growth_mb=…`.
+samples, reconciles every photo with the bucket, the Lambda's invocations and the status store
+(scripts/reconcile.py) and prints, last, `soak: minutes=… redis_used_mb=… miscounted=…
+photos=… thumbnails=… embeddings=… failed=… lost=… double_called=… stuck=… rss_growth_mb=…`.
 
-Exit status 1 when a photo is lost or when a part's memory grew by more than `--max-growth-mb`
-over the second half of the load (after warm-up a steady service's memory is flat).
+`--faults` also injects, each once, at times drawn from `--seed` between 10 % and 80 % of the
+load: SIGKILL of a gunicorn worker of thumbnail, embed and the receiver; a restart of
+redis-server (down 2 s, same port, its append-only file kept); the S3 server and the database
+Lambda answering 503 for 5-10 s, and holding requests past the functions' client timeouts for
+5-10 s (scripts/fault_proxy.py, between the functions and them; the soak's own uploads and
+checks reach S3 directly). And B2 delivering one webhook in ten again: half an earlier
+notification byte for byte, half a new notification that also holds an earlier event. Each
+fault is printed as it is injected.
+
+Exit status 1 when a photo is lost or stuck, the Lambda was called twice for a photo's stage,
+a counter is off, or a part's memory grew by more than `--max-growth-mb` over the second half
+of the load (after warm-up a steady service's memory is flat).
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis
 import requests
 
-from scripts import demo
+from functions.common.config import ThumbnailSettings
+from functions.common.events import PhotoRef
+from scripts import b2_sender, demo, fault_proxy, reconcile
 from scripts.processes import usage_with_children
 from scripts.sample_photos import sample_photo
 from scripts.stack import ROOT, LocalStack, StackConfig, model_root_or_test_pack
@@ -31,6 +48,31 @@ from scripts.stack import ROOT, LocalStack, StackConfig, model_root_or_test_pack
 MB = 1 << 20
 DISTINCT_PHOTOS = 12  # generated once, uploaded again and again under new keys
 WATCHED = ("receiver", "broker", "thumbnail", "embed", "status", "status-dead-letter", "redis")
+
+# `action:target`: a worker killed, a server restarted, or a fault proxy's window.
+FAULT_KINDS = (
+    "kill:thumbnail",
+    "kill:embed",
+    "kill:receiver",
+    "restart:redis",
+    "error:s3",
+    "timeout:s3",
+    "error:lambda",
+    "timeout:lambda",
+)
+FAULTS_SPAN = (0.1, 0.8)  # of the load: its end shows the pipeline recovered
+WINDOW_S = (5.0, 10.0)
+REDIS_DOWN_S = 2.0
+DUPLICATED = REBATCHED = 0.05  # of the webhooks
+REDELIVERED_AFTER = 10  # uploads: B2 delivers again only after a while
+# Under --faults the functions give up on S3 and the Lambda within seconds (their defaults are
+# 20 s and 10 s), and the sweeper fails a photo whose event was lost well within the drain.
+FAULT_ENV = {
+    "S3_READ_TIMEOUT_S": "4",
+    "DB_LAMBDA_TIMEOUT_S": "4",
+    "PENDING_DEADLINE_S": "120",
+    "SWEEP_INTERVAL_S": "5",
+}
 
 
 @dataclass(frozen=True)
@@ -55,8 +97,122 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="most a part's memory may grow over the second half of the load",
     )
     parser.add_argument("--drain-timeout", type=float, default=600, help="seconds to drain")
+    parser.add_argument("--faults", action="store_true", help="inject faults while uploading")
+    parser.add_argument("--seed", type=int, default=1, help="draws the faults' schedule")
     parser.add_argument("--model-root", type=Path, default=ROOT / "var" / "models")
     return parser.parse_args(argv)
+
+
+@dataclass(frozen=True)
+class Fault:
+    at_s: float  # into the load
+    kind: str  # one of FAULT_KINDS
+    window_s: float  # how long a proxy's window lasts
+
+
+def fault_schedule(load_s: float, seed: int) -> list[Fault]:
+    """Each kind of fault once, in an order drawn from `seed`, each at a random time in its own
+    equal slot of FAULTS_SPAN of the load."""
+    rng = random.Random(seed)
+    start, end = (load_s * share for share in FAULTS_SPAN)
+    slot_s = (end - start) / len(FAULT_KINDS)
+    return [
+        Fault(start + slot_s * (index + rng.random()), kind, rng.uniform(*WINDOW_S))
+        for index, kind in enumerate(rng.sample(FAULT_KINDS, len(FAULT_KINDS)))
+    ]
+
+
+def say(started: float, at: float, text: str) -> None:
+    """A line stamped with when `at` (time.time()) was: seconds into the soak (begun at
+    `started`, time.monotonic()) and the wall clock."""
+    elapsed = time.monotonic() - started - (time.time() - at)
+    print(f"{elapsed:6.1f} s ({reconcile.clock(at)}) {text}", flush=True)
+
+
+def inject(stack: LocalStack, fault: Fault) -> str:
+    """Inject the fault; what was done, in words."""
+    action, target = fault.kind.split(":")
+    if action == "kill":
+        return f"SIGKILL {target} worker {stack.kill_worker(target)}, its master starts another"
+    if action == "restart":
+        stack.restart(target, down_s=REDIS_DOWN_S)
+        return f"{target} stopped (SIGTERM), started again {REDIS_DOWN_S:g} s later"
+    fault_proxy.set_fault(stack.urls[f"{target}-proxy"], action, fault.window_s)
+    answer = "503" if action == "error" else "nothing (requests held past the timeouts)"
+    return f"{target} answers {answer} for {fault.window_s:.1f} s"
+
+
+def inject_on_schedule(stack: LocalStack, schedule: list[Fault], started: float) -> None:
+    for fault in schedule:
+        time.sleep(max(0.0, started + fault.at_s - time.monotonic()))
+        at = time.time()
+        try:
+            done = inject(stack, fault)
+        except Exception as exc:  # said, and the soak goes on with the next fault
+            done = f"{fault.kind} could not be injected: {exc}"
+        say(started, at, f"fault: {done}")
+
+
+@dataclass
+class Webhooks:
+    """B2's side of the load: puts each photo and delivers its webhook, remembering every
+    notification and the photo versions announced; with an `rng` (under --faults) it also
+    delivers again as B2 does, DUPLICATED of the time an earlier notification byte for byte,
+    REBATCHED of the time an earlier event within the next new notification."""
+
+    stack: LocalStack
+    started: float
+    rng: random.Random | None = None
+    photos: list[PhotoRef] = field(default_factory=list)
+    sent: list[list[dict[str, Any]]] = field(default_factory=list)
+
+    def upload(self, s3: Any, upload: demo.Upload, photo: demo.Photo) -> None:
+        """Put the photo in the bucket and deliver B2's webhook for it; a failure is noted in
+        `upload.errors`, never raised."""
+        try:
+            self._notify(self._put(s3, upload, photo), photo)
+        except Exception as exc:  # every lost upload is reported instead of stopping the run
+            upload.errors.append(f"{photo.key}: {exc}")
+
+    def _put(self, s3: Any, upload: demo.Upload, photo: demo.Photo) -> dict[str, Any]:
+        """The photo in the bucket; B2's event for it."""
+        bucket = self.stack.config.bucket
+        version = s3.put_object(Bucket=bucket, Key=photo.key, Body=photo.data)["VersionId"]
+        self.photos.append(PhotoRef(bucket, photo.key, version, upload.user_id))
+        return b2_sender.object_created(bucket, photo.key, len(photo.data), version)
+
+    def _notify(self, event: dict[str, Any], photo: demo.Photo) -> None:
+        """Deliver the event's notification, and any redelivery drawn for it."""
+        redelivery, earlier = self._redelivery()
+        notification = [event]
+        if redelivery == "rebatched":
+            notification.insert(0, earlier[-1])
+            self._say(f"event of {earlier[-1]['objectName']} again, with {photo.key}'s")
+        sent_at = time.time()
+        self._deliver(notification)
+        photo.webhook_sent_at = sent_at
+        self.sent.append(notification)
+        if redelivery == "duplicate":
+            keys = ", ".join(event["objectName"] for event in earlier)
+            self._say(f"notification of {keys} again, byte for byte")
+            self._deliver(earlier)
+
+    def _redelivery(self) -> tuple[str | None, list[dict[str, Any]]]:
+        """Whether this upload comes with a redelivery, and of which earlier notification."""
+        old = self.sent[:-REDELIVERED_AFTER]
+        if self.rng is None or not old:
+            return None, []
+        draw = self.rng.random()
+        if draw >= DUPLICATED + REBATCHED:
+            return None, []
+        return ("duplicate" if draw < DUPLICATED else "rebatched"), self.rng.choice(old)
+
+    def _deliver(self, events: list[dict[str, Any]]) -> None:
+        url, secret = self.stack.urls["receiver"], self.stack.config.webhook_secret
+        b2_sender.deliver_until_taken(url, events, secret).raise_for_status()
+
+    def _say(self, redelivered: str) -> None:
+        say(self.started, time.time(), f"fault: B2 delivers the {redelivered}")
 
 
 def upload_steadily(
@@ -65,6 +221,7 @@ def upload_steadily(
     pool: list[tuple[bytes, int]],
     rate: float,
     until: float,
+    webhooks: Webhooks,
 ) -> None:
     """One photo of `pool` (JPEG, faces drawn) every 1/rate seconds, users in turn, until the
     monotonic time `until`. An upload that takes longer than its slot delays the next one:
@@ -77,7 +234,7 @@ def upload_steadily(
         key = f"{upload.user_id}/photos/SOAK_{index:06d}.jpg"
         photo = demo.Photo(key, *pool[index % len(pool)])
         upload.photos.append(photo)
-        demo.upload_photo(stack, s3, upload, photo)
+        webhooks.upload(s3, upload, photo)
         index += 1
         next_at = max(next_at + 1 / rate, time.monotonic())
     for upload in uploads:
@@ -87,7 +244,8 @@ def upload_steadily(
 def take_sample(
     stack: LocalStack, store: redis.Redis, uploads: list[demo.Upload], started: float
 ) -> Sample:
-    """Raises requests.RequestException when the status function does not answer."""
+    """Raises requests.RequestException or redis.RedisError when the status function or Redis
+    does not answer."""
     pids = stack.pids()
     statuses = [demo.fetch_status(stack, upload.user_id)["counts"] for upload in uploads]
     return Sample(
@@ -110,11 +268,12 @@ def add_sample(
     uploads: list[demo.Upload],
     started: float,
 ) -> bool:
-    """Append a sample; False, with a line saying why, when the status poll failed."""
+    """Append a sample; False, with a line saying why, when the status function or Redis did
+    not answer."""
     try:
         samples.append(take_sample(stack, store, uploads, started))
-    except requests.RequestException as exc:  # a passing fault; the next sample comes
-        print(f"sample skipped, the status poll failed: {exc}", flush=True)
+    except (requests.RequestException, redis.RedisError) as exc:  # a passing fault
+        print(f"sample skipped: {exc}", flush=True)
         return False
     return True
 
@@ -145,10 +304,17 @@ def run(stack: LocalStack, args: argparse.Namespace) -> int:
     pool = [(sample_photo(seed=n, faces=n % 3), n % 3) for n in range(DISTINCT_PHOTOS)]
     load_s = args.minutes * 60
     started = time.monotonic()
+    webhooks = Webhooks(stack, started, random.Random(args.seed) if args.faults else None)
     uploader = threading.Thread(
-        target=upload_steadily, args=(stack, uploads, pool, args.rate, started + load_s)
+        target=upload_steadily,
+        args=(stack, uploads, pool, args.rate, started + load_s, webhooks),
     )
     uploader.start()
+    schedule = fault_schedule(load_s, args.seed) if args.faults else []
+    injector = threading.Thread(
+        target=inject_on_schedule, args=(stack, schedule, started), daemon=True
+    )
+    injector.start()
     store = redis.Redis.from_url(stack.urls["redis"])
     samples: list[Sample] = []
     while uploader.is_alive():
@@ -159,11 +325,15 @@ def run(stack: LocalStack, args: argparse.Namespace) -> int:
                 flush=True,
             )
         uploader.join(timeout=args.sample_every)
+    injector.join()
     statuses = demo.watch(stack, uploads, args.drain_timeout)
     add_sample(samples, stack, store, uploads, started)
     print_samples(samples)
-    lambda_calls = requests.get(f"{stack.urls['lambda']}/_invocations", timeout=10).json()
-    return summarize(args, uploads, statuses, samples, lambda_calls)
+    lambda_calls = reconcile.lambda_invocations(stack)
+    evidence = reconcile.gather(stack, [upload.user_id for upload in uploads], lambda_calls)
+    template = ThumbnailSettings.from_env().key_template
+    result = reconcile.reconcile(webhooks.photos, evidence, template)
+    return summarize(args, uploads, statuses, samples, lambda_calls, result)
 
 
 def summarize(
@@ -172,11 +342,8 @@ def summarize(
     statuses: dict[str, dict],
     samples: list[Sample],
     lambda_calls: list[dict],
+    result: reconcile.Reconciliation,
 ) -> int:
-    counts = [statuses[upload.user_id]["counts"] for upload in uploads]
-    photos = sum(len(upload.photos) for upload in uploads)
-    failed = sum(c["thumbnails_failed"] + c["embeddings_failed"] for c in counts)
-    lost = photos - sum(demo.ended(c) for c in counts)
     growth = memory_growth_mb(samples, load_s=args.minutes * 60)
     grown = {name: mb for name, mb in growth.items() if mb > args.max_growth_mb}
     print(demo.per_photo_latency(uploads, lambda_calls))
@@ -186,23 +353,39 @@ def summarize(
     )
     for name, mb in grown.items():
         print(f"  {name} grew {mb:.1f} MB, more than --max-growth-mb {args.max_growth_mb:g}")
+    for error in (error for upload in uploads for error in upload.errors):
+        print(f"  upload error: {error}")
+    for failure in (f for status in statuses.values() for f in status["failures"]):
+        print(f"  failed: {failure['photo_id']} ({failure['reason']}: {failure['detail']})")
+    for finding in result.findings:
+        print(f"  {finding}")
     print(
-        f"soak: minutes={args.minutes:g} photos={photos}"
-        f" thumbnails={sum(c['thumbnails_done'] for c in counts)}"
-        f" embeddings={sum(c['embeddings_done'] for c in counts)} failed={failed} lost={lost}"
-        f" rss_growth_mb={max(growth.values()):.1f}"
-        f" redis_used_mb={samples[-1].redis_used_mb:.1f}"
+        f"soak: minutes={args.minutes:g} redis_used_mb={samples[-1].redis_used_mb:.1f}"
+        f" {result.summary()} rss_growth_mb={max(growth.values()):.1f}"
     )
-    return 1 if lost or grown else 0
+    wrong = result.lost or result.double_called or result.stuck or result.miscounted
+    return 1 if wrong or grown else 0
+
+
+def stack_config(model_root: Path, workdir: Path, faults: bool) -> StackConfig:
+    """The soak's stack; with `faults`, its functions reach S3 and the Lambda through fault
+    proxies and run with FAULT_ENV."""
+    return StackConfig(
+        model_root=model_root,
+        workdir=workdir,
+        fault_proxies=faults,
+        extra_env=FAULT_ENV if faults else {},
+    )
 
 
 def main() -> int:
     args = parse_args()
     root = model_root_or_test_pack(args.model_root)
-    config = StackConfig(model_root=root, workdir=ROOT / "var" / f"soak-{int(time.time())}")
+    workdir = ROOT / "var" / f"soak-{int(time.time())}"
+    config = stack_config(root, workdir, args.faults)
     print(
         f"starting the local stack; then {args.rate:g} photos/s for {args.minutes:g} min,"
-        f" {args.users} users in turn"
+        f" {args.users} users in turn{', with faults' if args.faults else ''}; logs in {workdir}"
     )
     try:
         with LocalStack(config) as stack:

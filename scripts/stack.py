@@ -30,7 +30,9 @@ import redis
 import requests
 
 from functions.common.config import JWT_HMAC_ALGORITHM, StorageSettings
+from scripts import fault_proxy
 from scripts.make_test_model_pack import build_pack
+from scripts.processes import children
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN_CONF = ROOT / "functions" / "common" / "gunicorn_conf.py"
@@ -65,13 +67,21 @@ class StackConfig:
     extra_env: dict[str, str] = field(default_factory=dict)
     # Export every process's spans to a stand-in OTLP collector (scripts/otlp_receiver.py).
     tracing: bool = False
+    # Route the functions' S3 and Lambda calls through fault-injecting proxies
+    # (scripts/fault_proxy.py, at `s3-proxy` and `lambda-proxy`); the stack's own client
+    # (`stack.s3()`) still talks to the S3 server directly.
+    fault_proxies: bool = False
 
 
 @dataclass
 class _Process:
     name: str
-    popen: subprocess.Popen
+    command: list[str]
+    env: dict[str, str]
+    answers: Callable[[], bool]  # true once it is ready
+    ready_timeout: float
     log_path: Path
+    popen: subprocess.Popen | None = None
 
 
 class Processes:
@@ -90,19 +100,35 @@ class Processes:
 
     def pids(self) -> dict[str, int]:
         """Each running server's process id, by name (a gunicorn master's, for a function)."""
-        return {p.name: p.popen.pid for p in self._started if p.popen.poll() is None}
+        return {p.name: p.popen.pid for p in self._started if p.popen and p.popen.poll() is None}
 
     def redis(self) -> str:
-        """A redis-server without persistence; its URL once it answers PING."""
+        """A redis-server that persists as production's does (append-only file, fsync'd every
+        second, under `<workdir>/redis`), so a restart keeps the data; its URL once it answers
+        PING."""
         port = str(free_port())
+        data_dir = (self.workdir / "redis").resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
         command = ["redis-server", "--port", port, "--bind", "127.0.0.1", "--save", ""]
-        process = self._spawn("redis", [*command, "--appendonly", "no"], {})
+        command += ["--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(data_dir)]
         url = f"redis://127.0.0.1:{port}/0"
         # Before the next free port is looked up: until redis-server binds its port, the
         # kernel may hand the same one out again.
-        client = redis.Redis.from_url(url)
-        self._wait_answering(process, client.ping)
+        self._start("redis", command, {}, redis.Redis.from_url(url).ping)
         return url
+
+    def restart(self, name: str, down_s: float = 0.0) -> None:
+        """Stop a server as a pod is stopped (SIGTERM, then SIGKILL after 15 s) and, `down_s`
+        later, start it again with the same command, so on the same port; returns once it
+        answers again."""
+        process = next(p for p in self._started if p.name == name)
+        _terminate([process])
+        time.sleep(down_s)
+        self._launch(process)
+
+    def workers(self, name: str) -> list[int]:
+        """The process ids of a gunicorn server's workers (its master's children)."""
+        return children(self.pids()[name])
 
     def gunicorn(self, name: str, app: str, env: dict[str, str], ready_timeout: float = 30) -> str:
         """`app` under gunicorn as deployed (functions/common/gunicorn_conf.py), its metrics
@@ -126,66 +152,64 @@ class Processes:
         port = str(free_port())
         command = [part.replace("{port}", port) for part in command]
         env = {key: value.replace("{port}", port) for key, value in (env or {}).items()}
-        process = self._spawn(name, command, env)
         url = f"http://127.0.0.1:{port}"
-        self._wait_answering(
-            process,
-            lambda: requests.get(url + health_path, timeout=1).status_code < 500,
-            ready_timeout,
-        )
+
+        def answers() -> bool:
+            return requests.get(url + health_path, timeout=1).status_code < 500
+
+        self._start(name, command, env, answers, ready_timeout)
         return url
 
     def stop(self) -> None:
-        for process in reversed(self._started):
-            if process.popen.poll() is None:
-                os.killpg(process.popen.pid, signal.SIGTERM)
-        for process in reversed(self._started):
-            try:
-                process.popen.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.popen.pid, signal.SIGKILL)
-                process.popen.wait()
+        _terminate(list(reversed(self._started)))
         self._started.clear()
 
-    def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> _Process:
+    def _start(
+        self,
+        name: str,
+        command: list[str],
+        env: dict[str, str],
+        answers: Callable[[], bool],
+        ready_timeout: float = 30,
+    ) -> None:
         if shutil.which(command[0]) is None:
             raise RuntimeError(
                 f"{command[0]} is not installed (run scripts/install-system-deps.sh)"
             )
         self.workdir.mkdir(parents=True, exist_ok=True)
-        log_path = self.workdir / f"{name}.log"
-        full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
-        log_file = log_path.open("ab")
-        popen = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=full_env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        log_file.close()
-        process = _Process(name, popen, log_path)
+        process = _Process(name, command, env, answers, ready_timeout, self.workdir / f"{name}.log")
         self._started.append(process)
-        return process
+        self._launch(process)
 
-    def _wait_answering(
-        self, process: _Process, answers: Callable[[], bool], timeout_s: float = 30
-    ) -> None:
-        """Until `answers()` is true; a connection refused or timing out means not yet."""
-        deadline = time.monotonic() + timeout_s
+    def _launch(self, process: _Process) -> None:
+        """Start the process, logging to its file; returns once it answers."""
+        with process.log_path.open("ab") as log_file:
+            popen = process.popen = subprocess.Popen(
+                process.command,
+                cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT), **process.env},
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self._wait_answering(process, popen)
+
+    def _wait_answering(self, process: _Process, popen: subprocess.Popen) -> None:
+        """Until it answers; a connection refused or timing out means not yet."""
+        deadline = time.monotonic() + process.ready_timeout
         while time.monotonic() < deadline:
-            if process.popen.poll() is not None:
+            if popen.poll() is not None:
                 raise RuntimeError(f"{process.name} exited at start-up:\n{_tail(process.log_path)}")
             try:
-                if answers():
+                if process.answers():
                     return
             except (requests.RequestException, redis.ConnectionError):
                 pass
             time.sleep(0.1)
         raise RuntimeError(
-            f"{process.name} not healthy after {timeout_s} s:\n{_tail(process.log_path)}"
+            f"{process.name} not healthy after {process.ready_timeout} s:\n"
+            + _tail(process.log_path)
         )
 
 
@@ -213,11 +237,11 @@ class LocalStack:
     def env(self) -> dict[str, str]:
         """The environment every function gets: the stack's endpoints, as ConfigMap values."""
         return {
-            "S3_ENDPOINT_URL": self.urls["s3"],
+            "S3_ENDPOINT_URL": self.urls.get("s3-proxy", self.urls["s3"]),
             "S3_REGION": REGION,
             "S3_ACCESS_KEY_ID": CREDENTIAL,
             "S3_SECRET_ACCESS_KEY": CREDENTIAL,
-            "DB_LAMBDA_ENDPOINT_URL": self.urls["lambda"],
+            "DB_LAMBDA_ENDPOINT_URL": self.urls.get("lambda-proxy", self.urls["lambda"]),
             "DB_LAMBDA_FUNCTION": LAMBDA_FUNCTION,
             "AWS_ACCESS_KEY_ID": CREDENTIAL,
             "AWS_SECRET_ACCESS_KEY": CREDENTIAL,
@@ -256,6 +280,19 @@ class LocalStack:
         """Each running part's process id, by name (a gunicorn master's, for a function)."""
         return self._processes.pids()
 
+    def kill_worker(self, name: str) -> int:
+        """SIGKILL a worker of the gunicorn server `name` (the lowest pid), as the kernel's
+        OOM killer would; its master starts another. The killed worker's pid."""
+        workers = self._processes.workers(name)
+        if not workers:
+            raise RuntimeError(f"{name} has no worker to kill")
+        os.kill(workers[0], signal.SIGKILL)
+        return workers[0]
+
+    def restart(self, name: str, down_s: float = 0.0) -> None:
+        """Stop a part gracefully and start it again on the same port (Processes.restart)."""
+        self._processes.restart(name, down_s)
+
     def auth_headers(self, user_id: str) -> dict[str, str]:
         """A user's `Authorization` header for the status API, as the app's backend issues it."""
         return {"Authorization": f"Bearer {mint_token(self.config.jwt_secret, user_id)}"}
@@ -284,6 +321,9 @@ class LocalStack:
             ],
             "/healthz",
         )
+        if self.config.fault_proxies:
+            for upstream in ("s3", "lambda"):
+                self.urls[f"{upstream}-proxy"] = self._spawn_fault_proxy(upstream)
         self.s3().create_bucket(Bucket=self.config.bucket)
         # B2 keeps a version of every object, and its events name the version.
         self.s3().put_bucket_versioning(
@@ -352,6 +392,11 @@ class LocalStack:
             time.sleep(0.1)
         raise TimeoutError(f"broker still busy after {timeout_s} s: {stats}")
 
+    def _spawn_fault_proxy(self, upstream: str) -> str:
+        command = [sys.executable, "-m", "scripts.fault_proxy", "--port", "{port}"]
+        command += ["--upstream", self.urls[upstream]]
+        return self._processes.http(f"{upstream}-proxy", command, fault_proxy.CONTROL_PATH)
+
     def _spawn_function(
         self, name: str, module: str, env: dict[str, str] | None = None, ready_timeout: float = 30
     ) -> str:
@@ -367,6 +412,19 @@ class LocalStack:
             "OTEL_SERVICE_NAME": service,
             "OTEL_BSP_SCHEDULE_DELAY": "100",
         }
+
+
+def _terminate(processes: list[_Process]) -> None:
+    """SIGTERM each process's group, then wait for each (SIGKILL after 15 s)."""
+    running = [p.popen for p in processes if p.popen and p.popen.poll() is None]
+    for popen in running:
+        os.killpg(popen.pid, signal.SIGTERM)
+    for popen in running:
+        try:
+            popen.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(popen.pid, signal.SIGKILL)
+            popen.wait()
 
 
 def _tail(path: Path, lines: int = 30) -> str:

@@ -1,9 +1,16 @@
-"""`make soak`, briefly, on the session's local stack; and how it judges memory growth."""
+"""`make soak`, briefly, on the session's local stack; how it judges memory growth; and the
+faults `--faults` injects."""
+
+import time
 
 import pytest
+import redis
+import requests
 
 from scripts import soak
-from scripts.soak import Sample, memory_growth_mb
+from scripts.processes import children
+from scripts.soak import FAULT_KINDS, Sample, fault_schedule, memory_growth_mb
+from scripts.stack import Processes
 from tests.stack_fixtures import run_script
 
 
@@ -29,8 +36,19 @@ def test_a_short_soak_loses_no_photo_and_says_so_last(soak_run):
     assert status == 0, "\n".join(printed[-12:])
     # 18 slots at 2/s in 9 s; an upload slower than its slot skips the next ones
     assert int(summary["photos"]) >= 9
-    assert summary["lost"] == summary["failed"] == "0"
+    assert summary["lost"] == summary["failed"] == summary["miscounted"] == "0"
+    assert summary["double_called"] == summary["stuck"] == "0"
     assert summary["embeddings"] == summary["thumbnails"] == summary["photos"]
+    assert list(summary)[-8:] == [
+        "photos",
+        "thumbnails",
+        "embeddings",
+        "failed",
+        "lost",
+        "double_called",
+        "stuck",
+        "rss_growth_mb",
+    ]
 
 
 def test_the_soak_samples_every_parts_memory_while_it_runs(soak_run):
@@ -53,3 +71,37 @@ def test_memory_growth_is_measured_over_the_second_half_of_the_load():
 def test_samples_taken_while_draining_do_not_count_as_growth():
     samples = [sample(0, 100), sample(50, 100), sample(100, 100), sample(400, 900)]
     assert memory_growth_mb(samples, load_s=100)["embed"] == 0.0
+
+
+def test_the_fault_schedule_injects_each_fault_once_within_the_load_as_its_seed_says():
+    schedule = fault_schedule(load_s=300, seed=7)
+    assert sorted(fault.kind for fault in schedule) == sorted(FAULT_KINDS)
+    times = [fault.at_s for fault in schedule]
+    assert times == sorted(times)
+    assert times[0] >= 30 and times[-1] <= 240  # 10 % to 80 % of the load
+    assert all(5 <= fault.window_s <= 10 for fault in schedule)
+    assert fault_schedule(load_s=300, seed=7) == schedule != fault_schedule(load_s=300, seed=8)
+
+
+def test_a_killed_worker_is_replaced_by_its_gunicorn_master(stack):
+    master = stack.pids()["thumbnail"]
+    workers = children(master)
+    killed = stack.kill_worker("thumbnail")
+    assert killed in workers
+    deadline = time.monotonic() + 30
+    while killed in children(master) or len(children(master)) < len(workers):
+        assert time.monotonic() < deadline, f"workers of thumbnail: {children(master)}"
+        time.sleep(0.1)
+    assert stack.pids()["thumbnail"] == master
+    assert requests.get(f"{stack.urls['thumbnail']}/healthz", timeout=5).ok
+
+
+def test_a_restarted_redis_keeps_its_data_on_the_same_port(tmp_path):
+    with Processes(tmp_path) as processes:
+        url = processes.redis()
+        redis.Redis.from_url(url).hset("photos:{u}", "u/photos/a.jpg@v1", "embedding")
+        pid = processes.pids()["redis"]
+        processes.restart("redis")
+        assert processes.pids()["redis"] != pid
+        state = redis.Redis.from_url(url).hget("photos:{u}", "u/photos/a.jpg@v1")
+    assert state == b"embedding"
