@@ -13,18 +13,24 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
 from functions.common.config import ReceiverSettings
-from functions.common.events import PhotoRef
+from functions.common.events import MAX_KEY_BYTES, PhotoRef
+from functions.common.metrics import RECEIVER_EVENTS_IGNORED
 
 SIGNATURE_HEADER = "X-Bz-Event-Notification-Signature"
 OBJECT_CREATED_PREFIX = "b2:ObjectCreated:"
 
 _SIGNATURE_VERSION = "v1"
+# B2 refuses these in object names; a key holding one cannot be an upload.
+_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f\\]")
+# Reasons that are the bucket's normal traffic, logged at INFO rather than WARNING.
+_EXPECTED = frozenset({"not_upload", "thumbnail", "not_image"})
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +52,14 @@ class Notification:
     ignored: int
 
 
+class IgnoredEvent(Exception):
+    """An event that reports no upload of our photos; `reason` labels the ignored metric."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
 def verify_signature(body: bytes, header: str | None, secrets: Sequence[str]) -> bool:
     """True when any `v1=` entry of `header` is the HMAC of `body` under any of `secrets`.
 
@@ -61,19 +75,19 @@ def verify_signature(body: bytes, header: str | None, secrets: Sequence[str]) ->
 
 
 def parse_notification(body: bytes, settings: ReceiverSettings) -> Notification:
-    """The uploads of image objects in `body`; ValueError when `body` is not JSON or has no
-    `events` list. A malformed event is logged and ignored: rejecting the whole batch would
-    lose its good uploads, and B2 would only send the same bad event again."""
+    """The uploads of our photos in `body`; ValueError when `body` is not JSON or has no
+    `events` list. Any other event (malformed, another kind, a key that cannot be one of our
+    photos) is logged, counted in `receiver_events_ignored_total` and ignored: rejecting the
+    whole batch would lose its good uploads, and B2 would only send the same event again."""
     events = _events(body)
     uploads = []
     for index, event in enumerate(events):
         try:
-            upload = _upload(event, settings)
-        except ValueError as exc:
-            log.warning("ignoring malformed event %d of the notification: %s", index, exc)
-            continue
-        if upload is not None:
-            uploads.append(upload)
+            uploads.append(_upload(event, settings))
+        except IgnoredEvent as ignored:
+            level = logging.INFO if ignored.reason in _EXPECTED else logging.WARNING
+            log.log(level, "ignoring event %d of the notification (%s)", index, ignored)
+            RECEIVER_EVENTS_IGNORED.labels(ignored.reason).inc()
     return Notification(uploads=tuple(uploads), ignored=len(events) - len(uploads))
 
 
@@ -102,21 +116,19 @@ def _events(body: bytes) -> list[Any]:
     return events
 
 
-def _upload(event: Any, settings: ReceiverSettings) -> Upload | None:
-    """The upload `event` reports; None for another kind of event or key; ValueError when
-    the event is malformed."""
+def _upload(event: Any, settings: ReceiverSettings) -> Upload:
+    """The upload `event` reports; IgnoredEvent when it reports none of our photos."""
     if not isinstance(event, dict) or not isinstance(event.get("eventType"), str):
-        raise ValueError("not an object with an eventType")
+        raise IgnoredEvent("malformed", "not an object with an eventType")
     event_type = event["eventType"]
     if not event_type.startswith(OBJECT_CREATED_PREFIX):
-        return None
+        raise IgnoredEvent("not_upload", event_type)
     key = _field(event, "objectName", str)
-    if not _is_photo(key, settings):
-        return None
+    _check_b2_name(key)
+    _check_photo_key(key, settings)
     match = settings.user_id_pattern.search(key)
-    if match is None:
-        log.warning("ignoring %s: no user id in key (pattern %s)", key, settings.user_id_pattern)
-        return None
+    if match is None or not match.group("user_id"):
+        raise IgnoredEvent("outside_layout", f"no user id in {key!r} ({settings.user_id_pattern})")
     photo = PhotoRef(
         bucket=_field(event, "bucketName", str),
         key=key,
@@ -128,10 +140,31 @@ def _upload(event: Any, settings: ReceiverSettings) -> Upload | None:
     return Upload(event_id=_field(event, "eventId", str), event_type=event_type, photo=photo)
 
 
-def _is_photo(key: str, settings: ReceiverSettings) -> bool:
+def _check_b2_name(key: str) -> None:
+    """IgnoredEvent unless `key` is a name B2 allows: UTF-8 of at most 1024 bytes, with no
+    control character or backslash."""
+    try:
+        size = len(key.encode())
+    except UnicodeEncodeError as exc:
+        raise IgnoredEvent("invalid_character", f"{key!r} is not UTF-8") from exc
+    if size > MAX_KEY_BYTES:
+        raise IgnoredEvent("too_long", f"{key[:64]!r}… is {size} bytes, over {MAX_KEY_BYTES}")
+    if _FORBIDDEN.search(key):
+        raise IgnoredEvent("invalid_character", f"{key!r} holds a control character or \\")
+
+
+def _check_photo_key(key: str, settings: ReceiverSettings) -> None:
+    """IgnoredEvent unless `key` can name one of our photos: no empty, `.` or `..` segment,
+    not a thumbnail, an image extension."""
+    segments = key.split("/")
+    if "" in segments:
+        raise IgnoredEvent("empty_segment", f"{key!r} has an empty path segment")
+    if "." in segments or ".." in segments:
+        raise IgnoredEvent("dot_segment", f"{key!r} has a `.` or `..` path segment")
     if key.startswith(settings.thumbnail_prefix):
-        return False
-    return PurePosixPath(key).suffix.lower().lstrip(".") in settings.image_extensions
+        raise IgnoredEvent("thumbnail", f"{key!r} is a thumbnail")
+    if PurePosixPath(key).suffix.lower().lstrip(".") not in settings.image_extensions:
+        raise IgnoredEvent("not_image", f"{key!r} has no image extension")
 
 
 def _field(
@@ -141,5 +174,5 @@ def _field(
     if value is None and not required:
         return None
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise ValueError(f"event {event.get('eventId')!r} has no valid {name}")
+        raise IgnoredEvent("malformed", f"event {event.get('eventId')!r} has no valid {name}")
     return value

@@ -1,10 +1,15 @@
 """The B2 Event Notification webhook: turns uploads into CloudEvents on the broker.
 
 Serve with `gunicorn 'eventing.receiver:create_app()'`. B2 retries a notification that is
-not answered 2xx, so the receiver answers 200 only once the broker accepted every event. It
-records an upload only once the broker accepted its event, so an event B2 gives up on leaves
-no photo pending forever; recording is idempotent (a retried batch counts once), and a stage
-that records the photo first also counts its upload. Under Knative's
+not answered 2xx, so the receiver answers 200 only once the broker accepted every event, and
+502/503 when one could not be published for a passing reason (broker refusing or down, Redis
+down, too slow). An event that fails for an unexpected reason (a bug) is logged with its
+traceback and counted, and the batch is answered by the other events: B2 retrying it would
+only fail the same way, forever. It records an upload only once the broker accepted its
+event, so an event B2 gives up on leaves no photo pending forever; recording is idempotent (a
+retried batch counts once), and a stage that records the photo first also counts its upload.
+A B2 eventId accepted within the de-duplication window (`WEBHOOK_DEDUP_WINDOW_S`) is dropped
+when B2 delivers it again. Under Knative's
 transport encryption the broker's address is HTTPS with a certificate from the cluster's own
 CA, which the SinkBinding passes as K_CA_CERTS: the publisher trusts it besides the usual CAs.
 """
@@ -17,8 +22,9 @@ import os
 import ssl
 import tempfile
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextvars import copy_context
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,7 +39,8 @@ from eventing.b2_webhook import SIGNATURE_HEADER, Upload, parse_notification, ve
 from functions.common.config import ReceiverSettings, StatusSettings
 from functions.common.errors import TransientError
 from functions.common.events import OBJECT_CREATED, binary_http, new_event, photo_data
-from functions.common.metrics import instrument
+from functions.common.metrics import RECEIVER_EVENTS_DUPLICATE, RECEIVER_EVENTS_FAILED, instrument
+from functions.common.seen_events import SeenEvents
 from functions.common.status_store import Stage, StatusStore
 from functions.common.telemetry import add_trace_context, configure_tracing, server_span, tracer
 
@@ -76,7 +83,7 @@ class BrokerPublisher:
         """POST `event` carrying this span's trace context, as extension and as HTTP header."""
         with _tracer.start_as_current_span("publish", kind=SpanKind.PRODUCER) as span:
             span.set_attribute("cloudevents.event_id", event["id"])
-            span.set_attribute("photo.key", event["subject"])
+            span.set_attribute("photo.key", event.data["key"])
             headers, body = binary_http(add_trace_context(event))
             propagate.inject(headers)
             response = self._session.post(
@@ -109,12 +116,78 @@ def ca_bundle_with(extra_pem: str) -> Path:
     return path
 
 
-def create_app(settings: ReceiverSettings | None = None, store: StatusStore | None = None) -> Flask:
+# Failures worth B2 retrying the batch for: the broker refused, or something was down or slow.
+TRANSIENT = (BrokerRejected, TransientError, TimeoutError, requests.RequestException)
+
+
+@dataclass(frozen=True)
+class Acceptor:
+    """Takes one upload: publishes its event, records it, and remembers its B2 eventId."""
+
+    store: StatusStore
+    seen: SeenEvents
+    publisher: BrokerPublisher
+
+    def accept(self, upload: Upload) -> bool:
+        """True once published and recorded; False when its eventId was accepted within the
+        de-duplication window. It is remembered only once the broker took it, so an event
+        whose publish failed is published when B2 delivers it again."""
+        if self.seen.is_seen(upload.event_id):
+            RECEIVER_EVENTS_DUPLICATE.inc()
+            return False
+        self.publisher.publish(_upload_event(upload))
+        photo = upload.photo
+        self.store.record(photo.user_id, photo.photo_id, Stage.UPLOADED, at=photo.uploaded_at)
+        self.seen.remember(upload.event_id)
+        return True
+
+
+@dataclass
+class Outcomes:
+    """How a batch's uploads went; `transient` holds the errors worth a retry by B2."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    unexpected: int = 0
+    transient: list[BaseException] = field(default_factory=list)
+
+    def fail(self, upload: Upload, error: BaseException) -> None:
+        """Count an upload not accepted: a transient error fails the batch (B2 retries it),
+        any other one is a bug, logged with its traceback, and does not."""
+        key = upload.photo.key
+        if isinstance(error, TRANSIENT):
+            log.warning("upload %s (%r) not accepted: %s", upload.event_id, key, error)
+            RECEIVER_EVENTS_FAILED.labels("transient").inc()
+            self.transient.append(error)
+        else:
+            log.error("upload %s (%r) failed unexpectedly", upload.event_id, key, exc_info=error)
+            RECEIVER_EVENTS_FAILED.labels("unexpected").inc()
+            self.unexpected += 1
+
+    def answer(self, ignored: int) -> tuple[dict, int]:
+        """The webhook's answer: 200 unless an upload failed for a transient reason."""
+        if self.transient:
+            failed = len(self.transient) + self.unexpected
+            body = {"error": str(self.transient[0]), "failed": failed}
+            return body, _failure_status(self.transient)
+        counts = {"accepted": self.accepted, "duplicates": self.duplicates, "ignored": ignored}
+        return {**counts, "failed": self.unexpected}, 200
+
+
+def create_app(
+    settings: ReceiverSettings | None = None,
+    store: StatusStore | None = None,
+    seen: SeenEvents | None = None,
+) -> Flask:
+    """The receiver; `store` and `seen` default to clients of REDIS_URL."""
     configure_tracing("receiver")
     settings = settings or ReceiverSettings.from_env()
-    store = store or StatusStore.from_settings(StatusSettings.from_env())
+    status_settings = StatusSettings.from_env()
+    store = store or StatusStore.from_settings(status_settings)
+    seen = seen or SeenEvents.from_url(status_settings.redis_url, settings.dedup_window_s)
     ca_bundle = ca_bundle_with(settings.sink_ca_certs) if settings.sink_ca_certs else None
     publisher = BrokerPublisher(settings.sink_url, settings.publish_timeout_s, ca_bundle)
+    acceptor = Acceptor(store, seen, publisher)
     pool = ThreadPoolExecutor(max_workers=PUBLISH_WORKERS, thread_name_prefix="publish")
     app = Flask(__name__)
 
@@ -131,10 +204,8 @@ def create_app(settings: ReceiverSettings | None = None, store: StatusStore | No
             parsed = parse_notification(body, settings)
         except ValueError as exc:
             return {"error": str(exc)}, 400
-        errors = _accept_all(parsed.uploads, store, publisher, pool, settings.answer_within_s)
-        if errors:
-            return {"error": str(errors[0]), "failed": len(errors)}, _failure_status(errors)
-        return {"accepted": len(parsed.uploads), "ignored": parsed.ignored}, 200
+        outcomes = _accept_all(parsed.uploads, acceptor, pool, settings.answer_within_s)
+        return outcomes.answer(parsed.ignored)
 
     @app.get("/healthz")
     def healthz() -> tuple[dict, int]:
@@ -152,36 +223,29 @@ def _upload_event(upload: Upload) -> CloudEvent:
 
 
 def _accept_all(
-    uploads: Iterable[Upload],
-    store: StatusStore,
-    publisher: BrokerPublisher,
-    pool: ThreadPoolExecutor,
-    within_s: float,
-) -> list[BaseException]:
-    """What went wrong accepting each upload; an upload not accepted `within_s` is an error
-    (its publish goes on, and B2's retry of the batch is de-duplicated downstream)."""
+    uploads: Iterable[Upload], acceptor: Acceptor, pool: ThreadPoolExecutor, within_s: float
+) -> Outcomes:
+    """How accepting each upload went; one not accepted `within_s` is a transient error (its
+    publish goes on, and once it is accepted B2's retry of the batch drops it as a duplicate)."""
     # Each task runs in a copy of this context, so its spans join the webhook's trace.
-    futures = [
-        pool.submit(copy_context().run, _accept, upload, store, publisher) for upload in uploads
-    ]
+    futures: dict[Future[bool], Upload] = {
+        pool.submit(copy_context().run, acceptor.accept, upload): upload for upload in uploads
+    }
     _, late = wait(futures, timeout=within_s)
-    errors: list[BaseException] = [TimeoutError(f"not accepted within {within_s} s") for _ in late]
-    errors += [error for error in (f.exception() for f in futures if f not in late) if error]
-    for error in errors:
-        log.warning("upload not accepted: %s", error)
-    return errors
-
-
-def _accept(upload: Upload, store: StatusStore, publisher: BrokerPublisher) -> None:
-    publisher.publish(_upload_event(upload))
-    photo = upload.photo
-    store.record(photo.user_id, photo.photo_id, Stage.UPLOADED, at=photo.uploaded_at)
+    outcomes = Outcomes()
+    for future, upload in futures.items():
+        if future in late:
+            outcomes.fail(upload, TimeoutError(f"not accepted within {within_s} s"))
+        elif (error := future.exception()) is not None:
+            outcomes.fail(upload, error)
+        elif future.result():
+            outcomes.accepted += 1
+        else:
+            outcomes.duplicates += 1
+    return outcomes
 
 
 def _failure_status(errors: list[BaseException]) -> int:
-    """502 when the broker refused events, 503 when it or the store could not be reached."""
-    for error in errors:
-        transient = (BrokerRejected, TransientError, TimeoutError, requests.RequestException)
-        if not isinstance(error, transient):
-            raise error
+    """502 when the broker refused every event that failed, 503 when it or Redis could not be
+    reached, or took too long."""
     return 502 if all(isinstance(error, BrokerRejected) for error in errors) else 503

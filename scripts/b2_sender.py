@@ -43,7 +43,8 @@ def signature(body: bytes, secret: str) -> str:
 def deliver(
     url: str, events: list[dict[str, Any]], secret: str, timeout_s: float = 10
 ) -> requests.Response:
-    body = json.dumps({"events": events}).encode()
+    # Non-ASCII keys as raw UTF-8, not `\u` escapes: JSON allows both, the receiver reads both.
+    body = json.dumps({"events": events}, ensure_ascii=False).encode()
     headers = {"Content-Type": "application/json", SIGNATURE_HEADER: signature(body, secret)}
     return requests.post(url, data=body, headers=headers, timeout=timeout_s)
 

@@ -47,7 +47,14 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=3, help="users uploading in parallel")
     parser.add_argument("--photos", type=int, default=8, help="photos per user")
-    parser.add_argument("--photos-dir", type=Path, help="upload your own photos (every user)")
+    parser.add_argument(
+        "--photos-dir",
+        type=Path,
+        help="upload your own photos (every user, each file under its own name)",
+    )
+    parser.add_argument(
+        "--user-prefix", default="user", help="user ids are this followed by 1, 2, …"
+    )
     parser.add_argument("--corrupt", type=int, default=0, help="corrupt photos added per user")
     parser.add_argument(
         "--model-root",
@@ -259,7 +266,7 @@ def main() -> int:
 
 
 def run(stack: LocalStack, args: argparse.Namespace) -> int:
-    uploads = [Upload(f"user{i + 1}", []) for i in range(args.users)]
+    uploads = [Upload(f"{args.user_prefix}{i + 1}", []) for i in range(args.users)]
     for index, upload in enumerate(uploads):
         upload.photos = photos_for(upload.user_id, args, index)
     print(

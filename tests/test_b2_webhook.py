@@ -5,6 +5,7 @@ import json
 import re
 
 import pytest
+from prometheus_client import REGISTRY
 
 from eventing.b2_webhook import parse_notification, verify_signature
 from functions.common.config import ReceiverSettings
@@ -168,3 +169,79 @@ def test_a_thumbnail_key_template_without_a_fixed_prefix_is_refused_at_load(monk
     monkeypatch.setenv("THUMBNAIL_KEY_TEMPLATE", template)
     with pytest.raises(ValueError, match="THUMBNAIL_KEY_TEMPLATE must start with a fixed prefix"):
         ReceiverSettings.from_env()
+
+
+# -- keys as users name files, and keys that cannot be one of our photos ----------------------
+
+LONGEST = "ann/" + "写" * 338 + "ab.jpg"  # 1024 bytes of UTF-8: B2's limit
+
+
+def ignored_count(reason):
+    return REGISTRY.get_sample_value("receiver_events_ignored_total", {"reason": reason}) or 0
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "ann/写真.jpg",
+        "ann/🎉 party.jpg",
+        "ann/Cafe\u0301.jpg",
+        "ann/Caf\u00e9.jpg",
+        "ann/100% real+fun.jpg",
+        "ann/.hidden.jpg",
+        "ann/..double.jpg",
+        LONGEST,
+    ],
+)
+def test_a_key_named_as_users_name_files_is_kept_exactly(key):
+    parsed = parse_notification(notification(object_created("photos", key, 1)), SETTINGS)
+    assert [(upload.photo.key, upload.photo.user_id) for upload in parsed.uploads] == [(key, "ann")]
+
+
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [
+        pytest.param("ann/../bob/a.jpg", "dot_segment", id="dot-dot segment"),
+        pytest.param("ann/./a.jpg", "dot_segment", id="dot segment"),
+        pytest.param("../a.jpg", "dot_segment", id="dot-dot user"),
+        pytest.param("ann//a.jpg", "empty_segment", id="empty segment"),
+        pytest.param("/ann/a.jpg", "empty_segment", id="leading slash"),
+        pytest.param("a.jpg", "outside_layout", id="no user folder"),
+        pytest.param(LONGEST.replace("ab.jpg", "abc.jpg"), "too_long", id="1025 bytes"),
+        pytest.param("ann/a\x01.jpg", "invalid_character", id="control character"),
+        pytest.param("ann/a\nb.jpg", "invalid_character", id="newline"),
+        pytest.param("ann\\a.jpg", "invalid_character", id="backslash"),
+        pytest.param("ann/\ud800.jpg", "invalid_character", id="lone surrogate"),
+        pytest.param("ann/notes.txt", "not_image", id="not an image"),
+        pytest.param("thumbnails/ann/a.jpg", "thumbnail", id="a thumbnail"),
+    ],
+)
+def test_a_key_that_cannot_be_one_of_our_photos_is_ignored_and_counted_by_reason(key, reason):
+    before = ignored_count(reason)
+    good = object_created("photos", "ann/good.jpg", 1)
+    parsed = parse_notification(notification(object_created("photos", key, 1), good), SETTINGS)
+    assert [upload.photo.key for upload in parsed.uploads] == ["ann/good.jpg"]
+    assert parsed.ignored == 1
+    assert ignored_count(reason) == before + 1
+
+
+def test_a_user_id_pattern_capturing_nothing_is_outside_the_layout():
+    settings = dataclasses.replace(SETTINGS, user_id_pattern=re.compile(r"^(?P<user_id>\d*)/?"))
+    before = ignored_count("outside_layout")
+    parsed = parse_notification(notification(object_created("photos", "ann/a.jpg", 1)), settings)
+    assert (parsed.uploads, ignored_count("outside_layout")) == ((), before + 1)
+
+
+def test_a_malformed_event_is_counted_as_malformed():
+    before = ignored_count("malformed")
+    parse_notification(
+        notification(without("eventId", object_created("p", "ann/a.jpg", 1))), SETTINGS
+    )
+    assert ignored_count("malformed") == before + 1
+
+
+def test_a_key_that_cannot_be_a_photo_is_logged_as_a_warning_with_its_reason(caplog):
+    parse_notification(notification(object_created("photos", "ann/../a.jpg", 1)), SETTINGS)
+    [record] = [r for r in caplog.records if r.name == "eventing.b2_webhook"]
+    assert record.levelname == "WARNING"
+    assert "dot_segment" in record.getMessage()

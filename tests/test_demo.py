@@ -8,7 +8,8 @@ import pytest
 import requests
 
 from scripts import demo
-from tests.stack_fixtures import run_script
+from scripts.sample_photos import sample_photo
+from tests.stack_fixtures import lambda_invocations, run_script
 
 USERS, PHOTOS, BROKEN = 2, 3, 1
 
@@ -17,7 +18,13 @@ USERS, PHOTOS, BROKEN = 2, 3, 1
 def demo_run(stack):
     """The demo's exit status and printed lines, run once for the module's tests."""
     args = argparse.Namespace(
-        users=USERS, photos=PHOTOS, photos_dir=None, corrupt=BROKEN, timeout=180, keep=False
+        users=USERS,
+        photos=PHOTOS,
+        photos_dir=None,
+        corrupt=BROKEN,
+        timeout=180,
+        keep=False,
+        user_prefix="user",
     )
     return run_script(demo.run, stack, args)
 
@@ -48,6 +55,47 @@ def test_the_demo_reports_both_stages_seconds_from_webhook_to_database_lambda(de
     _, printed = demo_run
     [line] = [line for line in printed if line.startswith("per photo, webhook to database")]
     assert re.search(r"thumbnails p50 [\d.]+ s, p95 [\d.]+ s, max [\d.]+ s; embeddings p50", line)
+
+
+# Files as users name them: Japanese, an emoji, NFD and NFC accents (two files), spaces.
+NAMED_FILES = ["写真.jpg", "🎉 party.jpg", "Cafe\u0301.jpg", "Caf\u00e9.jpg", "summer holiday.jpg"]
+NAMED_USERS = ["ユーザー1", "ユーザー2"]
+
+
+@pytest.fixture(scope="module")
+def named_files_run(stack, tmp_path_factory):
+    """The demo uploading a folder of files named as users name them, for two users."""
+    folder = tmp_path_factory.mktemp("named-photos")
+    for seed, name in enumerate(NAMED_FILES):
+        (folder / name).write_bytes(sample_photo(seed=seed, faces=1))
+    (folder / "notes.txt").write_text("not a photo: the demo leaves it out")
+    args = argparse.Namespace(
+        users=len(NAMED_USERS),
+        photos=0,
+        photos_dir=folder,
+        corrupt=0,
+        timeout=180,
+        keep=False,
+        user_prefix="ユーザー",
+    )
+    return run_script(demo.run, stack, args)
+
+
+def test_the_demo_uploads_files_named_as_users_name_them_and_accounts_for_every_one(
+    named_files_run,
+):
+    status, printed = named_files_run
+    total = len(NAMED_USERS) * len(NAMED_FILES)
+    assert status == 0
+    assert printed[-1] == (
+        f"demo: {total}/{total} thumbnails, {total}/{total} embeddings, 0 failed, 0 lost"
+    )
+
+
+def test_each_file_keeps_its_exact_name_in_its_key_under_its_user(stack, named_files_run):
+    for user in NAMED_USERS:
+        keys = {p["key"] for p in lambda_invocations(stack) if p.get("user_id") == user}
+        assert keys == {f"{user}/photos/{name}" for name in NAMED_FILES}
 
 
 def upload_of(*photos: tuple[str, float | None]) -> demo.Upload:

@@ -4,17 +4,20 @@ import re
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 import redis
 import requests
 import requests.certs
+from prometheus_client import REGISTRY
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from eventing.receiver import ca_bundle_with, create_app
 from functions.common.config import ReceiverSettings
 from functions.common.events import OBJECT_CREATED, USER_ID_EXTENSION
+from functions.common.seen_events import SeenEvents
 from functions.common.status_store import StatusStore
 from scripts.b2_sender import SIGNATURE_HEADER, deliver, object_created, signature
 from tests.tls_certificates import CertificateAuthority
@@ -36,10 +39,30 @@ def settings_for(sink_url, sink_ca_certs=None, answer_within_s=2.5):
 
 
 @pytest.fixture
-def store(redis_server):
+def redis_client(redis_server):
     client = redis.Redis.from_url(redis_server, decode_responses=True)
     client.flushdb()
-    return StatusStore(client)
+    return client
+
+
+@pytest.fixture
+def store(redis_client):
+    return StatusStore(redis_client)
+
+
+@pytest.fixture
+def seen(redis_client):
+    return SeenEvents(redis_client, window_s=60)
+
+
+@pytest.fixture
+def start(serve, store, seen):
+    """Serve a receiver with `settings`, the test's Redis stores unless others are given."""
+
+    def start_receiver(settings, status_store=None, seen_events=None):
+        return serve(create_app(settings, status_store or store, seen_events or seen))
+
+    return start_receiver
 
 
 @pytest.fixture
@@ -48,8 +71,8 @@ def broker(event_sink):
 
 
 @pytest.fixture
-def receiver(serve, broker, store):
-    return serve(create_app(settings_for(broker.url), store))
+def receiver(start, broker):
+    return start(settings_for(broker.url))
 
 
 def uploads(count, user="ann"):
@@ -86,9 +109,11 @@ def test_events_are_published_in_binary_mode(receiver, broker):
     assert broker.wait_for(1)[0].headers["Ce-Id"] == event["eventId"]
 
 
-def test_the_answer_counts_accepted_and_ignored_events(receiver):
+def test_the_answer_counts_accepted_duplicate_ignored_and_failed_events(receiver):
     events = [*uploads(2), object_created("photos", "ann/notes.txt", 1)]
-    assert deliver(receiver, events, SECRET).json() == {"accepted": 2, "ignored": 1}
+    deliver(receiver, events[:1], SECRET)
+    answer = deliver(receiver, events, SECRET).json()
+    assert answer == {"accepted": 1, "duplicates": 1, "ignored": 1, "failed": 0}
 
 
 def test_a_thumbnail_written_back_to_the_bucket_is_not_published(receiver, broker):
@@ -101,7 +126,8 @@ def test_a_malformed_event_is_ignored_and_the_rest_of_its_batch_published(receiv
     good = uploads(2)
     broken = {name: value for name, value in uploads(3)[2].items() if name != "eventId"}
     response = deliver(receiver, [good[0], broken, good[1]], SECRET)
-    assert (response.status_code, response.json()) == (200, {"accepted": 2, "ignored": 1})
+    answer = response.json()
+    assert (response.status_code, answer["accepted"], answer["ignored"]) == (200, 2, 1)
     assert {d.event["id"] for d in broker.wait_for(2)} == {e["eventId"] for e in good}
 
 
@@ -111,30 +137,30 @@ def test_a_malformed_body_is_answered_400(receiver):
     assert requests.post(receiver, data=body, headers=headers, timeout=5).status_code == 400
 
 
-def test_an_unreachable_broker_is_answered_503_so_b2_retries(serve, store, refused_port):
-    receiver = serve(create_app(settings_for(f"http://127.0.0.1:{refused_port}"), store))
+def test_an_unreachable_broker_is_answered_503_so_b2_retries(start, refused_port):
+    receiver = start(settings_for(f"http://127.0.0.1:{refused_port}"))
     assert deliver(receiver, uploads(2), SECRET).status_code == 503
 
 
-def test_a_broker_refusing_an_event_is_answered_502_so_b2_retries(serve, event_sink, store):
+def test_a_broker_refusing_an_event_is_answered_502_so_b2_retries(start, event_sink):
     refusing = event_sink(respond=lambda event: ("full", 500))
-    receiver = serve(create_app(settings_for(refusing.url), store))
+    receiver = start(settings_for(refusing.url))
     assert deliver(receiver, uploads(1), SECRET).status_code == 502
 
 
 def test_an_upload_the_broker_refuses_is_not_recorded_so_it_never_waits_forever(
-    serve, event_sink, store
+    start, event_sink, store
 ):
     refusing = event_sink(respond=lambda event: ("full", 500))
-    receiver = serve(create_app(settings_for(refusing.url), store))
+    receiver = start(settings_for(refusing.url))
     deliver(receiver, uploads(2), SECRET)
     status = store.user_status("ann")
     assert (status.uploaded, status.thumbnails_pending) == (0, 0)
 
 
-def test_an_unavailable_status_store_is_answered_503(serve, broker, refused_port):
+def test_an_unavailable_status_store_is_answered_503(start, broker, refused_port):
     dead_redis = redis.Redis(port=refused_port, retry=Retry(NoBackoff(), retries=0))
-    receiver = serve(create_app(settings_for(broker.url), StatusStore(dead_redis)))
+    receiver = start(settings_for(broker.url), StatusStore(dead_redis))
     assert deliver(receiver, uploads(1), SECRET).status_code == 503
 
 
@@ -145,42 +171,190 @@ def test_the_upload_is_recorded_at_the_b2_event_time(receiver, store):
     assert (status.uploaded, status.timestamps["first_upload_at"]) == (1, 1764270000.5)
 
 
-def test_a_batch_delivered_twice_is_published_twice_but_recorded_once(receiver, broker, store):
+def test_a_batch_delivered_twice_is_published_and_recorded_once(receiver, broker, store):
     events = uploads(2)
     assert deliver(receiver, events, SECRET).status_code == 200
     assert deliver(receiver, events, SECRET).status_code == 200
-    assert len(broker.wait_for(4)) == 4
+    assert len(broker.wait_for(2)) == 2
+    time.sleep(0.2)  # a republished event would have arrived by now
+    assert len(broker.received) == 2
     assert store.user_status("ann").uploaded == 2
 
 
-def test_a_full_batch_is_answered_within_b2s_timeout_even_with_a_slow_broker(
-    serve, event_sink, store
-):
+def test_a_full_batch_is_answered_within_b2s_timeout_even_with_a_slow_broker(start, event_sink):
     def slow(event):
         time.sleep(0.2)
         return "", 202
 
-    receiver = serve(create_app(settings_for(event_sink(respond=slow).url), store))
+    receiver = start(settings_for(event_sink(respond=slow).url))
     started = time.monotonic()
     response = deliver(receiver, uploads(50), SECRET)
     assert response.status_code == 200
     assert time.monotonic() - started < 2.5  # one after the other would take 10 s
 
 
-def test_a_batch_the_broker_cannot_take_in_time_is_answered_503_so_b2_retries(
-    serve, event_sink, store
-):
+def test_a_batch_the_broker_cannot_take_in_time_is_answered_503_so_b2_retries(start, event_sink):
     def stalled(event):
         time.sleep(1.0)
         return "", 202
 
     settings = settings_for(event_sink(respond=stalled).url, answer_within_s=0.3)
-    receiver = serve(create_app(settings, store))
+    receiver = start(settings)
     assert deliver(receiver, uploads(1), SECRET).status_code == 503
 
 
 def test_health_check_answers_200(receiver):
     assert requests.get(f"{receiver}/healthz", timeout=5).status_code == 200
+
+
+# -- keys as users name files -----------------------------------------------------------------
+
+# Distinct photos, each named as a user would: Japanese, emoji and a space, NFD and NFC accents,
+# `%` and `+`, and a key of exactly 1024 bytes of UTF-8 (B2's limit).
+USER_KEYS = [
+    "ann/写真.jpg",
+    "ann/🎉 party.jpg",
+    "ann/Cafe\u0301.jpg",
+    "ann/Caf\u00e9.jpg",
+    "ann/100% real+fun.jpg",
+    "ann/" + "写" * 338 + "ab.jpg",
+]
+
+
+def counted(name, **labels):
+    return REGISTRY.get_sample_value(name, labels) or 0
+
+
+def test_keys_as_users_name_files_are_each_published_with_a_header_safe_subject_and_exact_key(
+    receiver, broker, store
+):
+    assert len(USER_KEYS[-1].encode()) == 1024
+    events = [object_created("photos", key, 10) for key in USER_KEYS]
+    response = deliver(receiver, events, SECRET)
+    assert (response.status_code, response.json()["accepted"]) == (200, len(USER_KEYS))
+    by_key = {d.event.data["key"]: d for d in broker.wait_for(len(USER_KEYS))}
+    assert set(by_key) == set(USER_KEYS)
+    for key, delivery in by_key.items():
+        assert delivery.headers["Ce-Subject"] == delivery.event["subject"]
+        assert delivery.event["subject"].isascii()
+        assert unquote(delivery.event["subject"]) == key
+    assert store.user_status("ann").uploaded == len(USER_KEYS)
+
+
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [("ann/../bob/a.jpg", "dot_segment"), ("a.jpg", "outside_layout")],
+)
+def test_a_key_that_cannot_be_our_photo_is_ignored_answered_200_and_counted(
+    receiver, broker, key, reason
+):
+    before = counted("receiver_events_ignored_total", reason=reason)
+    response = deliver(receiver, [object_created("photos", key, 10), *uploads(1)], SECRET)
+    assert (response.status_code, response.json()["ignored"]) == (200, 1)
+    assert [d.event.data["key"] for d in broker.wait_for(1)] == ["ann/0.jpg"]
+    assert counted("receiver_events_ignored_total", reason=reason) == before + 1
+
+
+class FailingFor(StatusStore):
+    """The status store, with a bug when it records one photo."""
+
+    def __init__(self, client, key):
+        super().__init__(client)
+        self._key = key
+
+    def record(self, user_id, photo_id, stage, **fields):
+        if photo_id.startswith(self._key + "@"):
+            raise RuntimeError("a bug")
+        return super().record(user_id, photo_id, stage, **fields)
+
+
+def test_one_upload_failing_unexpectedly_leaves_the_others_accepted_and_answers_200(
+    start, broker, redis_client, store, caplog
+):
+    receiver = start(settings_for(broker.url), FailingFor(redis_client, "ann/1.jpg"))
+    before = counted("receiver_events_failed_total", kind="unexpected")
+    response = deliver(receiver, uploads(3), SECRET)
+    assert (response.status_code, response.json()) == (
+        200,
+        {"accepted": 2, "duplicates": 0, "ignored": 0, "failed": 1},
+    )
+    assert store.user_status("ann").uploaded == 2
+    assert counted("receiver_events_failed_total", kind="unexpected") == before + 1
+    [logged] = [r for r in caplog.records if r.levelname == "ERROR" and "ann/1.jpg" in r.message]
+    assert logged.exc_info[0] is RuntimeError
+
+
+def test_an_unexpected_failure_beside_a_transient_one_still_answers_5xx_so_b2_retries(
+    start, event_sink, redis_client
+):
+    refusing = event_sink(lambda event: ("full", 500) if "0" in event.data["key"] else ("", 202))
+    receiver = start(settings_for(refusing.url), FailingFor(redis_client, "ann/1.jpg"))
+    response = deliver(receiver, uploads(2), SECRET)
+    assert (response.status_code, response.json()["failed"]) == (502, 2)
+
+
+# -- B2 redelivers: an eventId is published once within the window -----------------------------
+
+
+def test_the_same_event_id_delivered_in_two_requests_is_published_once(receiver, broker):
+    event = uploads(1)[0]
+    before = counted("receiver_events_duplicate_total")
+    assert deliver(receiver, [event], SECRET).json()["accepted"] == 1
+    again = deliver(receiver, [event], SECRET)
+    assert (again.status_code, again.json()["duplicates"]) == (200, 1)
+    time.sleep(0.2)  # a republished event would have arrived by now
+    assert [d.event["id"] for d in broker.received] == [event["eventId"]]
+    assert counted("receiver_events_duplicate_total") == before + 1
+
+
+def test_an_event_whose_publish_failed_is_not_remembered_and_its_redelivery_is_published(
+    start, event_sink, store
+):
+    answers = iter([("full", 500), ("", 202)])
+    broker = event_sink(respond=lambda event: next(answers))
+    receiver = start(settings_for(broker.url))
+    event = uploads(1)[0]
+    assert deliver(receiver, [event], SECRET).status_code == 502
+    redelivered = deliver(receiver, [event], SECRET)
+    assert (redelivered.status_code, redelivered.json()["accepted"]) == (200, 1)
+    assert [d.event["id"] for d in broker.wait_for(2)] == [event["eventId"]] * 2
+    assert store.user_status("ann").uploaded == 1
+
+
+def test_an_event_id_is_published_again_once_the_window_has_passed(start, broker, redis_client):
+    receiver = start(settings_for(broker.url), seen_events=SeenEvents(redis_client, 0.2))
+    event = uploads(1)[0]
+    deliver(receiver, [event], SECRET)
+    time.sleep(0.3)
+    assert deliver(receiver, [event], SECRET).json()["accepted"] == 1
+    assert len(broker.wait_for(2)) == 2
+
+
+def test_an_event_is_remembered_for_the_configured_window(receiver, redis_client):
+    event = uploads(1)[0]
+    deliver(receiver, [event], SECRET)
+    assert 59_000 < redis_client.pttl(f"b2event:{event['eventId']}") <= 60_000
+
+
+def test_an_unavailable_seen_events_store_is_answered_503_and_publishes_nothing(
+    start, broker, refused_port
+):
+    dead_redis = redis.Redis(port=refused_port, retry=Retry(NoBackoff(), retries=0))
+    receiver = start(settings_for(broker.url), seen_events=SeenEvents(dead_redis, 60))
+    assert deliver(receiver, uploads(1), SECRET).status_code == 503
+    assert broker.received == []
+
+
+def test_the_window_defaults_to_a_day_and_is_read_from_the_environment(monkeypatch):
+    assert ReceiverSettings.from_env().dedup_window_s == 86400
+    monkeypatch.setenv("WEBHOOK_DEDUP_WINDOW_S", "600")
+    assert ReceiverSettings.from_env().dedup_window_s == 600
+
+
+def test_a_window_of_zero_is_refused_at_load(monkeypatch):
+    monkeypatch.setenv("WEBHOOK_DEDUP_WINDOW_S", "0")
+    with pytest.raises(ValueError, match="WEBHOOK_DEDUP_WINDOW_S"):
+        ReceiverSettings.from_env()
 
 
 # -- Knative transport encryption: an HTTPS broker signed by the cluster's CA ----------------
@@ -206,24 +380,22 @@ def https_broker(event_sink, cluster_ca, tmp_path):
 
 
 def test_an_https_broker_is_published_to_when_k_ca_certs_holds_its_ca(
-    serve, https_broker, cluster_ca, store
+    start, https_broker, cluster_ca
 ):
-    receiver = serve(create_app(settings_for(https_broker.url, cluster_ca.pem), store))
+    receiver = start(settings_for(https_broker.url, cluster_ca.pem))
     assert deliver(receiver, uploads(2), SECRET).status_code == 200
     assert len(https_broker.wait_for(2)) == 2
 
 
-def test_an_https_broker_is_not_trusted_without_k_ca_certs(serve, https_broker, store):
-    receiver = serve(create_app(settings_for(https_broker.url), store))
+def test_an_https_broker_is_not_trusted_without_k_ca_certs(start, https_broker):
+    receiver = start(settings_for(https_broker.url))
     assert deliver(receiver, uploads(1), SECRET).status_code == 503
     assert https_broker.received == []
 
 
-def test_an_https_broker_is_not_trusted_when_k_ca_certs_holds_another_ca(
-    serve, https_broker, store
-):
+def test_an_https_broker_is_not_trusted_when_k_ca_certs_holds_another_ca(start, https_broker):
     other = CertificateAuthority.create("another-ca")
-    receiver = serve(create_app(settings_for(https_broker.url, other.pem), store))
+    receiver = start(settings_for(https_broker.url, other.pem))
     assert deliver(receiver, uploads(1), SECRET).status_code == 503
     assert https_broker.received == []
 
@@ -243,6 +415,6 @@ def test_the_ca_bundle_is_written_under_tmpdir_with_the_default_cas_and_k_ca_cer
     assert bundle.rstrip().endswith(cluster_ca.pem.strip())
 
 
-def test_k_ca_certs_without_a_certificate_stops_the_receiver_at_start(store):
+def test_k_ca_certs_without_a_certificate_stops_the_receiver_at_start(store, seen):
     with pytest.raises(ValueError, match="K_CA_CERTS"):
-        create_app(settings_for("https://broker.invalid", "not a certificate"), store)
+        create_app(settings_for("https://broker.invalid", "not a certificate"), store, seen)

@@ -158,7 +158,7 @@ def crashing_stage(tmp_path, redis_server, client):
         yield processes.gunicorn("crashing", CRASHING_APP, env)
 
 
-POISON = PhotoRef("photos", "ann/poison.jpg", "v1", "ann")
+POISON = PhotoRef("photos", "ann/写真 poison.jpg", "v1", "ann")
 
 
 def post(url, photo=POISON):

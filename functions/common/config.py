@@ -397,10 +397,16 @@ class ReceiverSettings:
     # PEM CA certificates the broker's HTTPS certificate chains to, trusted besides the usual
     # ones: the SinkBinding injects them as K_CA_CERTS under Knative's transport encryption.
     sink_ca_certs: str | None = None
+    # A B2 eventId published within this many seconds is dropped when B2 delivers it again.
+    dedup_window_s: float = 86400.0
 
     def __post_init__(self) -> None:
         if not self.thumbnail_prefix:
             raise ValueError("the thumbnail prefix (the receiver's loop guard) must not be empty")
+        if self.dedup_window_s < 0.001:
+            raise ValueError(
+                f"WEBHOOK_DEDUP_WINDOW_S must be at least 0.001 s, got {self.dedup_window_s}"
+            )
 
     @classmethod
     def from_env(cls) -> ReceiverSettings:
@@ -419,4 +425,5 @@ class ReceiverSettings:
             publish_timeout_s=_float("PUBLISH_TIMEOUT_S", cls.publish_timeout_s),
             answer_within_s=_float("WEBHOOK_ANSWER_WITHIN_S", cls.answer_within_s),
             sink_ca_certs=_optional("K_CA_CERTS"),
+            dedup_window_s=_float("WEBHOOK_DEDUP_WINDOW_S", cls.dedup_window_s),
         )

@@ -6,6 +6,7 @@ import json
 import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
+from urllib.parse import quote
 
 from cloudevents.v1.conversion import to_binary
 from cloudevents.v1.http import CloudEvent, from_http
@@ -17,6 +18,11 @@ EMBEDDING_CREATED = "embedding.created"
 EMBEDDING_FAILED = "embedding.failed"
 
 USER_ID_EXTENSION = "userid"
+# B2's (and S3's) longest object key, in UTF-8 bytes.
+MAX_KEY_BYTES = 1024
+
+# CloudEvents HTTP binding 1.0.2 §3.1.3.2: printable ASCII but space, `"` and `%` goes unencoded.
+_HEADER_SAFE = "".join(chr(code) for code in range(0x21, 0x7F) if chr(code) not in ' "%')
 
 
 @dataclass(frozen=True)
@@ -58,16 +64,28 @@ class PhotoRef:
 def new_event(
     event_type: str, source: str, photo: PhotoRef, data: dict[str, Any], event_id: str | None = None
 ) -> CloudEvent:
-    """A CloudEvent about `photo`: subject is the object key, `userid` extension set."""
+    """A CloudEvent about `photo`: subject is the object key, `userid` extension set, both
+    `header_safe`, so that they survive as binary-mode HTTP headers. They label the event;
+    whoever needs the key or the user reads them from the data, where they travel exactly."""
     attributes = {
         "id": event_id or str(uuid.uuid4()),
         "type": event_type,
         "source": source,
-        "subject": photo.key,
-        USER_ID_EXTENSION: photo.user_id,
+        "subject": header_safe(photo.key),
+        USER_ID_EXTENSION: header_safe(photo.user_id),
         "datacontenttype": "application/json",
     }
     return CloudEvent(attributes, data)
+
+
+def header_safe(text: str) -> str:
+    """`text` percent-encoded as UTF-8 per the CloudEvents HTTP binding 1.0.2 §3.1.3.2, so any
+    key is a valid HTTP header value; `urllib.parse.unquote` gives `text` back.
+
+    Encoded in the attribute itself: neither this SDK (cloudevents.v1) nor Knative's broker
+    (sdk-go) encodes or decodes header values, so the attribute crosses every hop unchanged.
+    Plain keys (printable ASCII without space, `"` or `%`) are left as they are."""
+    return quote(text, safe=_HEADER_SAFE)
 
 
 def photo_data(photo: PhotoRef, **extra: Any) -> dict[str, Any]:

@@ -53,6 +53,23 @@ HTTP_DURATION = Histogram(
     ["app", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
+RECEIVER_EVENTS_IGNORED = Counter(
+    "receiver_events_ignored",
+    "B2 webhook events not published, by reason (not_upload, thumbnail, not_image, "
+    "outside_layout, dot_segment, empty_segment, too_long, invalid_character, malformed).",
+    ["reason"],
+)
+RECEIVER_EVENTS_DUPLICATE = Counter(
+    "receiver_events_duplicate",
+    "B2 webhook events dropped because their eventId was published within the window.",
+)
+RECEIVER_EVENTS_FAILED = Counter(
+    "receiver_events_failed",
+    "B2 webhook uploads not accepted, by kind: `transient` (the batch is answered 5xx and B2 "
+    "retries it) or `unexpected` (a bug: logged with its traceback, the batch answered by the "
+    "other events).",
+    ["kind"],
+)
 MODEL_LOAD_SECONDS = Gauge(
     "embed_model_load_seconds",
     "Seconds the embed function took to load its model pack at start-up.",

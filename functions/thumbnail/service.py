@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 
 from functions.common.config import ThumbnailSettings
-from functions.common.events import THUMBNAIL_CREATED, PhotoRef, lambda_payload
+from functions.common.events import MAX_KEY_BYTES, THUMBNAIL_CREATED, PhotoRef, lambda_payload
 from functions.common.lambda_client import DatabaseLambda
 from functions.common.stage_app import StageResult
 from functions.common.storage import ObjectStore
@@ -14,8 +15,19 @@ from functions.thumbnail.imaging import make_thumbnail
 
 
 def thumbnail_key(template: str, photo: PhotoRef) -> str:
+    """Where the photo's thumbnail goes: `template` filled with the photo's key, exactly as
+    uploaded (any UTF-8, spaces, `%`, `+`, emoji, NFC or NFD: different keys, different
+    thumbnails). When that would be over B2's 1024-byte key limit it is
+    `<prefix>_long/<sha256 hex of the key's UTF-8>.jpg` instead (`thumbnails/_long/….jpg` by
+    default): still under the template's fixed prefix, which the receiver ignores, and with
+    the default template never another photo's thumbnail key (that photo would be named
+    `_long/<hex>`, without an image extension)."""
     stem, _ = posixpath.splitext(photo.key)
-    return template.format(key=photo.key, key_stem=stem, user_id=photo.user_id)
+    key = template.format(key=photo.key, key_stem=stem, user_id=photo.user_id)
+    if len(key.encode()) <= MAX_KEY_BYTES:
+        return key
+    digest = hashlib.sha256(photo.key.encode()).hexdigest()
+    return f"{ThumbnailSettings(key_template=template).key_prefix}_long/{digest}.jpg"
 
 
 class ThumbnailService:
