@@ -6,14 +6,9 @@ the broker accepted the event's publish; a redelivery within the window is dropp
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import redis
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
-from functions.common.errors import TransientError
+from functions.common.redis_client import connect, unavailable_as_transient
 
 KEY_PREFIX = "b2event:"
 
@@ -27,32 +22,16 @@ class SeenEvents:
 
     @classmethod
     def from_url(cls, redis_url: str, window_s: float) -> SeenEvents:
-        """A client with the status store's options (functions/common/status_store.py)."""
-        client = redis.Redis.from_url(
-            redis_url,
-            socket_timeout=2.0,
-            socket_connect_timeout=2.0,
-            health_check_interval=30,
-            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1),
-        )
-        return cls(client, window_s)
+        return cls(connect(redis_url), window_s)
 
     def is_seen(self, event_id: str) -> bool:
         """True when `event_id` was remembered within the window; TransientError when Redis
         cannot be reached."""
-        with _transient():
+        with unavailable_as_transient("seen-events store"):
             return bool(self._redis.exists(KEY_PREFIX + event_id))
 
     def remember(self, event_id: str) -> None:
         """`event_id` was published: drop it for the next window; TransientError when Redis
         cannot be reached."""
-        with _transient():
+        with unavailable_as_transient("seen-events store"):
             self._redis.set(KEY_PREFIX + event_id, 1, px=self._window_ms)
-
-
-@contextmanager
-def _transient() -> Iterator[None]:
-    try:
-        yield
-    except redis.RedisError as exc:
-        raise TransientError(f"seen-events store unavailable: {exc}") from exc

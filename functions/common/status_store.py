@@ -27,18 +27,15 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 import redis
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
 from functions.common.config import STAGES, StatusSettings
-from functions.common.errors import TransientError
+from functions.common.redis_client import connect, unavailable_as_transient
 from functions.common.status_model import (
     Backlog,
     PipelineSnapshot,
@@ -359,16 +356,7 @@ class StatusStore:
 
     @classmethod
     def from_settings(cls, settings: StatusSettings) -> StatusStore:
-        client = redis.Redis.from_url(
-            settings.redis_url,
-            socket_timeout=2.0,
-            socket_connect_timeout=2.0,
-            decode_responses=True,
-            health_check_interval=30,
-            # One quick retry: callers (B2's webhook, the broker) retry too, on their own clocks.
-            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1),
-        )
-        return cls(client, settings)
+        return cls(connect(settings.redis_url), settings)
 
     def record(
         self,
@@ -640,10 +628,5 @@ def _thresholds_from_hash(fields: dict[str, str]) -> dict[str, dict[str, float]]
     return values
 
 
-@contextmanager
-def _transient() -> Iterator[None]:
-    """A Redis error becomes a TransientError: answered 503, so the caller retries."""
-    try:
-        yield
-    except redis.RedisError as exc:
-        raise TransientError(f"status store unavailable: {exc}") from exc
+def _transient() -> AbstractContextManager[None]:
+    return unavailable_as_transient("status store")
