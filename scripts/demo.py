@@ -110,18 +110,25 @@ def upload_all(stack: LocalStack, upload: Upload) -> None:
 def upload_photo(stack: LocalStack, s3: Any, upload: Upload, photo: Photo) -> None:
     """Put one photo in the bucket and deliver B2's signed webhook for it, as B2 would."""
     try:
-        stored = s3.put_object(Bucket=stack.config.bucket, Key=photo.key, Body=photo.data)
-        event = b2_sender.object_created(
-            stack.config.bucket, photo.key, len(photo.data), stored["VersionId"]
-        )
+        event = put_photo(stack, s3, photo)
         sent_at = time.time()
-        response = b2_sender.deliver_until_taken(
-            stack.urls["receiver"], [event], stack.config.webhook_secret
-        )
-        response.raise_for_status()
+        deliver_webhook(stack, [event])
         photo.webhook_sent_at = sent_at
     except Exception as exc:  # every lost upload is reported instead of stopping the run
         upload.errors.append(f"{photo.key}: {exc}")
+
+
+def put_photo(stack: LocalStack, s3: Any, photo: Photo) -> dict[str, Any]:
+    """Put the photo in the bucket; B2's event for the version stored."""
+    bucket = stack.config.bucket
+    stored = s3.put_object(Bucket=bucket, Key=photo.key, Body=photo.data)
+    return b2_sender.object_created(bucket, photo.key, len(photo.data), stored["VersionId"])
+
+
+def deliver_webhook(stack: LocalStack, events: list[dict[str, Any]]) -> None:
+    """B2's signed notification of `events`, redelivered until the receiver takes it."""
+    url, secret = stack.urls["receiver"], stack.config.webhook_secret
+    b2_sender.deliver_until_taken(url, events, secret).raise_for_status()
 
 
 def fetch_status(stack: LocalStack, user_id: str) -> dict:

@@ -40,7 +40,7 @@ import requests
 
 from functions.common.config import ThumbnailSettings
 from functions.common.events import PhotoRef
-from scripts import b2_sender, demo, fault_proxy, reconcile
+from scripts import demo, fault_proxy, reconcile
 from scripts.processes import usage_with_children
 from scripts.sample_photos import sample_photo
 from scripts.stack import ROOT, LocalStack, StackConfig, model_root_or_test_pack
@@ -176,10 +176,10 @@ class Webhooks:
 
     def _put(self, s3: Any, upload: demo.Upload, photo: demo.Photo) -> dict[str, Any]:
         """The photo in the bucket; B2's event for it."""
-        bucket = self.stack.config.bucket
-        version = s3.put_object(Bucket=bucket, Key=photo.key, Body=photo.data)["VersionId"]
+        event = demo.put_photo(self.stack, s3, photo)
+        bucket, version = event["bucketName"], event["objectVersionId"]
         self.photos.append(PhotoRef(bucket, photo.key, version, upload.user_id))
-        return b2_sender.object_created(bucket, photo.key, len(photo.data), version)
+        return event
 
     def _notify(self, event: dict[str, Any], photo: demo.Photo) -> None:
         """Deliver the event's notification, and any redelivery drawn for it."""
@@ -189,13 +189,13 @@ class Webhooks:
             notification.insert(0, earlier[-1])
             self._say(f"event of {earlier[-1]['objectName']} again, with {photo.key}'s")
         sent_at = time.time()
-        self._deliver(notification)
+        demo.deliver_webhook(self.stack, notification)
         photo.webhook_sent_at = sent_at
         self.sent.append(notification)
         if redelivery == "duplicate":
             keys = ", ".join(event["objectName"] for event in earlier)
             self._say(f"notification of {keys} again, byte for byte")
-            self._deliver(earlier)
+            demo.deliver_webhook(self.stack, earlier)
 
     def _redelivery(self) -> tuple[str | None, list[dict[str, Any]]]:
         """Whether this upload comes with a redelivery, and of which earlier notification."""
@@ -206,10 +206,6 @@ class Webhooks:
         if draw >= DUPLICATED + REBATCHED:
             return None, []
         return ("duplicate" if draw < DUPLICATED else "rebatched"), self.rng.choice(old)
-
-    def _deliver(self, events: list[dict[str, Any]]) -> None:
-        url, secret = self.stack.urls["receiver"], self.stack.config.webhook_secret
-        b2_sender.deliver_until_taken(url, events, secret).raise_for_status()
 
     def _say(self, redelivered: str) -> None:
         say(self.started, time.time(), f"fault: B2 delivers the {redelivered}")
