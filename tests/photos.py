@@ -172,6 +172,45 @@ def decompression_bomb_png(width: int = 50_000, height: int = 50_000) -> bytes:
     return _raw_png(width, height, bit_depth=8, colour_type=2, pixel=b"\0\0\0", rows=1)
 
 
+def large_png(width: int, height: int, *, bit_depth: int, colour_type: int, pixel: bytes) -> bytes:
+    """A PNG of one colour, small and quick to make however many pixels it has (a 10000x10000
+    16-bit one weighs about 1 MB and takes a fraction of a second)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    return _png_file(ihdr, _repeated_zlib(b"\0" + pixel * width, height))
+
+
+def large_tiff(
+    width: int, height: int, *, photometric: int, samples: int, bits: int = 8, alpha: bool = False
+) -> bytes:
+    """A deflate-compressed TIFF of one colour (zero samples), small and quick to make however
+    many pixels it has: every strip but the last is the same compressed bytes, stored once.
+
+    `photometric` is the TIFF tag's value: 1 grey, 2 RGB, 5 separated (CMYK); with `alpha` the
+    last of the `samples` is unassociated alpha.
+    """
+    rows_per_strip = max(1, min(height, 2**20 // (width * samples * bits // 8)))
+    full_strips, last_rows = divmod(height, rows_per_strip)
+    strip = zlib.compress(bytes(width * samples * bits // 8 * rows_per_strip))
+    last = zlib.compress(bytes(width * samples * bits // 8 * last_rows))
+    strips = [strip] * full_strips + ([last] if last_rows else [])
+    tags = {
+        256: (4, [width]),
+        257: (4, [height]),
+        258: (3, [bits] * samples),
+        259: (3, [8]),  # Adobe deflate
+        262: (3, [photometric]),
+        273: (4, [0] * len(strips)),  # strip offsets, filled in below
+        277: (3, [samples]),
+        278: (4, [rows_per_strip]),
+        279: (4, [len(data) for data in strips]),
+        284: (3, [1]),  # samples interleaved
+        **({338: (3, [2])} if alpha else {}),
+    }
+    data_at = 8
+    tags[273] = (4, [data_at] * full_strips + ([data_at + len(strip)] if last_rows else []))
+    return _tiff_file(tags, strip + (last if last_rows else b""), data_at)
+
+
 def truncated_jpeg() -> bytes:
     data = jpeg()
     return data[: len(data) // 2]
@@ -215,3 +254,44 @@ def _text_description(text: str) -> bytes:
         + struct.pack(">HB", 0, 0)
         + b"\0" * 67  # no ScriptCode description
     )
+
+
+def _png_file(ihdr: bytes, idat: bytes) -> bytes:
+    chunks = [(b"IHDR", ihdr), (b"IDAT", idat), (b"IEND", b"")]
+    return b"\x89PNG\r\n\x1a\n" + b"".join(
+        struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        for kind, body in chunks
+    )
+
+
+def _repeated_zlib(row: bytes, times: int) -> bytes:
+    """zlib data of `row * times`, compressing about a megabyte of it only: a full flush resets
+    the compressor's history, so every block of rows after the first compresses the same."""
+    rows = max(1, min(times, 2**20 // len(row)))
+    blocks, rest = divmod(times, rows)
+    compressor = zlib.compressobj(9)
+    first = compressor.compress(row * rows) + compressor.flush(zlib.Z_FULL_FLUSH)
+    again = compressor.compress(row * rows) + compressor.flush(zlib.Z_FULL_FLUSH)
+    last = compressor.compress(row * rest) + compressor.flush()
+    checksum = 1
+    for block in [row * rows] * blocks + [row * rest]:
+        checksum = zlib.adler32(block, checksum)
+    return first + again * (blocks - 1) + last[:-4] + struct.pack(">I", checksum)
+
+
+def _tiff_file(tags: dict[int, tuple[int, list[int]]], data: bytes, data_at: int) -> bytes:
+    """A little-endian TIFF: header, `data` at `data_at` (8), then one IFD of `tags`
+    (tag: (type, values), type 3 SHORT or 4 LONG), its longer values after it."""
+    ifd_at = data_at + len(data)
+    values_at = ifd_at + 2 + 12 * len(tags) + 4
+    entries, values = b"", b""
+    for tag, (kind, numbers) in sorted(tags.items()):
+        packed = struct.pack(f"<{len(numbers)}{'H' if kind == 3 else 'I'}", *numbers)
+        if len(packed) <= 4:
+            field = packed.ljust(4, b"\0")
+        else:
+            field = struct.pack("<I", values_at + len(values))
+            values += packed
+        entries += struct.pack("<HHI", tag, kind, len(numbers)) + field
+    ifd = struct.pack("<H", len(tags)) + entries + struct.pack("<I", 0)
+    return b"II*\0" + struct.pack("<I", ifd_at) + data + ifd + values

@@ -153,6 +153,19 @@ def test_gif_decoded_by_pillow_has_the_same_bgr_pixels_as_png_decoded_by_opencv(
     )
 
 
+def test_a_gif_larger_than_a_band_has_the_same_bgr_pixels_in_every_row_as_its_png():
+    # Taller than the bands Pillow's pixels are converted in; every row a different colour.
+    image = Image.new("P", (2000, 1500))
+    image.putpalette([channel for index in range(256) for channel in (index, 255 - index, 7)])
+    for row in range(1500):
+        image.paste(row % 256, (0, row, 2000, row + 1))
+
+    np.testing.assert_array_equal(
+        decode_photo(encode(image, "GIF"), SETTINGS).image,
+        decode_photo(encode(image, "PNG"), SETTINGS).image,
+    )
+
+
 SHRINK = replace(SETTINGS, decode_shrink=True, decode_min_side=1280)
 
 

@@ -1,6 +1,7 @@
 import io
 import json
 import resource
+import struct
 from dataclasses import replace
 from pathlib import Path
 
@@ -145,6 +146,32 @@ def test_16_bit_rgb_is_scaled_to_8_bits():
     result = thumbnail(photos.rgb16_png((0xFFFF, 0x8000, 0x0000)))
 
     assert_close(colour_at(result, 0.5, 0.5), (255, 128, 0), tolerance=3)
+
+
+def test_16_bit_greyscale_becomes_exactly_its_high_byte_in_every_row():
+    # Taller than the bands it is converted in, with every row a different value.
+    rows = [(43 * y) % 65536 for y in range(1500)]
+    grey16 = Image.frombytes(
+        "I;16", (2000, 1500), b"".join(struct.pack("<H", v) * 2000 for v in rows)
+    )
+    high_bytes = Image.frombytes("L", (2000, 1500), b"".join(bytes([v >> 8]) * 2000 for v in rows))
+
+    result = thumbnail(photos.encode(grey16, "PNG"))
+
+    assert result.data == thumbnail(photos.encode(high_bytes, "PNG")).data
+
+
+def test_palette_transparency_in_a_large_image_is_kept_in_every_row():
+    # Taller than the bands it is converted in; rows alternate transparent and red.
+    image = Image.new("P", (2000, 1500), 0)
+    image.putpalette([0, 255, 0, 255, 0, 0])
+    for top in range(0, 1500, 100):
+        image.paste(1, (0, top, 2000, top + 50))
+    image.info["transparency"] = 0
+
+    result = thumbnail(photos.encode(image, "PNG"))
+
+    assert result.data == thumbnail(photos.encode(image.convert("RGBA"), "PNG")).data
 
 
 def test_palette_transparency_is_flattened_onto_the_background():

@@ -259,17 +259,41 @@ class AdminSettings:
 @dataclass(frozen=True)
 class InputLimits:
     """The most an uploaded photo may weigh, in bytes and in pixels (read from its header),
-    before any stage decodes it; over either it fails as `too_large`."""
+    before any stage decodes it; over either it fails as `too_large`. And the memory the photos
+    a pod decodes at once may take together (functions/common/memory_budget.py): a photo whose
+    decoding alone would take more than a worker's share fails as `too_large` too."""
 
     max_bytes: int = 100 * 1024 * 1024
     max_pixels: int = 100_000_000
+    # Sized for a 1 GiB pod: gunicorn and two idle workers take ~180 MiB; the rest holds the
+    # downloaded originals, encoded results and what the estimates leave out.
+    memory_budget_bytes: int = 640 * 1024 * 1024
+    # gunicorn's worker processes (WEB_CONCURRENCY, 2 as in gunicorn_conf.py): memory is not
+    # shared between processes, so each gets an equal share of the pod's budget to spend on its
+    # own threads' photos without asking the others.
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        if self.memory_budget_bytes <= 0 or self.workers < 1:
+            raise ValueError(
+                "DECODE_MEMORY_BUDGET_MB must be positive and WEB_CONCURRENCY at least 1, got "
+                f"{self.memory_budget_bytes // (1024 * 1024)} MiB and {self.workers}"
+            )
+
+    @property
+    def process_memory_budget_bytes(self) -> int:
+        return self.memory_budget_bytes // self.workers
 
     @classmethod
     def from_env(cls) -> InputLimits:
         defaults = cls()
+        mib = 1024 * 1024
+        budget_mb = _int("DECODE_MEMORY_BUDGET_MB", defaults.memory_budget_bytes // mib)
         return cls(
             max_bytes=_int("MAX_INPUT_BYTES", defaults.max_bytes),
             max_pixels=_int("MAX_INPUT_PIXELS", defaults.max_pixels),
+            memory_budget_bytes=budget_mb * mib,
+            workers=_int("WEB_CONCURRENCY", defaults.workers),
         )
 
 

@@ -5,6 +5,7 @@ the same bad photo fails with the same reason in every stage."""
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -34,6 +35,10 @@ ORIENTATION_TRANSPOSE = {
 }
 # The orientations whose displayed width is the stored height.
 TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
+# The TIFF tags that give the size of the blocks its pixels are stored in.
+_BITS_PER_SAMPLE, _PHOTOMETRIC, _SAMPLES, _ROWS_PER_STRIP = 258, 262, 277, 278
+_TILE_WIDTH, _TILE_LENGTH = 322, 323
+_YCBCR = 6
 
 
 def open_image(data: bytes, limits: InputLimits) -> Image.Image:
@@ -61,6 +66,47 @@ def open_image(data: bytes, limits: InputLimits) -> Image.Image:
             "too_large", f"{width}x{height} pixels is over the limit of {limits.max_pixels}"
         )
     return image
+
+
+def pillow_bytes_per_pixel(mode: str) -> int:
+    """The bytes Pillow keeps per pixel of an image in `mode` once decoded."""
+    if mode in ("1", "L", "P"):  # a 1-bit image is kept a byte per pixel
+        return 1
+    if mode.startswith("I;16"):
+        return 2
+    return 4  # 32-bit modes, and every mode of several bands (RGB is padded to four bytes)
+
+
+def jpeg_coefficient_bytes(image: Image.Image) -> int:
+    """The memory libjpeg holds for a progressive JPEG's DCT coefficients while decoding it,
+    whatever scale it decodes to: two bytes per coefficient of the full-size image. 0 for a
+    sequential JPEG (decoded a few rows at a time) and for other formats."""
+    if image_format(image) != "JPEG" or not image.info.get("progressive"):
+        return 0
+    # (component id, horizontal sampling, vertical sampling, table) per component.
+    max_h = max(h for _, h, _, _ in image.layer)
+    max_v = max(v for _, _, v, _ in image.layer)
+    mcus = math.ceil(image.width / (8 * max_h)) * math.ceil(image.height / (8 * max_v))
+    blocks_per_mcu = sum(h * v for _, h, v, _ in image.layer)
+    return mcus * blocks_per_mcu * 64 * 2
+
+
+def tiff_block_bytes(image: Image.Image) -> int:
+    """The buffer libtiff decodes a TIFF's strips or tiles into, one at a time: as large as
+    the whole image when it is stored as a single strip. 0 for other formats."""
+    if image.format != "TIFF":
+        return 0
+    tags = image.tag_v2
+    if _TILE_WIDTH in tags:
+        width, rows = tags[_TILE_WIDTH], tags[_TILE_LENGTH]
+    else:
+        width, rows = image.width, min(tags.get(_ROWS_PER_STRIP, image.height), image.height)
+    if tags.get(_PHOTOMETRIC) == _YCBCR:
+        bits_per_pixel = 32  # libtiff decodes YCbCr to RGBA
+    else:
+        bits = tags.get(_BITS_PER_SAMPLE, 1)
+        bits_per_pixel = sum(bits) if isinstance(bits, tuple) else bits * tags.get(_SAMPLES, 1)
+    return math.ceil(width * bits_per_pixel / 8) * rows
 
 
 def image_format(image: Image.Image) -> str:

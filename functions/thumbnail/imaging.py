@@ -25,7 +25,10 @@ from functions.common.images import (
     classify_decode_errors,
     exif_orientation,
     image_format,
+    jpeg_coefficient_bytes,
     open_image,
+    pillow_bytes_per_pixel,
+    tiff_block_bytes,
 )
 
 log = logging.getLogger(__name__)
@@ -34,6 +37,13 @@ _RESAMPLED_MODES = {"L", "LA", "RGB", "RGBA", "CMYK"}
 _WITHOUT_ALPHA = {"LA": "L", "RGBA": "RGB"}
 _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 _CACHED_PROFILE_MAX_BYTES = 64 * 1024
+# Images are converted to 8 bits this many pixels at a time, into the converted image.
+_BAND_PIXELS = 1 << 20
+# What Pillow's WebP, HEIF and AVIF decoders hold per pixel besides the decoded image: their own
+# decoded frame, and a copy of it in bytes. Measured, rounded up.
+_DECODER_BYTES_PER_PIXEL = {"WEBP": 12, "HEIF": 4, "AVIF": 6}
+# Codec state, row buffers, the thumbnail itself: measured at most 8 MiB.
+_FIXED_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,19 @@ def make_thumbnail(data: bytes, settings: ThumbnailSettings) -> Thumbnail:
     )
 
 
+def thumbnail_peak_bytes(data: bytes, settings: ThumbnailSettings) -> int:
+    """At least the memory `make_thumbnail(data, settings)` takes at once, read from the header
+    only; the input limits' PermanentErrors as make_thumbnail raises them."""
+    with open_image(data, settings.limits) as image, classify_decode_errors("unreadable header"):
+        box = (settings.max_width, settings.max_height)
+        width, height = _decoded_size(image, box)
+        decoder = jpeg_coefficient_bytes(image) + tiff_block_bytes(image)
+        if image.format == "TIFF":
+            decoder += len(data)  # libtiff is handed a copy of the file
+        pixels = width * height * _bytes_per_pixel(image)
+        return pixels + decoder + _resampling_bytes(box) + _FIXED_BYTES
+
+
 def thumbnail_size(width: int, height: int, max_width: int, max_height: int) -> tuple[int, int]:
     """The size of sharp's `resize(max_width, max_height, {fit: 'inside', withoutEnlargement})`."""
     h_shrink, v_shrink = _shrink_factors(width, height, max_width, max_height)
@@ -111,6 +134,36 @@ def _webp_scaled_size(width: int, height: int, max_width: int, max_height: int) 
         return width, height
     scale = 1.0 / shrink
     return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _decoded_size(image: Image.Image, box: tuple[int, int]) -> tuple[int, int]:
+    """The size `_shrink_on_load` has the image decoded at: a JPEG's reduced by libjpeg."""
+    if image_format(image) != "JPEG":
+        return image.size
+    # A JPEG's EXIF orientation is in its header (reading a PNG's may decode it).
+    turned = _turned(box, _stored_orientation(image))
+    factor = _jpeg_shrink_on_load(*image.size, *turned)
+    return math.ceil(image.width / factor), math.ceil(image.height / factor)
+
+
+def _bytes_per_pixel(image: Image.Image) -> int:
+    """What stays allocated per decoded pixel until the thumbnail is resampled: the decoded
+    image, the decoder's own frame, the 8-bit image and the copy resizing premultiplies."""
+    eight_bit = _eight_bit_mode(image)
+    held = pillow_bytes_per_pixel(image.mode) + _DECODER_BYTES_PER_PIXEL.get(image.format, 0)
+    if eight_bit != image.mode:
+        held += pillow_bytes_per_pixel(eight_bit)
+    if eight_bit in _WITHOUT_ALPHA:
+        held += 4
+    return held
+
+
+def _resampling_bytes(box: tuple[int, int]) -> int:
+    """What Lanczos resampling with a reducing gap of 2 allocates besides its source: the source
+    reduced to under 4 times the output's width and height, an image of the output's width
+    and the reduced height, and the output; four bytes a pixel."""
+    output = box[0] * box[1]
+    return 4 * (16 * output + 4 * output + output)
 
 
 def _stored_orientation(image: Image.Image) -> int:
@@ -156,17 +209,42 @@ def _shrink_on_load(
 
 def _eight_bit(image: Image.Image) -> Image.Image:
     """The image in a mode Pillow resamples, keeping the colour model its ICC profile expects."""
-    if image.mode in _RESAMPLED_MODES:
+    mode = _eight_bit_mode(image)
+    if mode == image.mode:
         return image
+    try:
+        return _converted_in_bands(image, mode)
+    except ValueError as exc:
+        raise PermanentError("unsupported", f"colour mode {image.mode}") from exc
+
+
+def _eight_bit_mode(image: Image.Image) -> str:
+    if image.mode in _RESAMPLED_MODES:
+        return image.mode
+    if image.mode.startswith("I") or image.mode == "1":
+        return "L"
+    return "RGBA" if image.has_transparency_data else "RGB"
+
+
+def _converted_in_bands(image: Image.Image, mode: str) -> Image.Image:
+    """`image` converted to `mode` a band of rows at a time: converting it whole would make
+    full-size intermediates (a 16-bit image goes through 32 bits a pixel, twice)."""
+    converted = Image.new(mode, image.size)
+    rows = max(1, _BAND_PIXELS // image.width)
+    for top in range(0, image.height, rows):
+        bottom = min(top + rows, image.height)
+        band = _converted(image.crop((0, top, image.width, bottom)), mode)
+        converted.paste(band, (0, top))
+    # The info (ICC profile, ...) a whole conversion would have given it.
+    converted.info = band.info
+    return converted
+
+
+def _converted(image: Image.Image, mode: str) -> Image.Image:
     if image.mode.startswith("I"):
         # 16-bit greyscale: keep the high byte, as libvips does, rather than clip at 255.
         return image.convert("I").point(lambda value: value * (1 / 256)).convert("L")
-    if image.mode == "1":
-        return image.convert("L")
-    try:
-        return image.convert("RGBA" if image.has_transparency_data else "RGB")
-    except ValueError as exc:
-        raise PermanentError("unsupported", f"colour mode {image.mode}") from exc
+    return image.convert(mode)
 
 
 def _to_srgb(image: Image.Image, background: tuple[int, int, int]) -> Image.Image:

@@ -8,10 +8,11 @@ import posixpath
 from functions.common.config import ThumbnailSettings
 from functions.common.events import MAX_KEY_BYTES, THUMBNAIL_CREATED, PhotoRef, lambda_payload
 from functions.common.lambda_client import DatabaseLambda
+from functions.common.memory_budget import MemoryBudget
 from functions.common.stage_app import StageResult
 from functions.common.storage import ObjectStore
 from functions.common.timing import StepTimer
-from functions.thumbnail.imaging import make_thumbnail
+from functions.thumbnail.imaging import make_thumbnail, thumbnail_peak_bytes
 
 
 def thumbnail_key(template: str, photo: PhotoRef) -> str:
@@ -32,11 +33,17 @@ def thumbnail_key(template: str, photo: PhotoRef) -> str:
 
 class ThumbnailService:
     def __init__(
-        self, settings: ThumbnailSettings, store: ObjectStore, database: DatabaseLambda
+        self,
+        settings: ThumbnailSettings,
+        store: ObjectStore,
+        database: DatabaseLambda,
+        budget: MemoryBudget | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
         self._database = database
+        # One per worker process, shared by its threads.
+        self._budget = budget or MemoryBudget.for_process(settings.limits)
 
     def process(self, photo: PhotoRef) -> StageResult:
         timer = StepTimer("functions.thumbnail")
@@ -44,7 +51,10 @@ class ThumbnailService:
             original = self._store.download(
                 photo.bucket, photo.key, photo.version_id, self._settings.limits.max_bytes
             )
-        with timer.step("resize"):
+        with (
+            timer.step("resize"),
+            self._budget.reserve(thumbnail_peak_bytes(original, self._settings)),
+        ):
             thumbnail = make_thumbnail(original, self._settings)
         key = thumbnail_key(self._settings.key_template, photo)
         with timer.step("upload"):
