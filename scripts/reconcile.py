@@ -69,7 +69,7 @@ def reconcile(
     """Each uploaded photo against the evidence; the thumbnail function names thumbnails with
     `thumbnail_template` (THUMBNAIL_KEY_TEMPLATE)."""
     states = {pid: state for user in evidence.states.values() for pid, state in user.items()}
-    calls = _calls_by_photo(evidence.invocations)
+    calls = _calls_by_photo(evidence.invocations, {photo.photo_id for photo in photos})
     findings: list[str] = []
     lost = 0
     for photo in photos:
@@ -100,12 +100,20 @@ def reconcile(
     )
 
 
-def _calls_by_photo(invocations: Iterable[dict[str, Any]]) -> dict[tuple[str, str], list[float]]:
-    """When the Lambda was called for each photo version and event, in call order."""
+def _calls_by_photo(
+    invocations: Iterable[dict[str, Any]], photo_ids: set[str]
+) -> dict[tuple[str, str], list[float]]:
+    """When the Lambda was called for each of `photo_ids` and event, in call order; calls
+    about anything else (another run on the same stack) are not this run's."""
     calls: dict[tuple[str, str], list[float]] = defaultdict(list)
     for call in invocations:
         payload = call["payload"]
-        calls[PhotoRef.from_data(payload).photo_id, payload["event"]].append(call["at"])
+        try:
+            photo_id = PhotoRef.from_data(payload).photo_id
+        except TypeError:
+            continue
+        if photo_id in photo_ids:
+            calls[photo_id, payload["event"]].append(call["at"])
     return calls
 
 

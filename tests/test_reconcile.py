@@ -125,3 +125,12 @@ def test_counters_off_from_the_photos_states_are_miscounted_by_how_far():
         "miscounted: u thumbnails_done is 3, states say 1",
         "miscounted: u embeddings_done is 0, states say 1",
     )
+
+
+def test_lambda_calls_about_other_photos_on_the_same_stack_are_not_this_runs():
+    a, other = photo("a"), photo("not-this-runs")
+    state, calls, thumb = embedded(a)
+    calls += [call(other, THUMBNAIL_CREATED), call(other, THUMBNAIL_CREATED)]
+    calls.append({"payload": {"key": "clients/marker"}, "at": 1.0})
+    result = reconcile([a], evidence({a: state}, calls, {thumb}), TEMPLATE)
+    assert (result.double_called, result.findings) == (0, ())
