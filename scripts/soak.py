@@ -275,11 +275,16 @@ def add_sample(
 
 
 def memory_growth_mb(samples: list[Sample], load_s: float) -> dict[str, float]:
-    """Each part's memory at the end of the load less its memory halfway through it."""
+    """Each part's peak memory in the second half of the load less its peak in the first:
+    peaks, so that memory a process gives back between requests and takes again is no growth,
+    while memory that keeps rising is."""
     under_load = [s for s in samples if s.elapsed_s <= load_s] or samples
-    halfway = min(under_load, key=lambda s: abs(s.elapsed_s - load_s / 2))
-    last = under_load[-1]
-    return {name: last.rss_mb[name] - halfway.rss_mb[name] for name in last.rss_mb}
+    first = [s for s in under_load if s.elapsed_s <= load_s / 2] or under_load[:1]
+    second = [s for s in under_load if s.elapsed_s > load_s / 2] or under_load[-1:]
+    return {
+        name: max(s.rss_mb[name] for s in second) - max(s.rss_mb[name] for s in first)
+        for name in under_load[-1].rss_mb
+    }
 
 
 def print_samples(samples: list[Sample]) -> None:

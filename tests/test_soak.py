@@ -64,8 +64,14 @@ def test_the_soak_samples_every_parts_memory_while_it_runs(soak_run):
 
 def test_memory_growth_is_measured_over_the_second_half_of_the_load():
     samples = [sample(0, 100), sample(30, 300), sample(60, 310), sample(90, 330), sample(120, 340)]
-    # Warm-up (100 -> 300 MB) is not growth; from halfway (60 s) to the end of the load it is.
+    # Warm-up (100 -> 300 MB) is not growth; the second half's peak over the first's (60 s) is.
     assert memory_growth_mb(samples, load_s=120) == {"embed": 30.0, "status": 0.0}
+
+
+def test_memory_given_back_between_requests_and_taken_again_is_no_growth():
+    levels = [376, 410, 376, 376, 410, 376, 376, 410]
+    samples = [sample(30 * index, mb) for index, mb in enumerate(levels)]
+    assert memory_growth_mb(samples, load_s=210)["embed"] == 0.0
 
 
 def test_samples_taken_while_draining_do_not_count_as_growth():
