@@ -4,7 +4,8 @@ B2 POSTs `{"events": [...]}` (up to 50 events) with the header
 `X-Bz-Event-Notification-Signature: v1=<hex HMAC-SHA256 of the raw body>`, keyed by the
 notification rule's signing secret. Each event carries accountId, bucketId, bucketName,
 eventId, eventTimestamp (ms), eventType, eventVersion, matchedRuleName, objectName,
-objectSize and objectVersionId.
+objectSize and objectVersionId. The receiver refuses unsigned requests: signing is
+optional in B2, but the receiver never runs without a secret (config.ReceiverSettings).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ SIGNATURE_HEADER = "X-Bz-Event-Notification-Signature"
 OBJECT_CREATED_PREFIX = "b2:ObjectCreated:"
 
 _SIGNATURE_VERSION = "v1"
+# B2 sends at most this many events in one notification.
+MAX_EVENTS = 50
 # B2 refuses these in object names; a key holding one cannot be an upload.
 _FORBIDDEN = re.compile(r"[\x00-\x1f\x7f\\]")
 # Reasons that are the bucket's normal traffic, logged at INFO rather than WARNING.
@@ -52,6 +55,10 @@ class Notification:
     ignored: int
 
 
+class TooManyEvents(ValueError):
+    """A notification holding more events than B2 ever sends (answered 413)."""
+
+
 class IgnoredEvent(Exception):
     """An event that reports no upload of our photos; `reason` labels the ignored metric."""
 
@@ -63,11 +70,9 @@ class IgnoredEvent(Exception):
 def verify_signature(body: bytes, header: str | None, secrets: Sequence[str]) -> bool:
     """True when any `v1=` entry of `header` is the HMAC of `body` under any of `secrets`.
 
-    With no secrets configured every request verifies (signing is optional in B2).
+    With no secrets configured no request verifies: unsigned is never the default.
     """
-    if not secrets:
-        return True
-    if not header:
+    if not (secrets and header):
         return False
     given = _signatures(header)
     expected = [body_hmac(secret, body) for secret in secrets]
@@ -76,9 +81,10 @@ def verify_signature(body: bytes, header: str | None, secrets: Sequence[str]) ->
 
 def parse_notification(body: bytes, settings: ReceiverSettings) -> Notification:
     """The uploads of our photos in `body`; ValueError when `body` is not JSON or has no
-    `events` list. Any other event (malformed, another kind, a key that cannot be one of our
-    photos) is logged, counted in `receiver_events_ignored_total` and ignored: rejecting the
-    whole batch would lose its good uploads, and B2 would only send the same event again."""
+    `events` list, TooManyEvents when it holds more than B2's MAX_EVENTS. Any other event
+    (malformed, another kind, a key that cannot be one of our photos) is logged, counted in
+    `receiver_events_ignored_total` and ignored: rejecting the whole batch would lose its good
+    uploads, and B2 would only send the same event again."""
     events = _events(body)
     uploads = []
     for index, event in enumerate(events):
@@ -113,6 +119,8 @@ def _events(body: bytes) -> list[Any]:
     events = payload.get("events") if isinstance(payload, dict) else None
     if not isinstance(events, list):
         raise ValueError("notification body has no `events` list")
+    if len(events) > MAX_EVENTS:
+        raise TooManyEvents(f"{len(events)} events in one notification, over B2's {MAX_EVENTS}")
     return events
 
 

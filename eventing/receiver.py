@@ -9,7 +9,10 @@ only fail the same way, forever. It records an upload only once the broker accep
 event, so an event B2 gives up on leaves no photo pending forever; recording is idempotent (a
 retried batch counts once), and a stage that records the photo first also counts its upload.
 A B2 eventId accepted within the de-duplication window (`WEBHOOK_DEDUP_WINDOW_S`) is dropped
-when B2 delivers it again. Under Knative's
+when B2 delivers it again. It fails closed: it does not start without B2_WEBHOOK_SECRETS (unless
+B2_WEBHOOK_ALLOW_UNSIGNED=true, for local tooling), answers 413 to a body over
+MAX_WEBHOOK_BYTES before reading it and to a batch of more than B2's 50 events, and answers
+failures with a generic body and a trace id, the details going to the log. Under Knative's
 transport encryption the broker's address is HTTPS with a certificate from the cluster's own
 CA, which the SinkBinding passes as K_CA_CERTS: the publisher trusts it besides the usual CAs.
 """
@@ -35,14 +38,27 @@ from opentelemetry import propagate
 from opentelemetry.trace import SpanKind
 from requests.adapters import HTTPAdapter
 
-from eventing.b2_webhook import SIGNATURE_HEADER, Upload, parse_notification, verify_signature
-from functions.common.config import ReceiverSettings, StatusSettings
+from eventing.b2_webhook import (
+    SIGNATURE_HEADER,
+    TooManyEvents,
+    Upload,
+    parse_notification,
+    verify_signature,
+)
+from functions.common.config import ReceiverSettings, RequestLimits, StatusSettings
 from functions.common.errors import TransientError
 from functions.common.events import OBJECT_CREATED, binary_http, new_event, photo_data
 from functions.common.metrics import RECEIVER_EVENTS_DUPLICATE, RECEIVER_EVENTS_FAILED, instrument
+from functions.common.request_limits import limit_request_bodies
 from functions.common.seen_events import SeenEvents
 from functions.common.status_store import Stage, StatusStore
-from functions.common.telemetry import add_trace_context, configure_tracing, server_span, tracer
+from functions.common.telemetry import (
+    add_trace_context,
+    configure_tracing,
+    public_error,
+    server_span,
+    tracer,
+)
 
 if TYPE_CHECKING:
     from cloudevents.v1.http import CloudEvent
@@ -168,8 +184,8 @@ class Outcomes:
         """The webhook's answer: 200 unless an upload failed for a transient reason."""
         if self.transient:
             failed = len(self.transient) + self.unexpected
-            body = {"error": str(self.transient[0]), "failed": failed}
-            return body, _failure_status(self.transient)
+            error = public_error(log, "events not accepted; retry later", self.transient[0])
+            return {**error, "failed": failed}, _failure_status(self.transient)
         counts = {"accepted": self.accepted, "duplicates": self.duplicates, "ignored": ignored}
         return {**counts, "failed": self.unexpected}, 200
 
@@ -178,10 +194,14 @@ def create_app(
     settings: ReceiverSettings | None = None,
     store: StatusStore | None = None,
     seen: SeenEvents | None = None,
+    limits: RequestLimits | None = None,
 ) -> Flask:
-    """The receiver; `store` and `seen` default to clients of REDIS_URL."""
+    """The receiver; `store` and `seen` default to clients of REDIS_URL. ValueError when
+    `settings` would accept unsigned webhooks without having been told to."""
     configure_tracing("receiver")
     settings = settings or ReceiverSettings.from_env()
+    settings.require_signed_webhooks()
+    limits = limits or RequestLimits.from_env()
     status_settings = StatusSettings.from_env()
     store = store or StatusStore.from_settings(status_settings)
     seen = seen or SeenEvents.from_url(status_settings.redis_url, settings.dedup_window_s)
@@ -197,11 +217,13 @@ def create_app(
         body = request.get_data()
         signature = request.headers.get(SIGNATURE_HEADER)
         with _tracer.start_as_current_span("verify"):
-            verified = verify_signature(body, signature, settings.signing_secrets)
+            verified = _signed(body, signature, settings)
         if not verified:
             return {"error": "invalid signature"}, 401
         try:
             parsed = parse_notification(body, settings)
+        except TooManyEvents as exc:
+            return {"error": str(exc)}, 413
         except ValueError as exc:
             return {"error": str(exc)}, 400
         outcomes = _accept_all(parsed.uploads, acceptor, pool, settings.answer_within_s)
@@ -212,7 +234,16 @@ def create_app(
         return {"status": "ok"}, 200
 
     instrument(app)
+    limit_request_bodies(app, limits.webhook_bytes)
     return app
+
+
+def _signed(body: bytes, signature: str | None, settings: ReceiverSettings) -> bool:
+    """Whether the webhook is signed by a configured secret; any is, when local tooling
+    allowed unsigned webhooks and set no secret."""
+    if settings.allow_unsigned and not settings.signing_secrets:
+        return True
+    return verify_signature(body, signature, settings.signing_secrets)
 
 
 def _upload_event(upload: Upload) -> CloudEvent:

@@ -32,7 +32,7 @@ import requests
 
 from functions.common.status_store import Stage, StatusStore
 from scripts.processes import usage_with_children
-from scripts.stack import Processes, mint_token
+from scripts.stack import Processes, mint_token, token_env
 
 USER = "bench-user"
 JWT_SECRET = "bench-status-" + "0123456789abcdef" * 2
@@ -101,7 +101,7 @@ def seed(redis_url: str) -> None:
 def start_status(processes: Processes, redis_url: str, args: argparse.Namespace) -> str:
     env = {
         "REDIS_URL": redis_url,
-        "JWT_SECRET": JWT_SECRET,
+        **token_env(JWT_SECRET),
         "WEB_CONCURRENCY": str(args.workers),
         "GUNICORN_THREADS": str(args.gunicorn_threads),
     }

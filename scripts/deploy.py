@@ -1,9 +1,11 @@
 """Deploy the photo pipeline to a Knative cluster in one command (run as `scripts/deploy`).
 
 Builds and pushes the four images, pins them by digest in a generated kustomize overlay
-(with the Secret generated from --secrets-file), merges the tracing settings into Knative's
-own ConfigMaps, applies everything with `kubectl apply -k`, waits for every Knative resource
-to be Ready, and prints the public URLs and the `b2 bucket notification-rule create` command.
+(with the Secret generated from --secrets-file), merges the tracing and TLS settings into
+Knative's own ConfigMaps, applies everything with `kubectl apply -k`, waits for every Knative
+resource to be Ready, reads Knative's ConfigMaps back (refusing to finish while TLS by default,
+Eventing's OIDC sender tokens or tracing is off), and prints the public URLs and the
+`b2 bucket notification-rule create` command.
 With --alerts it also applies knative/alerts/ (for clusters with the Prometheus Operator).
 
     scripts/deploy --registry registry.example.com/photos --bucket photos \\
@@ -31,6 +33,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import yaml
 
@@ -60,6 +63,13 @@ REQUIRED_CRDS = (
     "sinkbindings.sources.knative.dev",
     "certificates.cert-manager.io",
 )
+# The cert-manager ClusterIssuers knative/cluster/serving-config-certmanager.yaml and Eventing's
+# transport encryption name: without them Knative's TLS settings issue no certificate.
+REQUIRED_CLUSTER_ISSUERS = (
+    "letsencrypt",
+    "knative-selfsigned-issuer",
+    "knative-eventing-ca-issuer",
+)
 ALERTS_CRDS = ("podmonitors.monitoring.coreos.com", "prometheusrules.monitoring.coreos.com")
 # Kinds whose Ready condition says the pipeline is up, and Deployments/StatefulSets to roll out.
 READY_KINDS = {
@@ -70,6 +80,15 @@ READY_KINDS = {
 }
 ROLLOUT_KINDS = {"Deployment": "deployment", "StatefulSet": "statefulset"}
 B2_SIGNING_SECRET = re.compile(r"[A-Za-z0-9]{32}")
+# Redis ACL user (knative/app/redis.yaml) -> the Secret keys of its password and its URL. The
+# password goes unquoted into redis-server's arguments and a URL: letters and digits only.
+REDIS_USERS = {
+    "receiver": ("REDIS_RECEIVER_PASSWORD", "REDIS_URL_RECEIVER"),
+    "stage": ("REDIS_STAGE_PASSWORD", "REDIS_URL_STAGE"),
+    "status": ("REDIS_STATUS_PASSWORD", "REDIS_URL_STATUS"),
+}
+REDIS_PASSWORD = re.compile(r"[A-Za-z0-9]{24,}")
+IN_CLUSTER_REDIS = "redis.photos.svc.cluster.local"
 WAIT_TIMEOUT = "10m"
 
 
@@ -145,8 +164,26 @@ def secret_problems(secrets: dict[str, str], required: set[str]) -> list[str]:
         problems.append("B2_WEBHOOK_SECRETS' first secret must be 32 letters and digits (B2)")
     if len(secrets.get("JWT_SECRET", "").encode()) < 32:
         problems.append("JWT_SECRET must be at least 32 bytes")
-    if not secrets.get("REDIS_URL", "").startswith("rediss://"):
-        problems.append("REDIS_URL must be rediss:// (Redis is reached over TLS)")
+    problems += _redis_problems(secrets)
+    return problems
+
+
+def _redis_problems(secrets: dict[str, str]) -> list[str]:
+    """Each component's REDIS_URL_* is rediss://, and, for the in-cluster Redis, logs in as that
+    component's ACL user with the password that Redis is given for it."""
+    problems = []
+    for user, (password_key, url_key) in REDIS_USERS.items():
+        url = urlsplit(secrets.get(url_key, ""))
+        password = secrets.get(password_key, "")
+        if url.scheme != "rediss":
+            problems.append(f"{url_key} must be rediss:// (Redis is reached over TLS)")
+            continue
+        if url.hostname != IN_CLUSTER_REDIS:
+            continue  # a managed Redis: its own users
+        if not REDIS_PASSWORD.fullmatch(password):
+            problems.append(f"{password_key} must be 24 or more letters and digits")
+        if url.username != user or unquote(url.password or "") != password:
+            problems.append(f"{url_key} must log in as {user!r} with {password_key}")
     return problems
 
 
@@ -238,6 +275,36 @@ def patch_knative_config(shell: Shell) -> None:
         )  # fmt: skip
 
 
+def knative_config_problems(shell: Shell) -> list[str]:
+    """Read Knative's ConfigMaps back: every key knative/cluster/*.yaml sets (TLS everywhere,
+    Eventing's OIDC sender tokens, tracing) must hold its value, in words what does not. A dry
+    run only prints the reads."""
+    problems = []
+    for path in sorted(CLUSTER_PATCHES.glob("*.yaml")):
+        wanted = yaml.safe_load(path.read_text())
+        name, namespace = wanted["metadata"]["name"], wanted["metadata"]["namespace"]
+        query = ["kubectl", "get", "configmap", name, "--namespace", namespace, "-o", "json"]
+        if shell.dry_run:
+            print(f"# + {shlex.join(query)}", flush=True)
+            continue
+        data = json.loads(shell.output(query)).get("data") or {}
+        problems += [
+            f"{namespace}/{name}: {key} is {data.get(key)!r}, not {value!r}"
+            for key, value in wanted["data"].items()
+            if data.get(key) != value
+        ]
+    return problems
+
+
+def verify_knative_config(shell: Shell) -> None:
+    problems = knative_config_problems(shell)
+    if problems:
+        raise DeployError(
+            "Knative's settings are not as knative/cluster/ sets them (TLS, OIDC or tracing "
+            "off): " + "; ".join(problems)
+        )
+
+
 def set_domain(shell: Shell, domain: str) -> None:
     patch = json.dumps({"data": {domain: ""}})
     shell.run(
@@ -299,6 +366,7 @@ def preflight(shell: Shell, alerts: bool) -> None:
         if shutil.which(tool) is None:
             raise DeployError(f"{tool} is not installed")
     shell.output(["kubectl", "get", "crd", *REQUIRED_CRDS, *(ALERTS_CRDS if alerts else ())])
+    shell.output(["kubectl", "get", "clusterissuer", *REQUIRED_CLUSTER_ISSUERS])
 
 
 def deploy(options: Options) -> None:
@@ -325,6 +393,9 @@ def deploy(options: Options) -> None:
     if options.dry_run:
         print(dump(redacted(manifests)), end="")
     wait_until_ready(shell, manifests)
+    # After everything is applied and Ready, so a webhook or operator that reverted a setting
+    # is caught too: the deploy does not finish while TLS, OIDC or tracing is off.
+    verify_knative_config(shell)
     report(options, shell, secrets)
 
 

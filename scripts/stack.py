@@ -48,10 +48,30 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# Who issues the local stack's user tokens, and for whom (the status function's JWT_ISSUER and
+# JWT_AUDIENCE); the admin sessions' own key (never the users' JWT_SECRET).
+JWT_ISSUER = "https://backend.local.example"
+JWT_AUDIENCE = "photo-status"
+ADMIN_SESSION_SECRET = "local-admin-session-key-of-the-stack-only"
+
+
+def token_env(secret: str) -> dict[str, str]:
+    """The status function's settings for verifying `mint_token`'s tokens."""
+    return {"JWT_SECRET": secret, "JWT_ISSUER": JWT_ISSUER, "JWT_AUDIENCE": JWT_AUDIENCE}
+
+
 def mint_token(secret: str, user_id: str, ttl_s: int = 3600) -> str:
     """An HS256 bearer token for the status API, as the app's backend issues them."""
-    claims = {"sub": user_id, "exp": int(time.time()) + ttl_s}
-    return jwt.encode(claims, secret, algorithm=JWT_HMAC_ALGORITHM)
+    now = int(time.time())
+    claims = {
+        "sub": user_id,
+        "iss": JWT_ISSUER,
+        "aud": JWT_AUDIENCE,
+        "iat": now,
+        "exp": now + ttl_s,
+    }
+    headers = {"typ": "JWT"}
+    return jwt.encode(claims, secret, algorithm=JWT_HMAC_ALGORITHM, headers=headers)
 
 
 @dataclass
@@ -340,8 +360,9 @@ class LocalStack:
             "status",
             "functions.status.app",
             {
-                "JWT_SECRET": self.config.jwt_secret,
+                **token_env(self.config.jwt_secret),
                 "ADMIN_PASSWORD": self.config.admin_password,
+                "ADMIN_SESSION_SECRET": ADMIN_SESSION_SECRET,
                 # Plain http on loopback: a Secure cookie would never be sent back.
                 "ADMIN_COOKIE_SECURE": "0",
             },
@@ -350,7 +371,7 @@ class LocalStack:
             "status-dead-letter",
             "functions.status.app",
             {
-                "JWT_SECRET": self.config.jwt_secret,
+                **token_env(self.config.jwt_secret),
                 "STATUS_DEAD_LETTER_ENABLED": "true",
                 "WEB_CONCURRENCY": "1",
             },

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from flask import Flask, request
 from werkzeug.serving import make_server
 
@@ -33,6 +34,14 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """URL of a throwaway redis-server on a free port, shared by the whole session."""
     with Processes(tmp_path_factory.mktemp("redis")) as processes:
         yield processes.redis()
+
+
+@pytest.fixture
+def redis_client(redis_server: str) -> redis.Redis:
+    """A client of the session's redis-server, emptied for this test; answers strings."""
+    client = redis.Redis.from_url(redis_server, decode_responses=True)
+    client.flushdb()
+    return client
 
 
 @pytest.fixture

@@ -7,9 +7,10 @@ import signal
 from flask import Flask
 
 from functions.common.config import StatusSettings
-from functions.common.events import THUMBNAIL_CREATED, THUMBNAIL_FAILED, PhotoRef
-from functions.common.stage_app import StageResult, StageSpec, create_stage_app
-from functions.common.status_store import Stage, StatusStore
+from functions.common.events import PhotoRef
+from functions.common.stage_app import StageResult, create_stage_app
+from functions.common.status_store import StatusStore
+from functions.thumbnail.app import stage_spec
 
 
 def _work(photo: PhotoRef) -> StageResult:
@@ -19,12 +20,5 @@ def _work(photo: PhotoRef) -> StageResult:
 
 
 def create_app() -> Flask:
-    spec = StageSpec(
-        "thumbnail",
-        Stage.THUMBNAIL,
-        Stage.THUMBNAIL_FAILED,
-        THUMBNAIL_CREATED,
-        THUMBNAIL_FAILED,
-        _work,
-    )
-    return create_stage_app(spec, StatusStore.from_settings(StatusSettings.from_env()))
+    store = StatusStore.from_settings(StatusSettings.from_env())
+    return create_stage_app(stage_spec(_work), store)

@@ -43,6 +43,7 @@ STANDARD_KINDS = {
     ("v1", "Service"),
     ("apps/v1", "Deployment"),
     ("apps/v1", "StatefulSet"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
 }
 KSVC = ("serving.knative.dev/v1", "Service")
 

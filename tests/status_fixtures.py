@@ -1,4 +1,5 @@
-"""The status function on a real redis-server, and tokens as the app's backend issues them."""
+"""The status function on a real redis-server, tokens as the app's backend issues them, and
+admin tokens signed with the admin key (never the users' JWT_SECRET)."""
 
 from __future__ import annotations
 
@@ -19,14 +20,32 @@ from functions.status.app import create_app
 
 SECRET = "test-secret-" + "0123456789abcdef" * 4  # 75 bytes: long enough for any HS*
 ADMIN_PASSWORD = "correct horse battery staple"
+ISSUER = "https://backend.example"
+AUDIENCE = "photo-status"
+ADMIN_SECRET = "admin-token-" + "fedcba9876543210" * 4
+SESSION_SECRET = "admin-session-" + "00112233445566778899" * 3
+ADMIN_ISSUER = AdminSettings.jwt_issuer
+ADMIN_AUDIENCE = AdminSettings.jwt_audience
 FRONT_END = "https://app.example"
 
 
-def token(sub: str = "ann", *, role: str | None = None, ttl_s: float = 300, **claims) -> str:
-    payload = {"sub": sub, "exp": int(time.time() + ttl_s), **claims}
+def token(
+    sub: str = "ann",
+    *,
+    role: str | None = None,
+    ttl_s: float = 300,
+    secret: str = SECRET,
+    headers: dict | None = None,
+    **claims,
+) -> str:
+    """A user token: `iss`, `aud` and `exp` as the backend sets them, overridden by `claims`
+    (a claim given as None is left out)."""
+    payload = {"sub": sub, "iss": ISSUER, "aud": AUDIENCE, "exp": int(time.time() + ttl_s)}
+    payload.update(claims)
     if role is not None:
         payload["role"] = role
-    return jwt.encode(payload, SECRET, algorithm="HS256")
+    payload = {key: value for key, value in payload.items() if value is not None}
+    return jwt.encode(payload, secret, algorithm="HS256", headers=headers)
 
 
 def bearer(value: str) -> dict[str, str]:
@@ -37,8 +56,15 @@ def as_user(user_id: str = "ann") -> dict[str, str]:
     return bearer(token(user_id))
 
 
+def admin_token(sub: str = "ops", role: str | None = "admin", **claims) -> str:
+    """An admin bearer token, signed with ADMIN_JWT_SECRET for the admin issuer/audience."""
+    return token(
+        sub, role=role, secret=ADMIN_SECRET, iss=ADMIN_ISSUER, aud=ADMIN_AUDIENCE, **claims
+    )
+
+
 def as_admin() -> dict[str, str]:
-    return bearer(token("ops", role="admin"))
+    return bearer(admin_token())
 
 
 @pytest.fixture
@@ -50,12 +76,16 @@ def store(redis_server):
 
 @pytest.fixture
 def auth_settings():
-    return AuthSettings(jwt_secret=SECRET, cors_origins=(FRONT_END,))
+    return AuthSettings(
+        jwt_secret=SECRET, issuer=ISSUER, audience=AUDIENCE, cors_origins=(FRONT_END,)
+    )
 
 
 @pytest.fixture
 def admin_settings():
-    return AdminSettings(password=ADMIN_PASSWORD)
+    return AdminSettings(
+        password=ADMIN_PASSWORD, session_secret=SESSION_SECRET, jwt_secret=ADMIN_SECRET
+    )
 
 
 @pytest.fixture

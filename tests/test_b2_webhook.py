@@ -7,7 +7,7 @@ import re
 import pytest
 from prometheus_client import REGISTRY
 
-from eventing.b2_webhook import parse_notification, verify_signature
+from eventing.b2_webhook import TooManyEvents, parse_notification, verify_signature
 from functions.common.config import ReceiverSettings
 from scripts.b2_sender import object_created, signature
 
@@ -63,8 +63,9 @@ def test_an_entry_of_another_signature_version_is_not_accepted():
     assert not verify_signature(BODY, header, ("s3cret",))
 
 
-def test_everything_verifies_when_no_secret_is_configured():
-    assert verify_signature(BODY, None, ())
+def test_nothing_verifies_when_no_secret_is_configured():
+    assert not verify_signature(BODY, None, ())
+    assert not verify_signature(BODY, signature(BODY, ""), ())
 
 
 def test_each_upload_of_a_batch_becomes_a_photo_with_its_b2_event_id():
@@ -245,3 +246,13 @@ def test_a_key_that_cannot_be_a_photo_is_logged_as_a_warning_with_its_reason(cap
     [record] = [r for r in caplog.records if r.name == "eventing.b2_webhook"]
     assert record.levelname == "WARNING"
     assert "dot_segment" in record.getMessage()
+
+
+def test_a_batch_of_b2s_50_events_parses_and_one_more_is_too_many():
+    events = [object_created("photos", f"ann/{n}.jpg", 1) for n in range(51)]
+    assert (
+        len(parse_notification(json.dumps({"events": events[:50]}).encode(), SETTINGS).uploads)
+        == 50
+    )
+    with pytest.raises(TooManyEvents, match="51 events"):
+        parse_notification(json.dumps({"events": events}).encode(), SETTINGS)

@@ -4,18 +4,23 @@ every command it would run and the full, valid manifest set it would apply."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from scripts.deploy import (
+    CLUSTER_PATCHES,
     DOCKERFILES,
     EXAMPLE_SECRETS,
+    REDIS_USERS,
+    REQUIRED_CLUSTER_ISSUERS,
     SECRET_NAME,
     parse_options,
     referenced_secret_keys,
@@ -45,8 +50,19 @@ GOOD_SECRETS = {
     "B2_WEBHOOK_SECRETS": WEBHOOK_SECRET,
     "JWT_SECRET": "a-jwt-signing-key-that-is-long-enough-000",
     "ADMIN_PASSWORD": "admin-password-value",
-    "REDIS_PASSWORD": "redis-password-value",
-    "REDIS_URL": "rediss://:redis-password-value@redis.photos.svc.cluster.local:6379/0",
+    "ADMIN_SESSION_SECRET": "an-admin-session-key-that-is-long-enough-000",
+    "REDIS_PASSWORD": "RedisAdminPassword0123456789",
+    **{
+        f"REDIS_{user.upper()}_PASSWORD": f"{user.title()}Password0123456789abcdef"
+        for user in REDIS_USERS
+    },
+    **{
+        f"REDIS_URL_{user.upper()}": (
+            f"rediss://{user}:{user.title()}Password0123456789abcdef"
+            "@redis.photos.svc.cluster.local:6379/0?ssl_ca_certs=/etc/redis-tls/ca.crt"
+        )
+        for user in REDIS_USERS
+    },
 }
 
 
@@ -203,7 +219,7 @@ def test_a_dry_run_prints_no_secret_value_but_the_signing_secret_b2_needs(output
 
 def test_the_example_secrets_are_refused_as_placeholders():
     problems = secret_problems(read_env_file(EXAMPLE_SECRETS), set(GOOD_SECRETS))
-    assert "REDIS_URL is still a placeholder" in problems
+    assert "REDIS_URL_STAGE is still a placeholder" in problems
 
 
 def test_complete_secrets_pass():
@@ -215,7 +231,18 @@ def test_complete_secrets_pass():
     [
         ("B2_WEBHOOK_SECRETS", "too-short", "32 letters and digits"),
         ("JWT_SECRET", "short", "at least 32 bytes"),
-        ("REDIS_URL", "redis://redis:6379/0", "rediss://"),
+        ("REDIS_URL_STAGE", "redis://redis:6379/0", "rediss://"),
+        ("REDIS_STAGE_PASSWORD", "short1", "24 or more letters and digits"),
+        (
+            "REDIS_URL_STAGE",
+            "rediss://default:StagePassword0123456789abcdef@redis.photos.svc.cluster.local:6379/0",
+            "must log in as 'stage'",
+        ),
+        (
+            "REDIS_URL_RECEIVER",
+            "rediss://receiver:OtherPassword0123456789abcdef@redis.photos.svc.cluster.local/0",
+            "must log in as 'receiver' with REDIS_RECEIVER_PASSWORD",
+        ),
     ],
 )
 def test_secrets_the_services_would_reject_are_refused(key, value, problem):
@@ -239,7 +266,8 @@ def test_the_applied_overlay_pins_images_by_digest_and_generates_the_secret(tmp_
         assert container(find(manifests, *KSVC, name))["image"] == f"{REGISTRY}/{image}@{digest}"
     secret = find(manifests, "v1", "Secret", SECRET_NAME)
     assert secret["metadata"]["namespace"] == "photos"
-    assert base64.b64decode(secret["data"]["REDIS_URL"]).decode() == GOOD_SECRETS["REDIS_URL"]
+    for key in ("REDIS_URL_STAGE", "REDIS_STATUS_PASSWORD"):
+        assert base64.b64decode(secret["data"][key]).decode() == GOOD_SECRETS[key]
     assert set(secret["data"]) == referenced_secret_keys(list(manifests))
     assert (tmp_path / "secrets.env").stat().st_mode & 0o077 == 0
 
@@ -254,7 +282,7 @@ def test_a_deploy_with_placeholder_secrets_stops_before_touching_docker_or_the_c
         timeout=120,
     )
     assert result.returncode != 0
-    assert "REDIS_URL is still a placeholder" in result.stderr
+    assert "REDIS_URL_RECEIVER is still a placeholder" in result.stderr
     assert "# + " not in result.stdout
 
 
@@ -270,3 +298,114 @@ def test_the_applied_overlay_renders_as_kubectl_kustomize_renders_it(tmp_path, s
         ["kubectl", "kustomize", str(overlay)], capture_output=True, text=True, check=True
     )
     assert render(overlay) == list(yaml.safe_load_all(kubectl.stdout))
+
+
+# -- TLS, OIDC and tracing settings are verified on the cluster ------------------------------
+
+FAKE_KUBECTL = '''#!/usr/bin/env python3
+"""kubectl for tests: keeps ConfigMaps as JSON files in $FAKE_KUBE, merges `patch --type merge
+--patch-file` into them (except those named in $FAKE_KUBE_IGNORE, as a reverting webhook
+would), answers `get configmap -o json` from them and everything else with success."""
+import json, os, pathlib, sys
+import yaml
+state = pathlib.Path(os.environ["FAKE_KUBE"])
+args = sys.argv[1:]
+with open(state / "log", "a") as log:
+    log.write(json.dumps(args) + "\\n")
+def path(name, namespace):
+    return state / f"{namespace}_{name}.json"
+namespace = args[args.index("--namespace") + 1] if "--namespace" in args else "default"
+if args[:2] == ["patch", "configmap"] and "--patch-file" in args:
+    name = args[2]
+    if name not in os.environ.get("FAKE_KUBE_IGNORE", "").split(","):
+        patch = yaml.safe_load(open(args[args.index("--patch-file") + 1]))
+        stored = path(name, namespace)
+        current = json.loads(stored.read_text()) if stored.exists() else {"data": {}}
+        current["data"].update(patch["data"])
+        path(name, namespace).write_text(json.dumps(current))
+elif args[:2] == ["get", "configmap"]:
+    target = path(args[2], namespace)
+    print(target.read_text() if target.exists() else json.dumps({"data": {}}))
+elif args[:2] == ["get", "ksvc"]:
+    print(f"https://{args[-1]}.photos.example.com")
+'''
+
+
+@pytest.fixture
+def fake_cluster(tmp_path) -> dict[str, str]:
+    """PATH with a fake kubectl (above) and a docker that succeeds, and the fake's state."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    kubectl = bin_dir / "kubectl"
+    kubectl.write_text(FAKE_KUBECTL.replace("#!/usr/bin/env python3", f"#!{sys.executable}", 1))
+    docker = bin_dir / "docker"
+    docker.write_text("#!/bin/sh\nexit 0\n")
+    for tool in (kubectl, docker):
+        tool.chmod(0o755)
+    state = tmp_path / "cluster"
+    state.mkdir()
+    # Knative as installed: TLS and OIDC off.
+    (state / "knative-serving_config-network.json").write_text(
+        json.dumps({"data": {"external-domain-tls": "Disabled", "system-internal-tls": "Disabled"}})
+    )
+    environment = {key: value for key, value in os.environ.items() if key != "MODEL_PACK_SHA256"}
+    return {**environment, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_KUBE": str(state)}
+
+
+def deploy_on(environment: dict[str, str], secrets_file: Path) -> subprocess.CompletedProcess:
+    arguments = ["--bucket", "b", "--tag", "v1", "--skip-build", "--secrets-file", secrets_file]
+    return subprocess.run(
+        [ROOT / "scripts" / "deploy", "--registry", REGISTRY, *arguments],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_a_deploy_merges_and_verifies_tls_oidc_and_tracing(fake_cluster, secrets_file):
+    result = deploy_on(fake_cluster, secrets_file)
+    assert result.returncode == 0, result.stderr
+    state = Path(fake_cluster["FAKE_KUBE"])
+    network = json.loads((state / "knative-serving_config-network.json").read_text())["data"]
+    assert network["system-internal-tls"] == "Enabled"
+    features = json.loads((state / "knative-eventing_config-features.json").read_text())["data"]
+    assert features["authentication-oidc"] == "enabled"
+    calls = [json.loads(line) for line in (state / "log").read_text().splitlines()]
+    assert ["get", "clusterissuer", *REQUIRED_CLUSTER_ISSUERS] in calls
+    read_back = [c for c in calls if c[:2] == ["get", "configmap"]]
+    assert len(read_back) == len(list(CLUSTER_PATCHES.glob("*.yaml")))
+    assert calls.index(read_back[0]) > max(i for i, c in enumerate(calls) if c[0] == "apply")
+
+
+@pytest.mark.parametrize(
+    ("ignored", "line"),
+    [
+        ("config-network", "knative-serving/config-network: system-internal-tls is 'Disabled'"),
+        ("config-features", "knative-eventing/config-features: authentication-oidc is None"),
+    ],
+)
+def test_a_deploy_refuses_to_finish_while_tls_or_oidc_is_off(
+    fake_cluster, secrets_file, ignored, line
+):
+    result = deploy_on({**fake_cluster, "FAKE_KUBE_IGNORE": ignored}, secrets_file)
+    assert result.returncode != 0
+    assert line in result.stderr
+    assert "TLS, OIDC or tracing off" in result.stderr
+    assert "notification-rule" not in result.stdout
+
+
+def test_a_dry_run_reads_back_every_knative_setting_it_merges(output):
+    reads = {
+        (c[c.index("--namespace") + 1], c[3])
+        for c in commands(output)
+        if c[:3] == ["kubectl", "get", "configmap"]
+    }
+    merged = {
+        (m["metadata"]["namespace"], m["metadata"]["name"])
+        for m in (yaml.safe_load(p.read_text()) for p in CLUSTER_PATCHES.glob("*.yaml"))
+    }
+    assert reads == merged
+    assert ("knative-eventing", "config-features") in reads
+    assert ("knative-serving", "config-network") in reads

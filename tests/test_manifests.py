@@ -399,6 +399,8 @@ DEAD_LETTER_ENV_DIFFERENCES = {
     "WEB_CONCURRENCY",
     "GUNICORN_THREADS",
     "ADMIN_PASSWORD",
+    # Nobody logs in to the dead-letter sink: no password, so no session key.
+    "ADMIN_SESSION_SECRET",
 }
 
 
@@ -418,13 +420,49 @@ def test_the_dead_letter_service_is_the_status_function_with_only_its_settings_c
     assert differing <= DEAD_LETTER_ENV_DIFFERENCES
 
 
-def test_redis_url_in_the_template_is_tls_with_the_mounted_ca():
-    url = read_env_file(EXAMPLE_SECRETS)["REDIS_URL"]
-    assert url.startswith("rediss://")
-    ca_path = re.search(r"ssl_ca_certs=([^&]+)", url)[1]
+def test_redis_urls_in_the_template_are_tls_with_the_mounted_ca():
+    secrets = read_env_file(EXAMPLE_SECRETS)
     for service in knative_services():
+        (url_key,) = [key for name, (_, key) in secret_env(service).items() if name == "REDIS_URL"]
+        url = secrets[url_key]
+        assert url.startswith("rediss://")
+        ca_path = re.search(r"ssl_ca_certs=([^&]+)", url)[1]
         mounts = {m["name"]: m["mountPath"] for m in container(service)["volumeMounts"]}
         assert ca_path == f"{mounts['redis-ca']}/ca.crt"
+
+
+def redis_image_version(image: str) -> tuple[int, ...]:
+    """The release of an official redis image tag, e.g. redis:7.4.7-bookworm -> (7, 4, 7)."""
+    match = re.fullmatch(
+        r"(?:docker\.io/)?(?:library/)?redis:(\d+)\.(\d+)\.(\d+)(?:-[\w.-]+)?(?:@.*)?", image
+    )
+    assert match, f"not a versioned redis image: {image!r}"
+    return tuple(int(part) for part in match.groups())
+
+
+# CVE-2025-21605 (unauthenticated output-buffer growth) was fixed in 7.4.3, CVE-2025-49844 (Lua
+# use-after-free; the status store runs Lua scripts) in 7.4.6.
+REDIS_FIXED = (7, 4, 6)
+
+
+def test_redis_runs_a_release_with_the_2025_security_fixes():
+    statefulset = find(rendered(), "apps/v1", "StatefulSet", "redis")
+    (redis_container,) = statefulset["spec"]["template"]["spec"]["containers"]
+    assert redis_image_version(redis_container["image"]) >= REDIS_FIXED
+
+
+@pytest.mark.parametrize(
+    ("image", "patched"),
+    [
+        ("redis:7.4.2-bookworm", False),
+        ("redis:7.4.5", False),
+        ("redis:7.4.6-alpine", True),
+        ("redis:7.4.7-bookworm", True),
+        ("redis:8.0.4", True),
+    ],
+)
+def test_the_redis_version_check_reads_the_tag(image, patched):
+    assert (redis_image_version(image) >= REDIS_FIXED) is patched
 
 
 # -- settings ----------------------------------------------------------------------------------
@@ -621,7 +659,12 @@ def exported_by_the_functions(metric: str) -> bool:
 
 def test_the_alerts_are_valid_for_their_kinds_in_the_pipelines_namespace():
     manifests = rendered(ALERTS)
-    assert {(m["apiVersion"], m["kind"]) for m in manifests} == {PROMETHEUS_RULE, POD_MONITOR}
+    assert {(m["apiVersion"], m["kind"]) for m in manifests} == {
+        PROMETHEUS_RULE,
+        POD_MONITOR,
+        # Lets Prometheus through knative/network/'s default deny.
+        ("networking.k8s.io/v1", "NetworkPolicy"),
+    }
     errors = {m["kind"]: validation_errors(m, manifests) for m in manifests}
     assert {kind: found for kind, found in errors.items() if found} == {}
     pipeline_namespace = {s["metadata"]["namespace"] for s in knative_services()}

@@ -39,13 +39,6 @@ def settings_for(sink_url, sink_ca_certs=None, answer_within_s=2.5):
 
 
 @pytest.fixture
-def redis_client(redis_server):
-    client = redis.Redis.from_url(redis_server, decode_responses=True)
-    client.flushdb()
-    return client
-
-
-@pytest.fixture
 def store(redis_client):
     return StatusStore(redis_client)
 

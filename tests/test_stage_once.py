@@ -5,14 +5,12 @@ import threading
 import time
 
 import pytest
-import redis
 import requests
 
 from functions.common.config import StatusSettings
 from functions.common.errors import PermanentError, TransientError
 from functions.common.events import (
     OBJECT_CREATED,
-    THUMBNAIL_CREATED,
     THUMBNAIL_FAILED,
     PhotoRef,
     binary_http,
@@ -20,8 +18,9 @@ from functions.common.events import (
     parse_event,
     photo_data,
 )
-from functions.common.stage_app import StageResult, StageSpec, create_stage_app
+from functions.common.stage_app import StageResult, create_stage_app
 from functions.common.status_store import Stage, StatusStore
+from functions.thumbnail.app import stage_spec
 from scripts.stack import Processes
 
 PHOTO = PhotoRef("photos", "ann/写真 1.jpg", "v1", "ann")
@@ -43,23 +42,13 @@ class CountingWork:
 
 
 @pytest.fixture
-def client(redis_server):
-    client = redis.Redis.from_url(redis_server, decode_responses=True)
-    client.flushdb()
-    return client
+def client(redis_client):
+    return redis_client
 
 
 def stage(client, work, **settings):
     store = StatusStore(client, StatusSettings(**settings))
-    spec = StageSpec(
-        name="thumbnail",
-        done=Stage.THUMBNAIL,
-        failed=Stage.THUMBNAIL_FAILED,
-        created_type=THUMBNAIL_CREATED,
-        failed_type=THUMBNAIL_FAILED,
-        process=work,
-    )
-    return create_stage_app(spec, store).test_client(), store
+    return create_stage_app(stage_spec(work), store).test_client(), store
 
 
 def deliver(app, photo=PHOTO):

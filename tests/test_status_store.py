@@ -12,10 +12,8 @@ T0 = 1_000_000.0
 
 
 @pytest.fixture
-def client(redis_server):
-    client = redis.Redis.from_url(redis_server, decode_responses=True)
-    client.flushdb()
-    return client
+def client(redis_client):
+    return redis_client
 
 
 @pytest.fixture

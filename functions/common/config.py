@@ -6,6 +6,7 @@ configuration table lists each variable; keep the two in step.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -177,13 +178,22 @@ JWT_HMAC_ALGORITHM = "HS256"
 JWT_JWKS_ALGORITHM = "RS256"
 
 
+# The most clock skew a token's time claims are allowed (JWT_LEEWAY_S).
+MAX_LEEWAY_S = 60.0
+
+
 @dataclass(frozen=True)
 class AuthSettings:
-    """Bearer tokens of the status API: HS256 JWTs from the app's backend, or RS256 via JWKS."""
+    """Bearer tokens of the status API: HS256 JWTs from the app's backend, or RS256 via JWKS.
+
+    Fail closed: a token is accepted only from `issuer` for `audience` (JWT_ISSUER,
+    JWT_AUDIENCE); without either the status function refuses to start.
+    """
 
     jwt_secret: str | None = None
     jwks_url: str | None = None
-    audience: str | None = None  # required `aud` claim, when the app's tokens carry one
+    issuer: str | None = None  # required `iss` claim
+    audience: str | None = None  # required `aud` claim
     leeway_s: float = 5.0
     cors_origins: tuple[str, ...] = ()
 
@@ -192,12 +202,19 @@ class AuthSettings:
             raise ValueError("set JWT_SECRET (HS256) or JWT_JWKS_URL (RS256): no token verifier")
         if self.jwt_secret is not None and len(self.jwt_secret.encode()) < 32:
             raise ValueError("JWT_SECRET must be at least 32 bytes (HS256 wants a 256-bit key)")
+        if not self.issuer:
+            raise ValueError("set JWT_ISSUER: the `iss` every user token must carry")
+        if not self.audience:
+            raise ValueError("set JWT_AUDIENCE: the `aud` every user token must carry")
+        if not 0 <= self.leeway_s <= MAX_LEEWAY_S:
+            raise ValueError(f"JWT_LEEWAY_S must be 0 to {MAX_LEEWAY_S:g} seconds")
 
     @classmethod
     def from_env(cls) -> AuthSettings:
         return cls(
             jwt_secret=_optional("JWT_SECRET"),
             jwks_url=_optional("JWT_JWKS_URL"),
+            issuer=_optional("JWT_ISSUER"),
             audience=_optional("JWT_AUDIENCE"),
             leeway_s=_float("JWT_LEEWAY_S", cls.leeway_s),
             cors_origins=_list("CORS_ORIGINS", ""),
@@ -215,11 +232,21 @@ THRESHOLD_KEYS = tuple(DEFAULT_THRESHOLDS["thumbnail"])
 
 @dataclass(frozen=True)
 class AdminSettings:
-    """The admin API and dashboard: login, and the default acceptable delay per stage."""
+    """The admin API and dashboard: login, sessions, admin tokens, and the default acceptable
+    delay per stage.
+
+    Admin authority never comes from the user tokens' JWT_SECRET: sessions are signed with
+    ADMIN_SESSION_SECRET (required with ADMIN_PASSWORD), admin bearer tokens with
+    ADMIN_JWT_SECRET (unset: none are accepted), each with an issuer and audience of its own.
+    """
 
     password: str | None = None
+    session_secret: str | None = None
     session_ttl_s: int = 1800
     cookie_secure: bool = True
+    jwt_secret: str | None = None
+    jwt_issuer: str = "photo-pipeline-admin"
+    jwt_audience: str = "status-admin-api"
     # Defaults until an admin sets thresholds through the API (they persist in Redis).
     default_thresholds: dict[str, dict[str, float]] = field(
         default_factory=lambda: {stage: dict(keys) for stage, keys in DEFAULT_THRESHOLDS.items()}
@@ -228,17 +255,42 @@ class AdminSettings:
     # stays in the active index.
     users_shown: int = 50
     idle_user_retention_s: float = 3600.0
-    # Wrong passwords accepted per minute, all clients together, before logins are refused
-    # until the minute ends: a brute-force brake (at the price of a minute's lock-out).
-    login_failures_per_minute: int = 10
+    # The login brake (functions/status/admin_store.py): wrong passwords per client address in
+    # a window, wrong passwords from all addresses together before only known addresses may
+    # try, and the networks of the proxies in front whose X-Forwarded-For entries are trusted.
+    login_window_s: int = 900
+    login_failures_per_client: int = 5
+    login_failures_per_account: int = 100
+    trusted_proxies: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.password and not self.session_secret:
+            raise ValueError("set ADMIN_SESSION_SECRET: ADMIN_PASSWORD is set (sessions' key)")
+        for name, secret in (
+            ("ADMIN_SESSION_SECRET", self.session_secret),
+            ("ADMIN_JWT_SECRET", self.jwt_secret),
+        ):
+            if secret is not None and len(secret.encode()) < 32:
+                raise ValueError(f"{name} must be at least 32 bytes")
+        if self.session_ttl_s <= 0:
+            raise ValueError("ADMIN_SESSION_TTL_S must be positive")
+        for network in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(network)
+            except ValueError as exc:
+                raise ValueError(f"ADMIN_TRUSTED_PROXIES: {exc}") from exc
 
     @classmethod
     def from_env(cls) -> AdminSettings:
         defaults = cls()
         return cls(
             password=_optional("ADMIN_PASSWORD"),
+            session_secret=_optional("ADMIN_SESSION_SECRET"),
             session_ttl_s=_int("ADMIN_SESSION_TTL_S", defaults.session_ttl_s),
             cookie_secure=_bool("ADMIN_COOKIE_SECURE", defaults.cookie_secure),
+            jwt_secret=_optional("ADMIN_JWT_SECRET"),
+            jwt_issuer=_str("ADMIN_JWT_ISSUER", defaults.jwt_issuer),
+            jwt_audience=_str("ADMIN_JWT_AUDIENCE", defaults.jwt_audience),
             default_thresholds={
                 stage: {
                     key: _float(f"THRESHOLD_{stage.upper()}_{key.upper()}", default)
@@ -250,9 +302,14 @@ class AdminSettings:
             idle_user_retention_s=_float(
                 "ADMIN_IDLE_USER_RETENTION_S", defaults.idle_user_retention_s
             ),
-            login_failures_per_minute=_int(
-                "ADMIN_LOGIN_FAILURES_PER_MINUTE", defaults.login_failures_per_minute
+            login_window_s=_int("ADMIN_LOGIN_WINDOW_S", defaults.login_window_s),
+            login_failures_per_client=_int(
+                "ADMIN_LOGIN_FAILURES_PER_CLIENT", defaults.login_failures_per_client
             ),
+            login_failures_per_account=_int(
+                "ADMIN_LOGIN_FAILURES_PER_ACCOUNT", defaults.login_failures_per_account
+            ),
+            trusted_proxies=_list("ADMIN_TRUSTED_PROXIES", ""),
         )
 
 
@@ -405,9 +462,42 @@ class EmbedSettings:
         )
 
 
+KIB = 1024
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """The largest request body each HTTP endpoint reads, in bytes; a larger one is answered
+    413 before it is read (Content-Length over it) or once it passes it (chunked)."""
+
+    webhook_bytes: int = 1024 * KIB  # B2's batch of 50 events takes ~30 KiB
+    login_bytes: int = 4 * KIB
+    event_bytes: int = 64 * KIB  # a CloudEvent to a stage, or to the dead-letter sink
+    api_body_bytes: int = 16 * KIB  # the status API's other bodies (uploads, thresholds)
+
+    def __post_init__(self) -> None:
+        sizes = (self.webhook_bytes, self.login_bytes, self.event_bytes, self.api_body_bytes)
+        if min(sizes) < 1:
+            raise ValueError(
+                "MAX_WEBHOOK_BYTES, MAX_LOGIN_BYTES, MAX_EVENT_BYTES and "
+                "MAX_API_BODY_BYTES must be positive"
+            )
+
+    @classmethod
+    def from_env(cls) -> RequestLimits:
+        return cls(
+            webhook_bytes=_int("MAX_WEBHOOK_BYTES", cls.webhook_bytes),
+            login_bytes=_int("MAX_LOGIN_BYTES", cls.login_bytes),
+            event_bytes=_int("MAX_EVENT_BYTES", cls.event_bytes),
+            api_body_bytes=_int("MAX_API_BODY_BYTES", cls.api_body_bytes),
+        )
+
+
 @dataclass(frozen=True)
 class ReceiverSettings:
-    """The B2 event-notification webhook receiver."""
+    """The B2 event-notification webhook receiver. It fails closed: it refuses to start
+    without B2_WEBHOOK_SECRETS (`require_signed_webhooks`) unless local tooling opts out with
+    B2_WEBHOOK_ALLOW_UNSIGNED=true."""
 
     signing_secrets: tuple[str, ...]
     sink_url: str
@@ -423,6 +513,8 @@ class ReceiverSettings:
     sink_ca_certs: str | None = None
     # A B2 eventId published within this many seconds is dropped when B2 delivers it again.
     dedup_window_s: float = 86400.0
+    # Local tooling only: with no secret set, accept webhooks without a signature.
+    allow_unsigned: bool = False
 
     def __post_init__(self) -> None:
         if not self.thumbnail_prefix:
@@ -430,6 +522,15 @@ class ReceiverSettings:
         if self.dedup_window_s < 0.001:
             raise ValueError(
                 f"WEBHOOK_DEDUP_WINDOW_S must be at least 0.001 s, got {self.dedup_window_s}"
+            )
+
+    def require_signed_webhooks(self) -> None:
+        """ValueError, so the receiver does not start, when it would accept unsigned webhooks
+        without having been told to (B2_WEBHOOK_ALLOW_UNSIGNED)."""
+        if not (self.signing_secrets or self.allow_unsigned):
+            raise ValueError(
+                "set B2_WEBHOOK_SECRETS (the B2 rule's signing secret): the receiver refuses "
+                "unsigned webhooks (B2_WEBHOOK_ALLOW_UNSIGNED=true for local tooling only)"
             )
 
     @classmethod
@@ -450,4 +551,5 @@ class ReceiverSettings:
             answer_within_s=_float("WEBHOOK_ANSWER_WITHIN_S", cls.answer_within_s),
             sink_ca_certs=_optional("K_CA_CERTS"),
             dedup_window_s=_float("WEBHOOK_DEDUP_WINDOW_S", cls.dedup_window_s),
+            allow_unsigned=_bool("B2_WEBHOOK_ALLOW_UNSIGNED", cls.allow_unsigned),
         )

@@ -19,6 +19,13 @@ accesslog = "-" if os.environ.get("ACCESS_LOG") == "1" else None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+# Bounded request heads (400 or 431 past them, before the app): a request line up to 8190
+# bytes, at most 50 headers (the ingress and queue-proxy add about 15), each up to 8190 bytes,
+# room for the admin session cookie, a bearer JWT and B2's signature header. Bodies are bounded
+# per endpoint by the apps themselves (RequestLimits in config.py).
+limit_request_line = 8190
+limit_request_fields = 50
+limit_request_field_size = 8190
 
 # prometheus-client's multiprocess mode: every worker writes its metrics under this folder and
 # /metrics adds them up. Set here, in the master, before any worker imports prometheus_client.

@@ -4,7 +4,9 @@ A stage receives a CloudEvent about one photo, does its work, and replies with t
 - success: status recorded, 200 with the `*.created` CloudEvent (the broker routes it onward);
 - permanent failure: status recorded as failed with its reason, 200 with `*.failed` (no retry);
 - transient failure: 503, so the broker retries with backoff;
-- not a CloudEvent, or not about a photo: 400 (the broker does not retry other 4xx).
+- not a CloudEvent, or not about a photo: 400 (the broker does not retry other 4xx);
+- a body over MAX_EVENT_BYTES: 413, before it is read.
+A 503's body is generic (`error` and `trace_id`); its details go to the log with the trace id.
 
 Delivery is at least once (B2 and the broker both retry), so every side effect is guarded by
 one Redis read before the photo is downloaded (StatusStore.claim): a photo this stage finished
@@ -26,11 +28,13 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask, Response, jsonify, request
 from opentelemetry.trace import SpanKind, StatusCode
 
+from functions.common.config import RequestLimits
 from functions.common.errors import PermanentError, TransientError
 from functions.common.events import PhotoRef, binary_http, new_event, parse_event, photo_data
 from functions.common.metrics import instrument, observe_stage
+from functions.common.request_limits import limit_request_bodies
 from functions.common.status_store import Claim, Stage, StatusStore
-from functions.common.telemetry import add_trace_context, event_context, tracer
+from functions.common.telemetry import add_trace_context, event_context, public_error, tracer
 
 if TYPE_CHECKING:
     from cloudevents.v1.http import CloudEvent
@@ -60,7 +64,9 @@ class StageSpec:
     process: Callable[[PhotoRef], StageResult]
 
 
-def create_stage_app(spec: StageSpec, store: StatusStore) -> Flask:
+def create_stage_app(
+    spec: StageSpec, store: StatusStore, limits: RequestLimits | None = None
+) -> Flask:
     app = Flask(spec.name)
     source = f"/functions/{spec.name}"
     span_tracer = tracer(f"functions.{spec.name}")
@@ -85,11 +91,9 @@ def create_stage_app(spec: StageSpec, store: StatusStore) -> Flask:
                 reply = _run(spec, store, photo, source)
             except TransientError as exc:
                 observe_stage(spec.name, "retried", "transient", time.perf_counter() - started)
-                log.warning(
-                    "%s %s: transient failure, will be retried: %s", spec.name, photo.key, exc
-                )
                 span.set_status(StatusCode.ERROR, str(exc))
-                return jsonify(error=str(exc)), 503
+                detail = f"{spec.name} {photo.key}: will be retried: {exc}"
+                return jsonify(public_error(log, "temporarily unavailable", detail)), 503
         if reply is None:
             return Response(status=200)
         headers, body = binary_http(reply)
@@ -101,6 +105,7 @@ def create_stage_app(spec: StageSpec, store: StatusStore) -> Flask:
         return jsonify(ready=True)
 
     instrument(app)
+    limit_request_bodies(app, (limits or RequestLimits.from_env()).event_bytes)
     return app
 
 

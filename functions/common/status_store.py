@@ -273,11 +273,6 @@ return {redis.call('HGETALL', KEYS[1]), redis.call('LRANGE', KEYS[2], 0, -1),
 """
 
 
-def _failed_logins_key(at: float | None) -> str:
-    minute = int((time.time() if at is None else at) // 60)
-    return f"admin_login_failures:{minute}"
-
-
 def _user_keys(user_id: str) -> list[str]:
     tag = f"{{{user_id}}}"
     return [
@@ -490,18 +485,11 @@ class StatusStore:
             run=_run_status(fields, completions, now, self._settings.eta_completions),
         )
 
-    def failed_logins(self, at: float | None = None) -> int:
-        """Wrong admin passwords in the current minute."""
-        with _transient():
-            return int(self._redis.get(_failed_logins_key(at)) or 0)
-
-    def record_failed_login(self, at: float | None = None) -> None:
-        key = _failed_logins_key(at)
-        with _transient():
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.incr(key)
-            pipe.expire(key, 120)
-            pipe.execute()
+    @property
+    def client(self) -> redis.Redis:
+        """The Redis client, for the admin login's own store (functions/status/admin_store.py)
+        over the same connections."""
+        return self._redis
 
     def thresholds(self) -> dict[str, dict[str, float]]:
         """The thresholds an admin set; stages and keys never set are absent."""

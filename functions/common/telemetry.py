@@ -10,7 +10,9 @@ broker sits in between.
 from __future__ import annotations
 
 import functools
+import logging
 import os
+import secrets
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -20,7 +22,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, format_trace_id
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 if TYPE_CHECKING:
@@ -97,3 +99,18 @@ def server_span(name: str) -> Callable[[View], View]:
         return traced  # type: ignore[return-value]
 
     return decorate
+
+
+def error_reference() -> str:
+    """The current trace's id as 32 hex digits, to tie a client's error to its log line; a
+    random one where no trace is recorded (tracing off, no caller's `traceparent`)."""
+    context = trace.get_current_span().get_span_context()
+    return format_trace_id(context.trace_id) if context.is_valid else secrets.token_hex(16)
+
+
+def public_error(logger: logging.Logger, public: str, detail: object) -> dict[str, str]:
+    """A client's error body: `public` and the trace id, never `detail` (hosts, ports, keys);
+    `detail` is logged with the same trace id."""
+    trace_id = error_reference()
+    logger.warning("%s [trace_id=%s]: %s", public, trace_id, detail)
+    return {"error": public, "trace_id": trace_id}

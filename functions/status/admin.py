@@ -7,6 +7,7 @@ from flask import Blueprint, Response, jsonify, request
 from functions.common.config import AdminSettings
 from functions.common.status_model import PipelineSnapshot
 from functions.common.status_store import StatusStore
+from functions.status.admin_store import LoginBrake, client_address
 from functions.status.auth import ADMIN_COOKIE, Authenticator, Unauthorized
 from functions.status.overview import overview_body
 from functions.status.thresholds import Thresholds, in_force, validate_change
@@ -40,26 +41,33 @@ def create_admin_blueprint(
         if request.endpoint not in _PUBLIC_ENDPOINTS:
             auth.admin(request)
 
+    brake = LoginBrake(store.client, settings)
+
     @admin.post("/login")
     def login() -> Response | tuple[Response, int]:
         body = request.get_json(silent=True)
         if not isinstance(body, dict) or not isinstance(body.get("password"), str):
             return jsonify(error='send {"password": "..."} as JSON'), 400
-        if store.failed_logins() >= settings.login_failures_per_minute:
-            response = jsonify(error="too many wrong passwords; try again in a minute")
-            response.headers["Retry-After"] = "60"
+        address = client_address(request, settings.trusted_proxies)
+        verdict = brake.check(address)
+        if not verdict.allowed:
+            response = jsonify(error="too many wrong passwords; try again later")
+            response.headers["Retry-After"] = str(verdict.retry_after_s)
             return response, 429
         try:
             token = auth.sessions.login(body["password"])
         except Unauthorized:
-            store.record_failed_login()
+            brake.failed(address)
             raise
+        brake.succeeded(address)
         response = jsonify(role="admin", expires_in_s=auth.sessions.ttl_s)
         response.set_cookie(ADMIN_COOKIE, token, max_age=auth.sessions.ttl_s, **cookie)
         return response
 
     @admin.post("/logout")
     def logout() -> Response:
+        if ADMIN_COOKIE in request.cookies:
+            auth.sessions.logout(request.cookies[ADMIN_COOKIE])
         response = jsonify(logged_out=True)
         response.delete_cookie(ADMIN_COOKIE, **cookie)
         return response

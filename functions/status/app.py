@@ -11,32 +11,41 @@
   `/openapi.json`.
 - `GET /openapi.json`, `GET /metrics`, `GET /healthz`.
 
+Bodies are bounded (RequestLimits: the login's MAX_LOGIN_BYTES, the dead-letter sink's
+MAX_EVENT_BYTES, every other MAX_API_BODY_BYTES; over it, 413 before it is read), every answer
+carries the security headers (security_headers.py), and a 500 or 503 answers a generic error
+with a trace id, its details going to the log.
+
 Each process also runs the sweeper (sweeper.py), which fails photos pending past a deadline.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import yaml
 from flask import Flask, Response, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, InternalServerError
 
 from functions.common.config import (
     AdminSettings,
     AuthSettings,
     DeadLetterSettings,
+    RequestLimits,
     StatusSettings,
 )
 from functions.common.errors import TransientError
 from functions.common.events import OBJECT_CREATED, THUMBNAIL_CREATED, PhotoRef, parse_event
 from functions.common.metrics import instrument
+from functions.common.request_limits import limit_request_bodies
 from functions.common.status_store import Stage, StatusStore
-from functions.common.telemetry import configure_tracing
+from functions.common.telemetry import configure_tracing, public_error
 from functions.status.admin import create_admin_blueprint, read_pipeline
+from functions.status.admin_store import SessionStore
 from functions.status.auth import (
     AdminSessions,
     Authenticator,
@@ -47,7 +56,10 @@ from functions.status.auth import (
 from functions.status.cors import CorsPolicy, add_cors
 from functions.status.metrics import StageHealthCollector
 from functions.status.poll import POLL_ERROR, STATUS_PATH, FastPoll, status_answer
+from functions.status.security_headers import add_security_headers
 from functions.status.sweeper import Sweeper
+
+log = logging.getLogger(__name__)
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
 DEAD_LETTER_PATH = "/v1/dead-letter"
@@ -82,8 +94,10 @@ def create_app(
     auth_settings: AuthSettings | None = None,
     admin_settings: AdminSettings | None = None,
     dead_letter: DeadLetterSettings | None = None,
+    limits: RequestLimits | None = None,
 ) -> Flask:
     configure_tracing("status")
+    limits = limits or RequestLimits.from_env()
     auth_settings = auth_settings or AuthSettings.from_env()
     admin_settings = admin_settings or AdminSettings.from_env()
     dead_letter = dead_letter or DeadLetterSettings.from_env()
@@ -94,7 +108,8 @@ def create_app(
         if settings.sweep_interval_s > 0:
             Sweeper(store, settings.sweep_interval_s).start()
     tokens = TokenVerifier(auth_settings)
-    auth = Authenticator(tokens, AdminSessions(admin_settings, auth_settings.jwt_secret))
+    sessions = AdminSessions(admin_settings, auth_settings.jwt_secret, SessionStore(store.client))
+    auth = Authenticator(tokens, sessions)
     cors = CorsPolicy(auth_settings.cors_origins)
     app = Flask(__name__, static_folder="static", static_url_path="/admin/static")
     _register_error_handlers(app)
@@ -149,8 +164,14 @@ def create_app(
         return jsonify(ok=True), 200
 
     add_cors(app, cors)
+    add_security_headers(app)
     health = StageHealthCollector(lambda: read_pipeline(store, admin_settings))
     request_metrics = instrument(app, [health])
+    limit_request_bodies(
+        app,
+        limits.api_body_bytes,
+        {"admin.login": limits.login_bytes, "dead_letter": limits.event_bytes},
+    )
     app.wsgi_app = FastPoll(app.wsgi_app, store, tokens, cors, request_metrics)
     return app
 
@@ -192,7 +213,12 @@ def _whole_number(value: Any) -> int | None:
 def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(TransientError)
     def unavailable(exc: TransientError) -> tuple[Response, int]:
-        return jsonify(error=str(exc)), 503
+        return jsonify(public_error(log, "temporarily unavailable; retry later", exc)), 503
+
+    @app.errorhandler(InternalServerError)
+    def internal_error(exc: InternalServerError) -> tuple[Response, int]:
+        # Flask logged the original exception's traceback already.
+        return jsonify(public_error(log, "internal error", exc.original_exception or exc)), 500
 
     @app.errorhandler(Unauthorized)
     def unauthorized(exc: Unauthorized) -> tuple[Response, int, dict[str, str]]:

@@ -7,7 +7,8 @@ token straight from the WSGI environ. Everything else goes on to the Flask app, 
 for the same path answers with the same `status_answer`; CORS headers and request metrics come
 from the same objects on both paths. A poll that fails on the fast path goes on to Flask with
 its error in the environ (`POLL_ERROR`), and the route answers that error as any route
-answers errors, without checking the token or reading Redis a second time.
+answers errors, without checking the token or reading Redis a second time. The fast path's
+answers carry the same security headers as Flask's (security_headers.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from functions.common.status_model import RunStatus, UserStatus
 from functions.common.status_store import StatusStore
 from functions.status.auth import TokenVerifier, bearer_token
 from functions.status.cors import CorsPolicy
+from functions.status.security_headers import SECURITY_HEADERS
 
 STATUS_PATH = "/v1/status"
 POLL_ERROR = "status.poll_error"
@@ -126,6 +128,7 @@ class FastPoll:
         headers = [
             *answer.headers,
             *self._cors.headers(environ.get("HTTP_ORIGIN"), STATUS_PATH, "GET"),
+            *SECURITY_HEADERS,
         ]
         if answer.body:  # a 304 has neither body nor length
             headers.append(("Content-Length", str(len(answer.body))))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flask import Flask
 
 from functions.common.config import (
@@ -10,9 +12,9 @@ from functions.common.config import (
     StorageSettings,
     ThumbnailSettings,
 )
-from functions.common.events import THUMBNAIL_CREATED, THUMBNAIL_FAILED
+from functions.common.events import THUMBNAIL_CREATED, THUMBNAIL_FAILED, PhotoRef
 from functions.common.lambda_client import DatabaseLambda
-from functions.common.stage_app import StageSpec, create_stage_app
+from functions.common.stage_app import StageResult, StageSpec, create_stage_app
 from functions.common.status_store import Stage, StatusStore
 from functions.common.storage import ObjectStore
 from functions.common.telemetry import configure_tracing
@@ -26,12 +28,18 @@ def create_app() -> Flask:
         ObjectStore(StorageSettings.from_env()),
         DatabaseLambda(LambdaSettings.from_env()),
     )
-    spec = StageSpec(
+    return create_stage_app(
+        stage_spec(service.process), StatusStore.from_settings(StatusSettings.from_env())
+    )
+
+
+def stage_spec(process: Callable[[PhotoRef], StageResult]) -> StageSpec:
+    """The thumbnail stage's place in the pipeline, doing `process` to each photo."""
+    return StageSpec(
         name="thumbnail",
         done=Stage.THUMBNAIL,
         failed=Stage.THUMBNAIL_FAILED,
         created_type=THUMBNAIL_CREATED,
         failed_type=THUMBNAIL_FAILED,
-        process=service.process,
+        process=process,
     )
-    return create_stage_app(spec, StatusStore.from_settings(StatusSettings.from_env()))
