@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from eventing.local_broker import Delivery, parse_duration
-from functions.common.config import DeadLetterSettings, EmbedSettings
+from functions.common.config import DeadLetterSettings, EmbedSettings, EventAuthSettings
 from scripts.deploy import EXAMPLE_SECRETS, referenced_secret_keys
 from scripts.kustomize_render import KustomizationError, read_env_file, render
 from tests.knative_manifests import (
@@ -383,6 +383,43 @@ def test_dead_letters_go_only_to_a_cluster_local_service_that_serves_the_sink(ov
         assert dead_letter_sink_enabled(sink, overlay)
 
 
+def trigger_identity(trigger: dict) -> str:
+    """The `sub` of the tokens the broker sends for `trigger`: Knative Eventing's OIDC service
+    account of the Trigger (knative.dev/eventing pkg/auth GetOIDCServiceAccountNameForResource)."""
+    metadata = trigger["metadata"]
+    account = f"{metadata['name']}-oidc-eventing.knative.dev-trigger"
+    return f"system:serviceaccount:{metadata['namespace']}:{account}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_trigger_delivers_with_a_token_its_destinations_accept(overlay):
+    """Issue #10: a Knative Service announces no OIDC audience, so each Trigger names it for
+    its subscriber and dead-letter sink, and each of those verifies tokens for that audience from
+    the Trigger's identity (EventAuthSettings, as the deployed environment sets them)."""
+    for trigger in triggers(overlay):
+        spec = trigger["spec"]
+        for destination in (spec["subscriber"], spec["delivery"]["deadLetterSink"]):
+            service = knative_service(destination["ref"]["name"], overlay)
+            accepted = settings_read_from(deployed_env(service, overlay), EventAuthSettings)
+            assert accepted.enabled
+            assert destination["audience"] == accepted.audience
+            assert accepted.allows(trigger_identity(trigger))
+            assert not accepted.allows(
+                f"system:serviceaccount:{trigger['metadata']['namespace']}:default"
+            )
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_a_stage_accepts_only_its_own_triggers_identity(overlay):
+    by_subscriber = {t["spec"]["subscriber"]["ref"]["name"]: t for t in triggers(overlay)}
+    for name, trigger in by_subscriber.items():
+        accepted = settings_read_from(
+            deployed_env(knative_service(name, overlay), overlay), EventAuthSettings
+        )
+        others = [t for t in by_subscriber.values() if t is not trigger]
+        assert others and not any(accepted.allows(trigger_identity(t)) for t in others)
+
+
 @pytest.mark.parametrize(
     "service",
     [s for s in knative_services() if visibility(s) == "public"],
@@ -396,6 +433,9 @@ def test_no_public_service_serves_the_dead_letter_sink(service):
 # its gunicorn sizing, and no dashboard login.
 DEAD_LETTER_ENV_DIFFERENCES = {
     "STATUS_DEAD_LETTER_ENABLED",
+    # Who may deliver dead letters: the Triggers' deadLetterSink audience and identities.
+    "EVENT_AUTH_AUDIENCE",
+    "EVENT_AUTH_SUBJECTS",
     "WEB_CONCURRENCY",
     "GUNICORN_THREADS",
     "ADMIN_PASSWORD",

@@ -173,6 +173,62 @@ class DeadLetterSettings:
         return cls(enabled=_bool("STATUS_DEAD_LETTER_ENABLED", cls.enabled))
 
 
+@dataclass(frozen=True)
+class EventAuthSettings:
+    """Who may deliver events to the stages and the dead-letter sink. With Knative Eventing's
+    `authentication-oidc` on, the broker sends each delivery with `Authorization: Bearer`, a
+    Kubernetes service-account token of the Trigger's OIDC identity (`sub`
+    `system:serviceaccount:<namespace>:<trigger>-oidc-eventing.knative.dev-trigger`) for the
+    subscriber's audience (the Trigger's `subscriber.audience`, `deadLetterSink.audience`).
+
+    Off by default (the local stack and the tests run without OIDC); on when EVENT_AUTH_ISSUER
+    is set, and then fail closed: the audience, the JWKS and the allowed subjects are required.
+    A subject ending with `*` allows every `sub` that starts with what precedes it.
+    """
+
+    issuer: str | None = None
+    audience: str | None = None
+    jwks_url: str | None = None
+    subjects: tuple[str, ...] = ()
+    leeway_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not self.enabled:
+            return
+        missing = [
+            name
+            for name, value in (
+                ("EVENT_AUTH_AUDIENCE", self.audience),
+                ("EVENT_AUTH_JWKS_URL", self.jwks_url),
+                ("EVENT_AUTH_SUBJECTS", self.subjects),
+            )
+            if not value
+        ]
+        if missing:
+            raise ValueError(f"EVENT_AUTH_ISSUER is set: set {', '.join(missing)} too")
+        if any(subject in {"*", ""} for subject in self.subjects):
+            raise ValueError("EVENT_AUTH_SUBJECTS: `*` alone would allow every sender")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.issuer)
+
+    def allows(self, subject: str) -> bool:
+        return any(
+            subject.startswith(allowed[:-1]) if allowed.endswith("*") else subject == allowed
+            for allowed in self.subjects
+        )
+
+    @classmethod
+    def from_env(cls) -> EventAuthSettings:
+        return cls(
+            issuer=_optional("EVENT_AUTH_ISSUER"),
+            audience=_optional("EVENT_AUTH_AUDIENCE"),
+            jwks_url=_optional("EVENT_AUTH_JWKS_URL"),
+            subjects=_list("EVENT_AUTH_SUBJECTS", ""),
+        )
+
+
 # Pinned: a token's own `alg` header never chooses how it is verified.
 JWT_HMAC_ALGORITHM = "HS256"
 JWT_JWKS_ALGORITHM = "RS256"

@@ -5,7 +5,9 @@ A stage receives a CloudEvent about one photo, does its work, and replies with t
 - permanent failure: status recorded as failed with its reason, 200 with `*.failed` (no retry);
 - transient failure: 503, so the broker retries with backoff;
 - not a CloudEvent, or not about a photo: 400 (the broker does not retry other 4xx);
-- a body over MAX_EVENT_BYTES: 413, before it is read.
+- a body over MAX_EVENT_BYTES: 413, before it is read;
+- with sender authentication on (EventAuthSettings), a delivery without a valid token from an
+  allowed sender: 401 before the event is parsed (the broker dead-letters it, no retry).
 A 503's body is generic (`error` and `trace_id`); its details go to the log with the trace id.
 
 Delivery is at least once (B2 and the broker both retry), so every side effect is guarded by
@@ -28,8 +30,9 @@ from typing import TYPE_CHECKING, Any
 from flask import Flask, Response, jsonify, request
 from opentelemetry.trace import SpanKind, StatusCode
 
-from functions.common.config import RequestLimits
+from functions.common.config import EventAuthSettings, RequestLimits
 from functions.common.errors import PermanentError, TransientError
+from functions.common.event_auth import EventAuthError, EventVerifier
 from functions.common.events import PhotoRef, binary_http, new_event, parse_event, photo_data
 from functions.common.metrics import instrument, observe_stage
 from functions.common.request_limits import limit_request_bodies
@@ -65,14 +68,21 @@ class StageSpec:
 
 
 def create_stage_app(
-    spec: StageSpec, store: StatusStore, limits: RequestLimits | None = None
+    spec: StageSpec,
+    store: StatusStore,
+    limits: RequestLimits | None = None,
+    event_auth: EventAuthSettings | None = None,
 ) -> Flask:
     app = Flask(spec.name)
+    senders = EventVerifier(event_auth or EventAuthSettings.from_env())
     source = f"/functions/{spec.name}"
     span_tracer = tracer(f"functions.{spec.name}")
 
     @app.post("/")
-    def handle() -> Response | tuple[Any, int]:
+    def handle() -> Response | tuple[Any, ...]:
+        refused = authenticate_sender(senders, spec.name)
+        if refused is not None:
+            return refused
         try:
             event = parse_event(request.headers, request.get_data())
             photo = PhotoRef.from_data(event.data)
@@ -107,6 +117,22 @@ def create_stage_app(
     instrument(app)
     limit_request_bodies(app, (limits or RequestLimits.from_env()).event_bytes)
     return app
+
+
+def authenticate_sender(
+    senders: EventVerifier, name: str
+) -> tuple[Response, int, dict[str, str]] | None:
+    """None when the request's sender is allowed (or verification is off); else the answer:
+    401 for a missing or invalid token, 503 when the issuer's keys cannot be fetched."""
+    try:
+        senders.verify(request.headers.get("Authorization"))
+    except EventAuthError as exc:
+        log.warning("%s: refused an event: %s", name, exc)
+        challenge = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+        return jsonify(error="unauthenticated event"), 401, challenge
+    except TransientError as exc:
+        return jsonify(public_error(log, "temporarily unavailable", exc)), 503, {}
+    return None
 
 
 def _run(spec: StageSpec, store: StatusStore, photo: PhotoRef, source: str) -> CloudEvent | None:

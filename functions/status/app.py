@@ -39,9 +39,11 @@ from functions.common.config import (
     StatusSettings,
 )
 from functions.common.errors import TransientError
+from functions.common.event_auth import EventVerifier
 from functions.common.events import OBJECT_CREATED, THUMBNAIL_CREATED, PhotoRef, parse_event
 from functions.common.metrics import instrument
 from functions.common.request_limits import limit_request_bodies
+from functions.common.stage_app import authenticate_sender
 from functions.common.status_store import Stage, StatusStore
 from functions.common.telemetry import configure_tracing, public_error
 from functions.status.admin import create_admin_blueprint, read_pipeline
@@ -177,8 +179,14 @@ def create_app(
 
 
 def _add_dead_letter_sink(app: Flask, store: StatusStore) -> None:
+    # Only the broker may mark a photo failed: its OIDC token, when EVENT_AUTH_ISSUER is set.
+    senders = EventVerifier.from_env()
+
     @app.post(DEAD_LETTER_PATH)
-    def dead_letter() -> tuple[Response, int]:
+    def dead_letter() -> tuple[Response, ...]:
+        refused = authenticate_sender(senders, "dead-letter sink")
+        if refused is not None:
+            return refused
         try:
             event = parse_event(request.headers, request.get_data())
             photo = PhotoRef.from_data(event.data)

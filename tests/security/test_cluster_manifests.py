@@ -196,6 +196,21 @@ def test_the_stages_reach_b2_and_lambda_over_https_only(policies, name):
         assert not connects(policies, function(name), Address(inside), 443)
 
 
+API_SERVER = Address("10.0.0.10")  # the API server's endpoint, behind the `kubernetes` Service
+
+
+@pytest.mark.parametrize("name", ["thumbnail", "embed", "status-dead-letter"])
+def test_the_event_receivers_reach_the_api_servers_jwks(policies, name):
+    # Issue #10: they verify the broker's OIDC tokens with the service-account issuer's keys.
+    assert connects(policies, function(name), API_SERVER, 6443)
+    assert not connects(policies, function(name), API_SERVER, 80)
+
+
+@pytest.mark.parametrize("name", ["status", "b2-receiver"])
+def test_only_the_event_receivers_reach_the_api_server(policies, name):
+    assert not connects(policies, function(name), API_SERVER, 6443)
+
+
 def test_only_the_receiver_reaches_the_broker_ingress(policies):
     assert connects(policies, function("b2-receiver"), BROKER_INGRESS, 8080)
     assert connects(policies, function("b2-receiver"), BROKER_INGRESS, 8443)
