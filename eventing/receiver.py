@@ -83,11 +83,14 @@ class BrokerPublisher:
         timeout_s: float,
         ca_bundle: Path | None = None,
         connections: int = PUBLISH_WORKERS,
+        token_file: Path | None = None,
     ) -> None:
         """`ca_bundle`: the CA certificates an HTTPS broker is verified with, when not the
-        ones requests trusts by default."""
+        ones requests trusts by default. `token_file`: where the OIDC token the broker
+        requires is mounted; sent as a bearer token whenever the file exists."""
         self._sink_url = sink_url
         self._timeout_s = timeout_s
+        self._token_file = token_file
         # Passed with each request: a Session's own `verify` loses to REQUESTS_CA_BUNDLE.
         self._verify: str | bool = str(ca_bundle) if ca_bundle else True
         self._session = requests.Session()
@@ -102,6 +105,7 @@ class BrokerPublisher:
             span.set_attribute("photo.key", event.data["key"])
             headers, body = binary_http(add_trace_context(event))
             propagate.inject(headers)
+            headers.update(self._authorization())
             response = self._session.post(
                 self._sink_url,
                 headers=headers,
@@ -112,6 +116,13 @@ class BrokerPublisher:
             )
             if not 200 <= response.status_code < 300:
                 raise BrokerRejected(f"broker answered {response.status_code} to {event['id']}")
+
+    def _authorization(self) -> dict[str, str]:
+        try:
+            token = self._token_file.read_text().strip() if self._token_file else ""
+        except FileNotFoundError:
+            return {}
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def ca_bundle_with(extra_pem: str) -> Path:
@@ -206,7 +217,12 @@ def create_app(
     store = store or StatusStore.from_settings(status_settings)
     seen = seen or SeenEvents.from_url(status_settings.redis_url, settings.dedup_window_s)
     ca_bundle = ca_bundle_with(settings.sink_ca_certs) if settings.sink_ca_certs else None
-    publisher = BrokerPublisher(settings.sink_url, settings.publish_timeout_s, ca_bundle)
+    publisher = BrokerPublisher(
+        settings.sink_url,
+        settings.publish_timeout_s,
+        ca_bundle,
+        token_file=settings.sink_token_file,
+    )
     acceptor = Acceptor(store, seen, publisher)
     pool = ThreadPoolExecutor(max_workers=PUBLISH_WORKERS, thread_name_prefix="publish")
     app = Flask(__name__)

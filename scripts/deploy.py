@@ -162,9 +162,23 @@ def secret_problems(secrets: dict[str, str], required: set[str]) -> list[str]:
     signing = secrets.get("B2_WEBHOOK_SECRETS", "").split(",")[0]
     if not B2_SIGNING_SECRET.fullmatch(signing):
         problems.append("B2_WEBHOOK_SECRETS' first secret must be 32 letters and digits (B2)")
-    if len(secrets.get("JWT_SECRET", "").encode()) < 32:
-        problems.append("JWT_SECRET must be at least 32 bytes")
+    problems += _signing_key_problems(secrets)
     problems += _redis_problems(secrets)
+    return problems
+
+
+def _signing_key_problems(secrets: dict[str, str]) -> list[str]:
+    """The keys the status function refuses at start-up, refused here instead of as a crash
+    loop: each at least 32 bytes, and no admin key equal to the users' JWT_SECRET."""
+    problems = []
+    for key in ("JWT_SECRET", "ADMIN_SESSION_SECRET", "ADMIN_JWT_SECRET"):
+        value = secrets.get(key)
+        if value is None and key != "JWT_SECRET":
+            continue
+        if len((value or "").encode()) < 32:
+            problems.append(f"{key} must be at least 32 bytes")
+        elif key != "JWT_SECRET" and value == secrets.get("JWT_SECRET"):
+            problems.append(f"{key} must not be JWT_SECRET")
     return problems
 
 

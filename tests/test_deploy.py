@@ -231,6 +231,13 @@ def test_complete_secrets_pass():
     [
         ("B2_WEBHOOK_SECRETS", "too-short", "32 letters and digits"),
         ("JWT_SECRET", "short", "at least 32 bytes"),
+        ("ADMIN_SESSION_SECRET", "short", "ADMIN_SESSION_SECRET must be at least 32 bytes"),
+        ("ADMIN_JWT_SECRET", "short", "ADMIN_JWT_SECRET must be at least 32 bytes"),
+        (
+            "ADMIN_SESSION_SECRET",
+            "a-jwt-signing-key-that-is-long-enough-000",
+            "ADMIN_SESSION_SECRET must not be JWT_SECRET",
+        ),
         ("REDIS_URL_STAGE", "redis://redis:6379/0", "rediss://"),
         ("REDIS_STAGE_PASSWORD", "short1", "24 or more letters and digits"),
         (

