@@ -58,6 +58,7 @@ def as_user(user_id: str = "ann") -> dict[str, str]:
 
 def admin_token(sub: str = "ops", role: str | None = "admin", **claims) -> str:
     """An admin bearer token, signed with ADMIN_JWT_SECRET for the admin issuer/audience."""
+    claims = {"iat": int(time.time()), **claims}
     return token(
         sub, role=role, secret=ADMIN_SECRET, iss=ADMIN_ISSUER, aud=ADMIN_AUDIENCE, **claims
     )

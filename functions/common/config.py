@@ -318,8 +318,18 @@ class AdminSettings:
     login_failures_per_client: int = 5
     login_failures_per_account: int = 100
     trusted_proxies: tuple[str, ...] = ()
+    # Admin bearer tokens are refused once their `iat` is older than this, whatever `exp` says.
+    token_max_age_s: int = 3600
 
     def __post_init__(self) -> None:
+        for name, value in (
+            ("ADMIN_LOGIN_WINDOW_S", self.login_window_s),
+            ("ADMIN_LOGIN_FAILURES_PER_CLIENT", self.login_failures_per_client),
+            ("ADMIN_LOGIN_FAILURES_PER_ACCOUNT", self.login_failures_per_account),
+            ("ADMIN_TOKEN_MAX_AGE_S", self.token_max_age_s),
+        ):
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1 (got {value})")
         if self.password and not self.session_secret:
             raise ValueError("set ADMIN_SESSION_SECRET: ADMIN_PASSWORD is set (sessions' key)")
         for name, secret in (
@@ -366,6 +376,7 @@ class AdminSettings:
                 "ADMIN_LOGIN_FAILURES_PER_ACCOUNT", defaults.login_failures_per_account
             ),
             trusted_proxies=_list("ADMIN_TRUSTED_PROXIES", ""),
+            token_max_age_s=_int("ADMIN_TOKEN_MAX_AGE_S", defaults.token_max_age_s),
         )
 
 

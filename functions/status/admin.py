@@ -49,7 +49,7 @@ def create_admin_blueprint(
         if not isinstance(body, dict) or not isinstance(body.get("password"), str):
             return jsonify(error='send {"password": "..."} as JSON'), 400
         address = client_address(request, settings.trusted_proxies)
-        verdict = brake.check(address)
+        verdict = brake.attempt(address)  # counted before the password is checked
         if not verdict.allowed:
             response = jsonify(error="too many wrong passwords; try again later")
             response.headers["Retry-After"] = str(verdict.retry_after_s)

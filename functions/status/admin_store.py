@@ -6,6 +6,8 @@
   current window.
 - `admin_login:account:<window>`: wrong passwords from every address together.
 - `admin_login:known:<address>`: an address that logged in successfully (kept 30 days).
+
+An IPv6 address is its /64; a request whose address cannot be told has no client counter.
 """
 
 from __future__ import annotations
@@ -44,10 +46,17 @@ class SessionStore:
 
 @dataclass(frozen=True)
 class Verdict:
-    """Whether a client may try a password now, and else when to come back."""
+    """Whether a client may try a password now, and else when to come back.
+
+    An allowed attempt is already counted as a failure; `LoginBrake.succeeded` takes it back.
+    """
 
     allowed: bool
     retry_after_s: int = 0
+
+
+UNATTRIBUTED = None
+"""`client_address`'s answer when no client address can be told (see there)."""
 
 
 class LoginBrake:
@@ -64,67 +73,105 @@ class LoginBrake:
     exemption gives an attacker nothing new, and an admin locked out by a distributed attack
     on a new address still gets in from one used before. The window is fixed (counters per
     window index), good enough for a brake whose limits are far from the password's strength.
+
+    Unattributed requests (`client_address` gives None: a forwarded chain with a non-IP entry,
+    or one made only of trusted proxies) have no per-client count and are never known: they
+    may try only while the account's count is under `login_failures_per_account`. So they can
+    never bypass the per-account limit, and nothing they send touches an attributable
+    address's own count: an attacker, attributable or not, cannot lock out an admin who comes
+    from an attributable address that logged in before.
+
+    `attempt` counts the attempt first, in one MULTI (INCR and EXPIRE of the client's and the
+    account's counters, and the known flag), and refuses it when a count is then over its
+    limit, so concurrent guesses cannot all pass a check before any is counted; a refused
+    attempt, and a right password (`succeeded`), take their count back.
     """
 
     def __init__(self, client: redis.Redis, settings: AdminSettings) -> None:
         self._redis = client
         self._settings = settings
 
-    def check(self, address: str, now: float | None = None) -> Verdict:
+    def attempt(self, address: str | None, now: float | None = None) -> Verdict:
+        """Counts an attempt from `address` (None: unattributed); refused when over a limit."""
         now = time.time() if now is None else now
         client_key, account_key = self._failure_keys(address, now)
+        ttl = 2 * self._settings.login_window_s
         with unavailable_as_transient("login brake"):
-            client, account, known = self._redis.mget(client_key, account_key, _known_key(address))
-        retry_after_s = self._settings.login_window_s - int(now % self._settings.login_window_s)
-        if int(client or 0) >= self._settings.login_failures_per_client:
-            return Verdict(False, retry_after_s)
-        if int(account or 0) >= self._settings.login_failures_per_account and not known:
-            return Verdict(False, retry_after_s)
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.incr(account_key)
+            pipe.expire(account_key, ttl)
+            if client_key is not None:
+                pipe.incr(client_key)
+                pipe.expire(client_key, ttl)
+                pipe.exists(_known_key(address or ""))
+            results = pipe.execute()
+        account = int(results[0])
+        client, known = (int(results[2]), bool(results[4])) if client_key else (0, False)
+        if client > self._settings.login_failures_per_client or (
+            account > self._settings.login_failures_per_account and not known
+        ):
+            self._uncount(address, now)
+            window = self._settings.login_window_s
+            return Verdict(False, window - int(now % window))
         return Verdict(True)
 
-    def failed(self, address: str, now: float | None = None) -> None:
+    def failed(self, address: str | None, now: float | None = None) -> None:
+        """A wrong password: its attempt stays counted."""
+
+    def succeeded(self, address: str | None, now: float | None = None) -> None:
+        """The right password: its attempt is taken back, and an attributed address is known."""
         now = time.time() if now is None else now
+        self._uncount(address, now)
+        if address is not None:
+            with unavailable_as_transient("login brake"):
+                self._redis.set(_known_key(address), "1", ex=KNOWN_ADDRESS_TTL_S)
+
+    def _uncount(self, address: str | None, now: float) -> None:
         with unavailable_as_transient("login brake"):
-            pipe = self._redis.pipeline(transaction=False)
+            pipe = self._redis.pipeline(transaction=True)
             for key in self._failure_keys(address, now):
-                pipe.incr(key)
-                pipe.expire(key, 2 * self._settings.login_window_s)
+                if key is not None:
+                    pipe.decr(key)
             pipe.execute()
 
-    def succeeded(self, address: str) -> None:
-        with unavailable_as_transient("login brake"):
-            self._redis.set(_known_key(address), "1", ex=KNOWN_ADDRESS_TTL_S)
-
-    def _failure_keys(self, address: str, now: float) -> tuple[str, str]:
+    def _failure_keys(self, address: str | None, now: float) -> tuple[str | None, str]:
         window = int(now // self._settings.login_window_s)
-        return f"admin_login:client:{address}:{window}", f"admin_login:account:{window}"
+        client_key = None if address is None else f"admin_login:client:{address}:{window}"
+        return client_key, f"admin_login:account:{window}"
 
 
-def client_address(request: Request, trusted_proxies: tuple[str, ...]) -> str:
-    """The caller's address: the connection's peer, unless the peer is a trusted proxy (in one
-    of `trusted_proxies`' networks); then X-Forwarded-For is read from the right, each proxy
-    having appended the address it was called from, and the first entry outside the trusted
-    networks is the client. Entries left of it are the client's own claims, never read. The
-    number of proxies may vary (Knative's activator joins the path at times), this does not."""
+def client_address(request: Request, trusted_proxies: tuple[str, ...]) -> str | None:
+    """The caller's address, or None (unattributed) when it cannot be told.
+
+    The connection's peer, unless the peer is a trusted proxy (in one of `trusted_proxies`'
+    networks); then X-Forwarded-For is read from the right, each proxy having appended the
+    address it was called from, and the first entry outside the trusted networks is the
+    client. Entries left of it are the client's own claims, never read. The number of proxies
+    may vary (Knative's activator joins the path at times), this does not. A non-IP entry
+    reached before the client, a non-IP peer, or a chain made only of trusted proxies gives
+    None: LoginBrake never lets such a request bypass the account limit. An IPv6 client is
+    its /64 (one host holds a whole /64). The trusted networks must be the proxies' own (the
+    pod CIDR, loopback), never addresses a client's traffic is SNAT'd to (docs/security.md).
+    """
     networks = [ipaddress.ip_network(network) for network in trusted_proxies]
-    peer = request.remote_addr or "unknown"
     forwarded = [
         entry.strip()
         for header in request.headers.getlist("X-Forwarded-For")
         for entry in header.split(",")
     ]
-    for address in [peer, *reversed(forwarded)]:
-        if not _within(address, networks):
-            return address
-    return peer
-
-
-def _within(address: str, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in network for network in networks)
+    for entry in [request.remote_addr or "", *reversed(forwarded)]:
+        try:
+            ip = ipaddress.ip_address(entry)
+        except ValueError:
+            return UNATTRIBUTED
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if any(ip in network for network in networks):
+            continue
+        if ip.version == 6:
+            return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+        return str(ip)
+    return UNATTRIBUTED
 
 
 def _session_key(session_id: str) -> str:

@@ -10,7 +10,8 @@ role, whatever its claims say.
 
 Admins: the `admin_session` cookie set by the password login, signed with ADMIN_SESSION_SECRET,
 checked against its server-side record (revoked on logout) and its maximum age; or a bearer
-token signed with ADMIN_JWT_SECRET for the admin issuer and audience (when configured).
+token signed with ADMIN_JWT_SECRET for the admin issuer and audience (when configured), with
+an `iat` at most ADMIN_TOKEN_MAX_AGE_S old whatever its `exp` says.
 Neither key is ever the users' JWT_SECRET.
 """
 
@@ -87,6 +88,15 @@ class TokenVerifier:
         if now < not_before - self._settings.leeway_s:
             raise Unauthorized("invalid token: The token is not yet valid (nbf)")
         return principal
+
+    def is_other_issuers(self, token: str) -> bool:
+        """Whether a token names an issuer other than the users' (an admin token, say), read
+        without its signature: such a token is the Authenticator's to verify, not this one's."""
+        try:
+            claims = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            return False
+        return isinstance(claims, dict) and claims.get("iss") != self._settings.issuer
 
     def _verify_signature(self, token: str) -> tuple[Principal, float, float]:
         """The token's principal and validity period; raises for an invalid token (not cached)."""
@@ -183,8 +193,9 @@ class AdminSessions:
             return
         self._store.close(session_id)
 
-    def verify_token(self, token: str) -> Principal:
-        """An admin bearer token, signed with ADMIN_JWT_SECRET; Unauthorized otherwise."""
+    def verify_token(self, token: str, now: float | None = None) -> Principal:
+        """An admin bearer token, signed with ADMIN_JWT_SECRET, with an `iat` at most
+        ADMIN_TOKEN_MAX_AGE_S old; Unauthorized otherwise."""
         if not self._settings.jwt_secret:
             raise Unauthorized("admin tokens are not accepted here")
         try:
@@ -195,11 +206,15 @@ class AdminSessions:
                 issuer=self._settings.jwt_issuer,
                 audience=self._settings.jwt_audience,
                 leeway=_SKEW_S,
-                options={"require": _REQUIRED},
+                options={"require": ["iat", *_REQUIRED]},
             )
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"invalid admin token: {exc}") from exc
         _check_type(decoded["header"], USER_TOKEN_TYPES)
+        now = time.time() if now is None else now
+        issued_at = float(decoded["payload"]["iat"])
+        if now - issued_at > self._settings.token_max_age_s:
+            raise Unauthorized("invalid admin token: past its maximum age (ADMIN_TOKEN_MAX_AGE_S)")
         if decoded["payload"].get("role") != ADMIN_ROLE:
             raise Forbidden("the admin role is required")
         return Principal(user_id=_subject(decoded["payload"]), is_admin=True)

@@ -3,7 +3,8 @@
 Every user's browser polls this route every few seconds, so it is by far the busiest one.
 Flask's request and response machinery costs about as much CPU as the poll's own work (the
 token, one Redis round trip, the JSON and its ETag), so `FastPoll` answers a poll with a valid
-token straight from the WSGI environ. Everything else goes on to the Flask app, whose route
+user token straight from the WSGI environ. Everything else goes on to the Flask app (a token
+of another issuer, such as an admin's bearer token, untouched), whose route
 for the same path answers with the same `status_answer`; CORS headers and request metrics come
 from the same objects on both paths. A poll that fails on the fast path goes on to Flask with
 its error in the environ (`POLL_ERROR`), and the route answers that error as any route
@@ -26,7 +27,7 @@ from werkzeug.http import HTTP_STATUS_CODES, parse_etags
 from functions.common.metrics import REQUEST_STARTED, RequestMetrics
 from functions.common.status_model import RunStatus, UserStatus
 from functions.common.status_store import StatusStore
-from functions.status.auth import TokenVerifier, bearer_token
+from functions.status.auth import TokenVerifier, Unauthorized, bearer_token
 from functions.status.cors import CorsPolicy
 from functions.status.security_headers import SECURITY_HEADERS
 
@@ -116,11 +117,21 @@ class FastPoll:
         if environ["REQUEST_METHOD"] != "GET" or environ.get("PATH_INFO") != STATUS_PATH:
             return self.fallback(environ, start_response)
         started = time.perf_counter()
+        token = ""
         try:
-            principal = self._tokens.verify(bearer_token(environ.get("HTTP_AUTHORIZATION", "")))
+            token = bearer_token(environ.get("HTTP_AUTHORIZATION", ""))
+            principal = self._tokens.verify(token)
             answer = status_answer(
                 self._store.user_status(principal.user_id), environ.get("HTTP_IF_NONE_MATCH")
             )
+        except Unauthorized as exc:
+            if self._tokens.is_other_issuers(token):
+                # Not a user token (an admin's bearer token): Flask's route verifies it, as
+                # every route does.
+                return self.fallback(environ, start_response)
+            environ[POLL_ERROR] = exc
+            environ[REQUEST_STARTED] = started
+            return self.fallback(environ, start_response)
         except Exception as exc:  # any error: Flask answers it, as it does on every route
             environ[POLL_ERROR] = exc
             environ[REQUEST_STARTED] = started

@@ -17,9 +17,10 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from functions.common.config import StatusSettings
+from functions.common.config import AdminSettings, StatusSettings
 from functions.common.seen_events import SeenEvents
 from functions.common.status_store import Stage, StatusStore
+from functions.status.admin_store import LoginBrake, SessionStore
 from scripts.deploy import REDIS_USERS
 from tests.knative_manifests import container, find, rendered
 
@@ -164,10 +165,20 @@ def test_status_reads_users_the_pipeline_and_sweeps(server):
     status.snapshot(idle_retention_s=3600, now=T0 + 1)
     status.sweep(now=T0 + 10_000)
     status.thresholds()
-    # The admin login brake and sessions (admin_* keys; their code is being redone).
+    # The admin login brake and sessions (admin_* keys), through their own code.
     admin = client_as(server, "status")
-    admin.incr("admin_login_failures:1")
-    admin.set("admin_session:x", "1", ex=60)
+    brake = LoginBrake(admin, AdminSettings(login_failures_per_client=2))
+    assert brake.attempt("203.0.113.9", now=T0).allowed
+    brake.failed("203.0.113.9", now=T0)
+    assert brake.attempt("203.0.113.9", now=T0).allowed
+    brake.succeeded("203.0.113.9", now=T0)
+    assert brake.attempt(None, now=T0).allowed
+    brake.failed(None, now=T0)
+    sessions = SessionStore(admin)
+    sessions.open("x", ttl_s=60)
+    assert sessions.is_open("x")
+    sessions.close("x")
+    assert not sessions.is_open("x")
     assert "used_memory" in admin.info("memory")
 
 

@@ -171,3 +171,54 @@ def test_a_signed_token_with_any_header_and_claims_is_never_a_server_error(clien
 
 def test_a_valid_token_still_reads_its_status(client):
     assert client.get("/v1/status", headers=as_user()).status_code == 200
+
+
+def test_an_admin_token_with_a_ten_year_exp_and_an_old_iat_is_refused(client):
+    now = time.time()
+    old = admin_token(iat=int(now - 2 * 3600), exp=int(now + 10 * 365 * 24 * 3600))
+    response = client.get("/v1/admin/thresholds", headers=bearer(old))
+    assert response.status_code == 401
+    assert "maximum age" in response.get_json()["error"]
+
+
+def test_an_admin_token_without_iat_is_refused(client):
+    assert client.get(
+        "/v1/admin/thresholds", headers=bearer(admin_token(iat=None))
+    ).status_code == (401)
+
+
+def test_an_admin_token_within_its_maximum_age_is_accepted(client):
+    fresh = admin_token(iat=int(time.time() - 60), exp=int(time.time() + 10 * 365 * 24 * 3600))
+    assert client.get("/v1/admin/thresholds", headers=bearer(fresh)).status_code == 200
+
+
+def test_the_admin_token_maximum_age_is_read_from_the_environment(monkeypatch):
+    monkeypatch.setenv("ADMIN_TOKEN_MAX_AGE_S", "120")
+    assert AdminSettings.from_env().token_max_age_s == 120
+    assert AdminSettings().token_max_age_s == 3600
+
+
+def test_an_admin_token_polls_get_v1_status_as_on_other_routes(client, store):
+    """The poll's fast path verifies user tokens only: an admin's token goes on to Flask's
+    route, which answers the admin's own (empty) status, as the OpenAPI document says (the
+    user is the token's `sub`), not 401."""
+    response = client.get("/v1/status", headers=bearer(admin_token("ops")))
+    assert response.status_code == 200
+    assert response.get_json()["user_id"] == "ops"
+    assert client.get("/v1/users/ann/status", headers=bearer(admin_token())).status_code == 200
+
+
+def test_a_forged_admin_token_on_the_poll_is_still_401(client):
+    forged = jwt.encode(
+        {
+            "sub": "ops",
+            "role": "admin",
+            "iss": ADMIN_ISSUER,
+            "aud": ADMIN_AUDIENCE,
+            "iat": int(time.time()),
+            "exp": int(time.time()) + 60,
+        },
+        "not-the-admin-key-" + "0" * 32,
+        algorithm="HS256",
+    )
+    assert client.get("/v1/status", headers=bearer(forged)).status_code == 401
