@@ -45,6 +45,13 @@ def test_a_missing_object_is_a_permanent_failure(stack):
     assert failure.value.reason == "missing"
 
 
+def test_a_missing_objects_failure_names_the_users_key_and_not_the_bucket(stack):
+    store = ObjectStore(storage_settings(stack))
+    with pytest.raises(PermanentError) as failure:
+        store.download("photos", "clients/nothing-here.jpg", None, max_bytes=100)
+    assert failure.value.detail == "clients/nothing-here.jpg is no longer in the bucket"
+
+
 def test_an_object_over_the_byte_limit_is_refused_before_reading_it(stack):
     store = ObjectStore(storage_settings(stack))
     store.upload("photos", "clients/big.bin", b"x" * 1000, "application/octet-stream")

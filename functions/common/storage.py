@@ -44,7 +44,8 @@ class ObjectStore:
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in _MISSING:
-                raise PermanentError("missing", f"s3://{bucket}/{key} not found") from exc
+                # The detail reaches the user's status: their own key, not the bucket's name.
+                raise PermanentError("missing", f"{key} is no longer in the bucket") from exc
             raise TransientError(f"download of {key} failed: {code}") from exc
         except BotoCoreError as exc:
             raise TransientError(f"download of {key} failed: {exc}") from exc

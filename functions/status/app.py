@@ -194,14 +194,16 @@ def _add_dead_letter_sink(app: Flask, store: StatusStore) -> None:
         except (ValueError, KeyError, TypeError) as exc:
             return jsonify(error=f"bad dead-lettered event: {exc}"), 400
         error = event.get("knativeerrorcode") or "no response"
+        # The destination is an in-cluster address: the log gets it, the user's status does not.
         destination = event.get("knativeerrordest") or "subscriber"
+        log.warning("dead letter for %s: %s answered %s", photo.photo_id, destination, error)
         for stage in stages:
             applied = store.record(
                 photo.user_id,
                 photo.photo_id,
                 stage,
                 reason="delivery_failed",
-                detail=f"{destination} answered {error} after all retries",
+                detail=f"the {stage.pipeline_stage} stage answered {error} after all retries",
             )
             if applied:
                 return jsonify(recorded=stage.value), 200
