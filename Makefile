@@ -30,7 +30,7 @@ test: install
 	@scripts/install-system-deps.sh --chromium --node
 	$(BIN)/python -m pytest $(ARGS)
 
-# Build, push and apply to the current kubectl context (README "Deploying to Knative on Vultr").
+# Build, push and apply to the current kubectl context (docs/deploy.md).
 deploy: install
 	scripts/deploy $(ARGS)
 

@@ -18,7 +18,7 @@ from scripts.fetch_model_pack import PACKS, FetchError, PackFile, PackSource, fe
 from scripts.make_test_model_pack import DETECTOR_FILE, RECOGNIZER_FILE
 from scripts.stack import ROOT
 
-README = ROOT / "README.md"
+EMBEDDING_DOC = ROOT / "docs" / "embedding.md"
 
 OTHER_MODULES = {"genderage.onnx": b"gender", "2d106det.onnx": b"106", "1k3d68.onnx": b"68"}
 
@@ -85,8 +85,9 @@ def pinned_to(url, archive_sha256, test_model_pack, wrong=None):
     return PackSource(url, archive_sha256, files)
 
 
-def test_the_readme_states_the_sha256s_the_script_pins_for_buffalo_l():
-    rows = re.findall(r"^\| `([\w.]+)` \| [\d,]+ \| `([0-9a-f]{64})` \|$", README.read_text(), re.M)
+def test_the_embedding_doc_states_the_sha256s_the_script_pins_for_buffalo_l():
+    row = r"^\| `([\w.]+)` \| [\d,]+ \| `([0-9a-f]{64})` \|$"
+    rows = re.findall(row, EMBEDDING_DOC.read_text(), re.M)
     pack = PACKS["buffalo_l"]
     pinned = {Path(pack.url).name: pack.sha256}
     pinned |= {file.name: file.sha256 for file in pack.files.values()}

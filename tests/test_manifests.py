@@ -573,7 +573,7 @@ def test_the_embed_service_sets_every_embed_setting_itself():
 
 
 def test_the_deployed_embed_settings_are_productions():
-    """The defaults are what the production batch job runs (README "Embedding"), and the
+    """The defaults are what the production batch job runs (docs/embedding.md), and the
     image bakes the default modules' files only."""
     deployed = settings_read_from(deployed_env(knative_service("embed")), EmbedSettings)
     # The input limits are sized for the pod (its memory budget, its gunicorn workers).

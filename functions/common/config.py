@@ -1,7 +1,7 @@
 """Every setting of every component, typed, read from the environment in one place.
 
-Each component reads only its own section (`StorageSettings.from_env()`, ...). The README's
-configuration table lists each variable; keep the two in step.
+Each component reads only its own section (`StorageSettings.from_env()`, ...). The table in
+docs/configuration.md lists each variable; keep the two in step.
 """
 
 from __future__ import annotations
