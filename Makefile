@@ -2,22 +2,36 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat requirements/*.txt | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat requirements/lock/*.txt | sha1sum | cut -c1-12)
 ARGS ?=
+# onnxruntime sends no usage telemetry from tests, demos and benchmarks (as in the embed image).
+export ORT_DISABLE_TELEMETRY := 1
 
-.PHONY: install demo loadtest soak deploy test lint bench-thumbnail bench-embed bench-status clean
+.PHONY: install lock demo loadtest soak deploy test lint bench-thumbnail bench-embed bench-status clean audit fresh-check images test-images demo-compose
 
 install: $(STAMP)
 	@scripts/install-system-deps.sh
 
 $(STAMP):
+	@scripts/install-system-deps.sh
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements/dev.txt
+	@$(BIN)/python -m pip install -q 'pip>=25.3'  # --build-constraint, below
+	$(BIN)/python -m pip install -q --require-hashes --build-constraint requirements/lock/build.txt \
+		-r requirements/lock/dev.txt
 	@rm -f $(VENV)/.installed-*; touch $@
+
+# Regenerates every requirements/lock/*.txt from requirements/*.in (docs/development.md).
+lock:
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q uv==0.13.9
+	$(BIN)/python -m scripts.lock $(ARGS)
 
 demo: install
 	$(BIN)/python -m scripts.demo $(ARGS)
+
+# The demo against docker-compose.yml, the stack in containers from the images (needs Docker).
+demo-compose: install
+	$(BIN)/python -m scripts.demo --compose $(ARGS)
 
 # The UAT's load scenario: 5 users uploading at once (2,000 photos each in the UAT; ARGS='--photos 2000').
 loadtest: install
@@ -30,8 +44,17 @@ test: install
 	@scripts/install-system-deps.sh --chromium --node
 	$(BIN)/python -m pytest $(ARGS)
 
-# Build, push and apply to the current kubectl context (docs/deploy.md).
-deploy: install
+# Every image, photo-pipeline/<name>:dev (BASE_IMAGE=... overrides the base; docs/local-stack.md).
+images:
+	$(PYTHON) -m scripts.build_images $(ARGS)
+
+# Each function image built and run as its Knative Service runs it (needs Docker; not in make test).
+test-images: install
+	$(BIN)/python -m pytest -m images tests/images $(ARGS)
+
+# Build, push and apply to the current kubectl context (docs/deploy.md): needs only python3,
+# docker or podman, and kubectl.
+deploy:
 	scripts/deploy $(ARGS)
 
 lint: install
@@ -52,3 +75,11 @@ bench-embed: install
 bench-status: install
 	@scripts/install-system-deps.sh --wrk
 	$(BIN)/python -m scripts.bench_status $(ARGS)
+
+# Known vulnerabilities in every lock (OSV) and the sharp reference (npm); fails closed.
+audit:
+	scripts/audit.sh
+
+# The README's two commands from a fresh clone of HEAD in a clean Debian container (needs Docker).
+fresh-check:
+	scripts/fresh-check.sh $(ARGS)

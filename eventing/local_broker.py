@@ -39,6 +39,7 @@ from requests.adapters import HTTPAdapter
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from functions.common.events import binary_http, parse_event
+from functions.common.logs import configure_logging
 from functions.common.telemetry import configure_tracing, event_context, tracer
 
 if TYPE_CHECKING:
@@ -418,7 +419,7 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _arguments(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging()
     configure_tracing("broker")
     broker = LocalBroker.from_manifests(args.triggers, dict(args.service), args.workers)
     log.info("local broker listening on %s", broker.start(args.host, args.port))

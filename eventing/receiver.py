@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING
 import requests
 import requests.certs
 from flask import Flask, request
-from opentelemetry import propagate
 from opentelemetry.trace import SpanKind
 from requests.adapters import HTTPAdapter
 
@@ -48,15 +47,21 @@ from eventing.b2_webhook import (
 from functions.common.config import ReceiverSettings, RequestLimits, StatusSettings
 from functions.common.errors import TransientError
 from functions.common.events import OBJECT_CREATED, binary_http, new_event, photo_data
-from functions.common.metrics import RECEIVER_EVENTS_DUPLICATE, RECEIVER_EVENTS_FAILED, instrument
+from functions.common.logs import photo_context
+from functions.common.metrics import (
+    RECEIVER_EVENTS_ACCEPTED,
+    RECEIVER_EVENTS_DUPLICATE,
+    RECEIVER_EVENTS_FAILED,
+    instrument,
+)
 from functions.common.request_limits import limit_request_bodies
 from functions.common.seen_events import SeenEvents
 from functions.common.status_store import Stage, StatusStore
 from functions.common.telemetry import (
     add_trace_context,
     configure_tracing,
+    instrument_app,
     public_error,
-    server_span,
     tracer,
 )
 
@@ -99,12 +104,12 @@ class BrokerPublisher:
         self._session.mount("https://", adapter)
 
     def publish(self, event: CloudEvent) -> None:
-        """POST `event` carrying this span's trace context, as extension and as HTTP header."""
+        """POST `event` carrying this span's trace context in its extension (the HTTP client
+        span's goes in the `traceparent` header, from the requests instrumentation)."""
         with _tracer.start_as_current_span("publish", kind=SpanKind.PRODUCER) as span:
             span.set_attribute("cloudevents.event_id", event["id"])
             span.set_attribute("photo.key", event.data["key"])
             headers, body = binary_http(add_trace_context(event))
-            propagate.inject(headers)
             headers.update(self._authorization())
             response = self._session.post(
                 self._sink_url,
@@ -159,14 +164,15 @@ class Acceptor:
         """True once published and recorded; False when its eventId was accepted within the
         de-duplication window. It is remembered only once the broker took it, so an event
         whose publish failed is published when B2 delivers it again."""
-        if self.seen.is_seen(upload.event_id):
-            RECEIVER_EVENTS_DUPLICATE.inc()
-            return False
-        self.publisher.publish(_upload_event(upload))
         photo = upload.photo
-        self.store.record(photo.user_id, photo.photo_id, Stage.UPLOADED, at=photo.uploaded_at)
-        self.seen.remember(upload.event_id)
-        return True
+        with photo_context(photo.user_id, photo.key):
+            if self.seen.is_seen(upload.event_id):
+                RECEIVER_EVENTS_DUPLICATE.inc()
+                return False
+            self.publisher.publish(_upload_event(upload))
+            self.store.record(photo.user_id, photo.photo_id, Stage.UPLOADED, at=photo.uploaded_at)
+            self.seen.remember(upload.event_id)
+            return True
 
 
 @dataclass
@@ -181,15 +187,17 @@ class Outcomes:
     def fail(self, upload: Upload, error: BaseException) -> None:
         """Count an upload not accepted: a transient error fails the batch (B2 retries it),
         any other one is a bug, logged with its traceback, and does not."""
-        key = upload.photo.key
-        if isinstance(error, TRANSIENT):
-            log.warning("upload %s (%r) not accepted: %s", upload.event_id, key, error)
-            RECEIVER_EVENTS_FAILED.labels("transient").inc()
-            self.transient.append(error)
-        else:
-            log.error("upload %s (%r) failed unexpectedly", upload.event_id, key, exc_info=error)
-            RECEIVER_EVENTS_FAILED.labels("unexpected").inc()
-            self.unexpected += 1
+        photo = upload.photo
+        with photo_context(photo.user_id, photo.key):
+            if isinstance(error, TRANSIENT):
+                log.warning("upload %s (%r) not accepted: %s", upload.event_id, photo.key, error)
+                RECEIVER_EVENTS_FAILED.labels("transient").inc()
+                self.transient.append(error)
+            else:
+                message = "upload %s (%r) failed unexpectedly"
+                log.error(message, upload.event_id, photo.key, exc_info=error)
+                RECEIVER_EVENTS_FAILED.labels("unexpected").inc()
+                self.unexpected += 1
 
     def answer(self, ignored: int) -> tuple[dict, int]:
         """The webhook's answer: 200 unless an upload failed for a transient reason."""
@@ -225,10 +233,10 @@ def create_app(
     )
     acceptor = Acceptor(store, seen, publisher)
     pool = ThreadPoolExecutor(max_workers=PUBLISH_WORKERS, thread_name_prefix="publish")
-    app = Flask(__name__)
+    # One trace per notification, from its HTTP server span: its every photo, every stage.
+    app = instrument_app(Flask(__name__))
 
     @app.post("/")
-    @server_span("webhook")  # one trace per notification: its every photo, through every stage
     def notification() -> tuple[dict, int]:
         body = request.get_data()
         signature = request.headers.get(SIGNATURE_HEADER)
@@ -287,6 +295,7 @@ def _accept_all(
             outcomes.fail(upload, error)
         elif future.result():
             outcomes.accepted += 1
+            RECEIVER_EVENTS_ACCEPTED.inc()
         else:
             outcomes.duplicates += 1
     return outcomes

@@ -21,6 +21,7 @@ import requests
 from functions.common.config import ReceiverSettings
 from functions.status.overview import percentile
 from scripts import b2_sender
+from scripts.compose_stack import ComposeStack
 from scripts.sample_photos import sample_photo
 from scripts.stack import ROOT, LocalStack, StackConfig, model_root_or_test_pack
 
@@ -64,6 +65,11 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for the end")
     parser.add_argument("--keep", action="store_true", help="leave the stack running")
+    parser.add_argument(
+        "--compose",
+        action="store_true",
+        help="run against docker-compose.yml, the stack in containers (make demo-compose)",
+    )
     return parser.parse_args()
 
 
@@ -263,10 +269,15 @@ def per_photo_latency(uploads: list[Upload], lambda_calls: list[dict]) -> str:
 def main() -> int:
     args = parse_args()
     root = model_root_or_test_pack(args.model_root)
-    config = StackConfig(model_root=root, workdir=ROOT / "var" / f"demo-{int(time.time())}")
-    print("starting the local stack (redis, S3, Lambda stand-in, broker, receiver, functions)…")
+    name = "demo-compose" if args.compose else "demo"
+    config = StackConfig(model_root=root, workdir=ROOT / "var" / f"{name}-{int(time.time())}")
+    if args.compose:
+        print("starting docker-compose.yml from the images (make images builds what changed)…")
+    else:
+        print("starting the local stack (redis, S3, Lambda stand-in, broker, receiver, functions)…")
+    stack_type = ComposeStack if args.compose else LocalStack
     try:
-        with LocalStack(config) as stack:
+        with stack_type(config) as stack:
             return run(stack, args)
     except KeyboardInterrupt:
         return 130

@@ -12,9 +12,11 @@ With --alerts it also applies knative/alerts/ (for clusters with the Prometheus 
         --secrets-file knative/secrets.env
     scripts/deploy --dry-run --registry registry.example.com/photos --bucket photos
 
---dry-run needs neither docker nor kubectl nor a cluster: it prints every command it would
-run (as `#` comments) and the full manifest set it would apply (as YAML, Secret values
-redacted), rendered by scripts/kustomize_render.py exactly as `kubectl kustomize` would.
+It needs Python 3's standard library, docker (or podman) and kubectl, and nothing else: kubectl's
+own kustomize renders the manifests, and kubectl turns YAML into JSON (`patch --local`, which
+reads files only), so no YAML parser is needed. --dry-run needs kubectl only, for that, and no
+cluster: it prints every command it would run (as `#` comments) and the full manifest set it
+would apply (as JSON documents, which are YAML; Secret values redacted).
 """
 
 from __future__ import annotations
@@ -35,9 +37,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import yaml
+from scripts.build_images import DEPLOYED_DOCKERFILES, production_build_command
+from scripts.env_file import EnvFileError, read_env_file
 
-from scripts.kustomize_render import Manifest, dump, read_env_file, render
+Manifest = dict[str, Any]
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OVERLAY = ROOT / "knative"
@@ -48,13 +51,10 @@ EXAMPLE_SECRETS = ROOT / "knative" / "secrets.example.env"
 SECRET_NAME = "photo-pipeline-secrets"
 NAMESPACE = "photos"
 # Knative Service name -> its Dockerfile; every image is built from the repository root.
-DOCKERFILES = {
-    "thumbnail": "functions/thumbnail/Dockerfile",
-    "embed": "functions/embed/Dockerfile",
-    "status": "functions/status/Dockerfile",
-    "b2-receiver": "eventing/Dockerfile",
-}
+DOCKERFILES = DEPLOYED_DOCKERFILES
 PLACEHOLDER_IMAGE = "photo-pipeline/{name}"
+# The container engines that can build and push the images, in order of preference.
+CONTAINER_ENGINES = ("docker", "podman")
 PUBLIC_SERVICES = ("b2-receiver", "status")
 REQUIRED_CRDS = (
     "services.serving.knative.dev",
@@ -90,6 +90,7 @@ REDIS_USERS = {
 REDIS_PASSWORD = re.compile(r"[A-Za-z0-9]{24,}")
 IN_CLUSTER_REDIS = "redis.photos.svc.cluster.local"
 WAIT_TIMEOUT = "10m"
+_SPACE = re.compile(r"\s*")
 
 
 class DeployError(RuntimeError):
@@ -106,8 +107,7 @@ class Options:
     upload_prefix: str
     rule_name: str
     domain: str | None
-    onnxruntime: str
-    onnxruntime_version: str
+    gpu: bool
     model_pack_sha256: str | None
     alerts: bool
     skip_build: bool
@@ -131,6 +131,66 @@ class Shell:
         if result.returncode != 0:
             raise DeployError(f"{shlex.join(command)} failed: {result.stderr.strip()}")
         return result.stdout.strip()
+
+
+def _kubectl(arguments: Sequence[str], stdin: str | None = None) -> str:
+    """A kubectl command that reads local files only (never the cluster), in dry runs too."""
+    command = ["kubectl", *arguments]
+    result = subprocess.run(command, cwd=ROOT, input=stdin, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise DeployError(f"{shlex.join(command)} failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+def documents(yaml_text: str) -> list[Manifest]:
+    """YAML documents as data: kubectl converts them to JSON (an empty patch of local files)."""
+    converted = _kubectl(
+        ["patch", "--local", "--filename", "-", "--type", "merge", "--patch", "{}", "-o", "json"],
+        stdin=yaml_text,
+    )
+    decoder = json.JSONDecoder()
+    manifests = []
+    position = _SPACE.match(converted).end()
+    while position < len(converted):
+        manifest, position = decoder.raw_decode(converted, position)
+        manifests.append(manifest)
+        position = _SPACE.match(converted, position).end()
+    return manifests
+
+
+def render(directory: Path) -> list[Manifest]:
+    """The manifests of the kustomization in `directory`, rendered by kubectl's kustomize."""
+    return documents(_kubectl(["kustomize", str(directory)]))
+
+
+def dump(manifests: list[Manifest]) -> str:
+    """Manifests as a multi-document YAML stream whose documents are JSON."""
+    return "".join(f"---\n{json.dumps(m, indent=2, sort_keys=True)}\n" for m in manifests)
+
+
+def cluster_settings() -> list[tuple[Path, Manifest]]:
+    """Each knative/cluster/*.yaml (a part of one of Knative's ConfigMaps) with its content."""
+    return [
+        (path, manifest)
+        for path in sorted(CLUSTER_PATCHES.glob("*.yaml"))
+        for manifest in documents(path.read_text())
+    ]
+
+
+def container_engine() -> str | None:
+    """docker, else podman: whichever is installed; None if neither."""
+    return next((engine for engine in CONTAINER_ENGINES if shutil.which(engine)), None)
+
+
+def missing_tools(options: Options) -> list[str]:
+    """One line per deploy tool that this run needs and PATH lacks; empty when all are there."""
+    missing = []
+    if shutil.which("kubectl") is None:
+        missing.append("kubectl is not installed (it renders and applies the manifests)")
+    builds = not (options.dry_run or options.skip_build)
+    if builds and container_engine() is None:
+        missing.append("neither docker nor podman is installed (one builds and pushes the images)")
+    return missing
 
 
 def referenced_secret_keys(manifests: list[Manifest]) -> set[str]:
@@ -205,34 +265,36 @@ def image_reference(options: Options, name: str) -> str:
     return f"{options.registry}/{name}:{options.tag}"
 
 
-def build_and_push(options: Options, shell: Shell) -> dict[str, str]:
-    """Image reference per Service: by digest once pushed, by tag in a dry run."""
+def build_and_push(options: Options, shell: Shell, engine: str) -> dict[str, str]:
+    """Image reference per Service: by digest once pushed, by tag in a dry run. `engine` is
+    docker or podman, which take the same arguments here."""
+    os.environ.setdefault("DOCKER_BUILDKIT", "1")  # the Dockerfiles mount build secrets
     pinned = {}
-    for name, dockerfile in DOCKERFILES.items():
+    for name in DOCKERFILES:
         reference = image_reference(options, name)
-        build = ["docker", "build", "--file", dockerfile, "--tag", reference]
-        if name == "embed":
-            build += [
-                "--build-arg", f"ONNXRUNTIME={options.onnxruntime}",
-                "--build-arg", f"ONNXRUNTIME_VERSION={options.onnxruntime_version}",
-            ]  # fmt: skip
-            if options.model_pack_sha256:
-                build += ["--build-arg", f"MODEL_PACK_SHA256={options.model_pack_sha256}"]
-        shell.run([*build, "."])
-        shell.run(["docker", "push", reference])
-        pinned[name] = reference if shell.dry_run else _pushed_digest(shell, options, name)
+        shell.run(
+            production_build_command(
+                engine,
+                name,
+                reference,
+                gpu=options.gpu,
+                model_pack_sha256=options.model_pack_sha256 or "",
+            )
+        )
+        shell.run([engine, "push", reference])
+        pinned[name] = reference if shell.dry_run else _pushed_digest(shell, options, engine, name)
     return pinned
 
 
-def _pushed_digest(shell: Shell, options: Options, name: str) -> str:
+def _pushed_digest(shell: Shell, options: Options, engine: str, name: str) -> str:
     repository = f"{options.registry}/{name}"
     template = "{{range .RepoDigests}}{{println .}}{{end}}"
     reference = image_reference(options, name)
-    digests = shell.output(["docker", "inspect", "--format", template, reference]).splitlines()
+    digests = shell.output([engine, "inspect", "--format", template, reference]).splitlines()
     for digest in digests:
         if digest.startswith(f"{repository}@"):
             return digest
-    raise DeployError(f"docker reports no pushed digest for {repository}: {digests}")
+    raise DeployError(f"{engine} reports no pushed digest for {repository}: {digests}")
 
 
 def write_overlay(options: Options, images: dict[str, str], workdir: Path) -> Path:
@@ -253,7 +315,8 @@ def write_overlay(options: Options, images: dict[str, str], workdir: Path) -> Pa
         # Knative Services are not among the kinds whose Secret references kustomize renames.
         "generatorOptions": {"disableNameSuffixHash": True},
     }
-    (workdir / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
+    # JSON is YAML: kustomize reads it as it is.
+    (workdir / "kustomization.yaml").write_text(json.dumps(kustomization, indent=2))
     return workdir
 
 
@@ -278,8 +341,8 @@ def redacted(manifests: list[Manifest]) -> list[Manifest]:
 def patch_knative_config(shell: Shell) -> None:
     """Merge knative/cluster/*.yaml into Knative's own ConfigMaps (applying them would replace
     keys that Knative's installation owns)."""
-    for path in sorted(CLUSTER_PATCHES.glob("*.yaml")):
-        metadata = yaml.safe_load(path.read_text())["metadata"]
+    for path, setting in cluster_settings():
+        metadata = setting["metadata"]
         shell.run(
             [
                 "kubectl", "patch", "configmap", metadata["name"],
@@ -294,8 +357,7 @@ def knative_config_problems(shell: Shell) -> list[str]:
     Eventing's OIDC sender tokens, tracing) must hold its value, in words what does not. A dry
     run only prints the reads."""
     problems = []
-    for path in sorted(CLUSTER_PATCHES.glob("*.yaml")):
-        wanted = yaml.safe_load(path.read_text())
+    for _, wanted in cluster_settings():
         name, namespace = wanted["metadata"]["name"], wanted["metadata"]["namespace"]
         query = ["kubectl", "get", "configmap", name, "--namespace", namespace, "-o", "json"]
         if shell.dry_run:
@@ -376,9 +438,6 @@ def notification_rule_command(options: Options, webhook_url: str, signing_secret
 
 
 def preflight(shell: Shell, alerts: bool) -> None:
-    for tool in ("docker", "kubectl"):
-        if shutil.which(tool) is None:
-            raise DeployError(f"{tool} is not installed")
     shell.output(["kubectl", "get", "crd", *REQUIRED_CRDS, *(ALERTS_CRDS if alerts else ())])
     shell.output(["kubectl", "get", "clusterissuer", *REQUIRED_CLUSTER_ISSUERS])
 
@@ -392,7 +451,7 @@ def deploy(options: Options) -> None:
     if options.skip_build:
         images = {name: image_reference(options, name) for name in DOCKERFILES}
     else:
-        images = build_and_push(options, shell)
+        images = build_and_push(options, shell, container_engine() or CONTAINER_ENGINES[0])
     (ROOT / "var").mkdir(exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="deploy-", dir=ROOT / "var"))
     try:
@@ -439,6 +498,8 @@ def report(options: Options, shell: Shell, secrets: dict[str, str]) -> None:
 
 
 def _git_tag() -> str:
+    if shutil.which("git") is None:
+        return "latest-build"
     result = subprocess.run(
         ["git", "describe", "--always", "--dirty", "--abbrev=12"],
         cwd=ROOT,
@@ -459,14 +520,9 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--tag", default=None, help="image tag (default: git describe)")
     parser.add_argument("--domain", help="set Knative's public domain (config-domain)")
     parser.add_argument(
-        "--onnxruntime",
-        default="onnxruntime",
-        help="embed's onnxruntime package, e.g. 'onnxruntime-gpu[cuda,cudnn]' for NVIDIA nodes",
-    )
-    parser.add_argument(
-        "--onnxruntime-version",
-        default="",
-        help="its version when it differs from the CPU pin (onnxruntime-gpu: 1.31.1)",
+        "--gpu",
+        action="store_true",
+        help="embed with onnxruntime's CUDA build for NVIDIA nodes (lock/embed-gpu.txt)",
     )
     parser.add_argument(
         "--model-pack-sha256",
@@ -493,8 +549,7 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         upload_prefix=args.upload_prefix,
         rule_name=args.rule_name,
         domain=args.domain,
-        onnxruntime=args.onnxruntime,
-        onnxruntime_version=args.onnxruntime_version,
+        gpu=args.gpu,
         model_pack_sha256=args.model_pack_sha256,
         alerts=args.alerts,
         skip_build=args.skip_build,
@@ -504,9 +559,12 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
 
 def main(argv: Sequence[str] | None = None) -> None:
     options = parse_options(argv)
+    missing = missing_tools(options)
+    if missing:
+        sys.exit("\n".join(f"deploy: {line}" for line in missing))
     try:
         deploy(options)
-    except (DeployError, subprocess.CalledProcessError) as exc:
+    except (DeployError, EnvFileError, subprocess.CalledProcessError) as exc:
         sys.exit(f"deploy: {exc}")
 
 

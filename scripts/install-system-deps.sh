@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Installs the system packages the local stack needs (idempotent): redis-server, and
-# with --node, Node.js + npm for the sharp comparison benchmark; with --chromium, the browser;
+# Installs the system packages the local stack needs (idempotent): Python's venv and headers and
+# a C++ compiler (insightface builds its extension from source), redis-server, and with --node, Node.js + npm for the sharp comparison benchmark; with --chromium, the browser;
 # with --wrk, the HTTP load generator of make bench-status.
 set -euo pipefail
 need=()
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3 python3-venv)
+python3 -c 'import os, sysconfig; assert os.path.exists(sysconfig.get_path("include") + "/Python.h")' \
+  >/dev/null 2>&1 || need+=(python3-dev)
+command -v g++ >/dev/null 2>&1 || need+=(g++)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 for arg in "$@"; do
   case "$arg" in

@@ -1,5 +1,7 @@
 """Render a kustomization as `kubectl kustomize` does, for the subset of kustomize this project
-uses, so the manifests can be rendered, validated and printed where kubectl is not installed.
+uses, so that the tests render, validate and print the manifests where kubectl is not installed
+(tests/test_manifests.py compares the two where it is). scripts/deploy does not use it: it
+renders with kubectl's own kustomize.
 
 Supported: `resources` (files and kustomization directories), `namespace`, `images`
 (`newName`, `newTag`, `digest`), `patches` with `path` (strategic-merge patches of custom
@@ -21,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from scripts.env_file import read_env_file
 
 Manifest = dict[str, Any]
 
@@ -177,20 +181,6 @@ def _base64(value: str) -> str:
     return "".join(
         encoded[i : i + _BASE64_LINE] + "\n" for i in range(0, len(encoded), _BASE64_LINE)
     )
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines as kustomize reads them: no quoting, `#` comments, blank lines skipped."""
-    pairs = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        key, separator, value = stripped.partition("=")
-        if not separator or not key:
-            raise KustomizationError(f"{path}:{number}: expected KEY=VALUE")
-        pairs[key] = value
-    return pairs
 
 
 def _apply_patch(manifests: list[Manifest], directory: Path, patch: Mapping[str, Any]) -> None:

@@ -1,5 +1,7 @@
-"""`scripts/deploy --dry-run` runs here, with no docker engine, kubectl or cluster, and prints
-every command it would run and the full, valid manifest set it would apply."""
+"""`scripts/deploy` needs only Python 3's standard library, docker or podman, and kubectl, and
+names whichever is missing. Its dry run, with kubectl and no cluster, prints every command it
+would run and the full, valid manifest set it would apply. kubectl here is a fake (below) whose
+local rendering tests/test_manifests.py compares with kubectl's own; docker is a stub."""
 
 from __future__ import annotations
 
@@ -80,15 +82,80 @@ def write_secrets(path: Path, secrets: dict[str, str]) -> Path:
     return path
 
 
-def dry_run(*arguments: str) -> str:
-    result = subprocess.run(
-        [ROOT / "scripts" / "deploy", "--dry-run", "--registry", REGISTRY, *arguments],
+FAKE_KUBECTL = '''#!@PYTHON@
+"""kubectl for tests. What deploy.py asks of local files: `kustomize DIR` renders with
+scripts/kustomize_render.py, `patch --local` prints the YAML documents on stdin as JSON. The
+cluster, in $FAKE_KUBE: keeps ConfigMaps as JSON files, merges `patch --type merge --patch-file`
+into them (except those named in $FAKE_KUBE_IGNORE, as a reverting webhook would), answers
+`get configmap -o json` from them and everything else with success."""
+import json, os, pathlib, sys
+import yaml
+sys.path.insert(0, "@ROOT@")
+from scripts.kustomize_render import dump, render
+args = sys.argv[1:]
+if args[0] == "kustomize":
+    sys.stdout.write(dump(render(args[1])))
+    sys.exit()
+if args[:2] == ["patch", "--local"]:
+    for document in yaml.safe_load_all(sys.stdin):
+        print(json.dumps(document, indent=4))
+    sys.exit()
+state = pathlib.Path(os.environ["FAKE_KUBE"])
+with open(state / "log", "a") as log:
+    log.write(json.dumps(args) + "\\n")
+def path(name, namespace):
+    return state / f"{namespace}_{name}.json"
+namespace = args[args.index("--namespace") + 1] if "--namespace" in args else "default"
+if args[:2] == ["patch", "configmap"] and "--patch-file" in args:
+    name = args[2]
+    if name not in os.environ.get("FAKE_KUBE_IGNORE", "").split(","):
+        patch = yaml.safe_load(open(args[args.index("--patch-file") + 1]))
+        stored = path(name, namespace)
+        current = json.loads(stored.read_text()) if stored.exists() else {"data": {}}
+        current["data"].update(patch["data"])
+        path(name, namespace).write_text(json.dumps(current))
+elif args[:2] == ["get", "configmap"]:
+    target = path(args[2], namespace)
+    print(target.read_text() if target.exists() else json.dumps({"data": {}}))
+elif args[:2] == ["get", "ksvc"]:
+    print(f"https://{args[-1]}.photos.example.com")
+'''.replace("@PYTHON@", sys.executable).replace("@ROOT@", str(ROOT))
+STUB = "#!/bin/sh\nexit 0\n"
+TOOLS = {
+    # This interpreter without its site-packages: Python's standard library only.
+    "python3": f'#!/bin/sh\nexec "{sys.executable}" -E -S "$@"\n',
+    "kubectl": FAKE_KUBECTL,
+    "docker": STUB,
+    "podman": STUB,
+}
+
+
+def machine(directory: Path, *tools: str) -> dict[str, str]:
+    """The environment of a machine whose PATH holds bash and dirname (scripts/deploy's shell)
+    and, of the deploy tools, only those named (TOOLS)."""
+    directory.mkdir(exist_ok=True)
+    for name in ("bash", "dirname"):
+        (directory / name).symlink_to(shutil.which(name))
+    for name in tools:
+        (directory / name).write_text(TOOLS[name])
+        (directory / name).chmod(0o755)
+    environment = {key: value for key, value in os.environ.items() if key != "MODEL_PACK_SHA256"}
+    return {**environment, "PATH": str(directory)}
+
+
+def run_deploy(environment: dict[str, str], *arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [ROOT / "scripts" / "deploy", "--registry", REGISTRY, *arguments],
         cwd=ROOT,
-        env={key: value for key, value in os.environ.items() if key != "MODEL_PACK_SHA256"},
+        env=environment,
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def dry_run(environment: dict[str, str], *arguments: str) -> str:
+    result = run_deploy(environment, "--dry-run", *arguments)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -115,16 +182,25 @@ def secrets_file(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def output(secrets_file) -> str:
+def tools(tmp_path_factory) -> dict[str, str]:
+    """A machine with the deploy tools: a bare python3, kubectl and docker."""
+    return machine(tmp_path_factory.mktemp("bin"), "python3", "kubectl", "docker")
+
+
+@pytest.fixture(scope="module")
+def output(tools, secrets_file) -> str:
     return dry_run(
+        tools,
         "--bucket", "photo-uploads", "--upload-prefix", "users/", "--domain", "photos.example.com",
         "--tag", "v1", "--secrets-file", str(secrets_file),
     )  # fmt: skip
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_a_dry_run_prints_the_full_valid_manifest_set(overlay, secrets_file):
-    printed = dry_run("--bucket", "b", "--overlay", overlay, "--secrets-file", str(secrets_file))
+def test_a_dry_run_prints_the_full_valid_manifest_set(overlay, tools, secrets_file):
+    printed = dry_run(
+        tools, "--bucket", "b", "--overlay", overlay, "--secrets-file", str(secrets_file)
+    )  # fmt: skip
     manifests = tuple(yaml.safe_load_all(printed))
     errors = {
         f"{m['kind']}/{m['metadata']['name']}": validation_errors(m, manifests) for m in manifests
@@ -133,8 +209,8 @@ def test_a_dry_run_prints_the_full_valid_manifest_set(overlay, secrets_file):
     assert len(manifests) == len(render(ROOT / overlay)) + 1  # and the generated Secret
 
 
-def test_a_dry_run_with_alerts_also_applies_the_valid_alert_manifests(secrets_file):
-    printed = dry_run("--bucket", "b", "--alerts", "--secrets-file", str(secrets_file))
+def test_a_dry_run_with_alerts_also_applies_the_valid_alert_manifests(tools, secrets_file):
+    printed = dry_run(tools, "--bucket", "b", "--alerts", "--secrets-file", str(secrets_file))
     manifests = tuple(yaml.safe_load_all(printed))
     assert all(validation_errors(m, manifests) == [] for m in manifests)
     alerts = {(m["kind"], m["metadata"]["name"]) for m in render(ROOT / ALERTS)}
@@ -155,12 +231,24 @@ def test_the_embed_image_bakes_the_pinned_model_pack_unless_a_sha256_is_given(ou
     assert "--model-pack-sha256" not in output
 
 
-def test_a_model_pack_sha256_given_to_deploy_overrides_the_pin_in_the_embed_build(secrets_file):
+def test_a_model_pack_sha256_given_to_deploy_overrides_the_pin_in_the_embed_build(
+    tools, secrets_file
+):
     sha256 = "ab" * 32
     printed = dry_run(
+        tools,
         "--bucket", "b", "--secrets-file", str(secrets_file), "--model-pack-sha256", sha256
     )  # fmt: skip
     assert embed_build_args(printed)["MODEL_PACK_SHA256"] == sha256
+
+
+def test_deploy_gpu_builds_embed_from_the_gpu_lock(tools, secrets_file):
+    printed = dry_run(tools, "--bucket", "b", "--secrets-file", str(secrets_file), "--gpu")
+    assert embed_build_args(printed)["LOCK"] == "embed-gpu"
+
+
+def test_a_default_deploy_builds_embed_from_the_cpu_lock(output):
+    assert "LOCK" not in embed_build_args(output)
 
 
 def test_each_service_runs_the_image_the_dry_run_builds_for_it(output):
@@ -279,15 +367,8 @@ def test_the_applied_overlay_pins_images_by_digest_and_generates_the_secret(tmp_
     assert (tmp_path / "secrets.env").stat().st_mode & 0o077 == 0
 
 
-def test_a_deploy_with_placeholder_secrets_stops_before_touching_docker_or_the_cluster():
-    arguments = ["--bucket", "b", "--secrets-file", EXAMPLE_SECRETS]
-    result = subprocess.run(
-        [ROOT / "scripts" / "deploy", "--registry", REGISTRY, *arguments],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def test_a_deploy_with_placeholder_secrets_stops_before_touching_docker_or_the_cluster(tools):
+    result = run_deploy(tools, "--bucket", "b", "--secrets-file", str(EXAMPLE_SECRETS))
     assert result.returncode != 0
     assert "REDIS_URL_RECEIVER is still a placeholder" in result.stderr
     assert "# + " not in result.stdout
@@ -307,68 +388,80 @@ def test_the_applied_overlay_renders_as_kubectl_kustomize_renders_it(tmp_path, s
     assert render(overlay) == list(yaml.safe_load_all(kubectl.stdout))
 
 
-# -- TLS, OIDC and tracing settings are verified on the cluster ------------------------------
+# -- what the deploy needs -------------------------------------------------------------------
 
-FAKE_KUBECTL = '''#!/usr/bin/env python3
-"""kubectl for tests: keeps ConfigMaps as JSON files in $FAKE_KUBE, merges `patch --type merge
---patch-file` into them (except those named in $FAKE_KUBE_IGNORE, as a reverting webhook
-would), answers `get configmap -o json` from them and everything else with success."""
-import json, os, pathlib, sys
-import yaml
-state = pathlib.Path(os.environ["FAKE_KUBE"])
-args = sys.argv[1:]
-with open(state / "log", "a") as log:
-    log.write(json.dumps(args) + "\\n")
-def path(name, namespace):
-    return state / f"{namespace}_{name}.json"
-namespace = args[args.index("--namespace") + 1] if "--namespace" in args else "default"
-if args[:2] == ["patch", "configmap"] and "--patch-file" in args:
-    name = args[2]
-    if name not in os.environ.get("FAKE_KUBE_IGNORE", "").split(","):
-        patch = yaml.safe_load(open(args[args.index("--patch-file") + 1]))
-        stored = path(name, namespace)
-        current = json.loads(stored.read_text()) if stored.exists() else {"data": {}}
-        current["data"].update(patch["data"])
-        path(name, namespace).write_text(json.dumps(current))
-elif args[:2] == ["get", "configmap"]:
-    target = path(args[2], namespace)
-    print(target.read_text() if target.exists() else json.dumps({"data": {}}))
-elif args[:2] == ["get", "ksvc"]:
-    print(f"https://{args[-1]}.photos.example.com")
-'''
+
+def test_a_dry_run_runs_on_python3s_standard_library_alone(tools, secrets_file):
+    bare = subprocess.run(["python3", "-c", "import yaml"], env=tools, capture_output=True)
+    assert b"No module named 'yaml'" in bare.stderr
+    printed = dry_run(tools, "--bucket", "b", "--secrets-file", str(secrets_file))
+    assert of_kind(tuple(yaml.safe_load_all(printed)), *KSVC)
+
+
+@pytest.mark.parametrize(
+    ("installed", "line"),
+    [
+        (("kubectl", "docker"), "deploy: python3 is not installed"),
+        (("python3", "docker"), "deploy: kubectl is not installed"),
+        (("python3", "kubectl"), "deploy: neither docker nor podman is installed"),
+    ],
+    ids=["python3", "kubectl", "docker or podman"],
+)
+def test_a_deploy_names_a_missing_tool_before_doing_anything(
+    tmp_path, secrets_file, installed, line
+):
+    environment = machine(tmp_path / "bin", *installed)
+    result = run_deploy(environment, "--bucket", "b", "--secrets-file", str(secrets_file))
+    assert result.returncode != 0
+    assert any(found.startswith(line) for found in result.stderr.splitlines()), result.stderr
+    assert result.stdout == ""
+
+
+def test_a_deploy_names_every_missing_tool_one_line_each(tmp_path, secrets_file):
+    environment = machine(tmp_path / "bin", "python3")
+    result = run_deploy(environment, "--bucket", "b", "--secrets-file", str(secrets_file))
+    assert [line.split(" is")[0] for line in result.stderr.splitlines()] == [
+        "deploy: kubectl",
+        "deploy: neither docker nor podman",
+    ]
+
+
+def test_without_docker_the_images_are_built_and_pushed_with_podman(tmp_path, secrets_file):
+    environment = machine(tmp_path / "bin", "python3", "kubectl", "podman")
+    printed = dry_run(environment, "--bucket", "b", "--secrets-file", str(secrets_file))
+    engines = {c[0] for c in commands(printed) if c[1:2] in (["build"], ["push"])}
+    assert engines == {"podman"}
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_a_dry_run_with_kubectl_itself_prints_what_it_prints_with_the_fake(
+    tmp_path, tools, secrets_file
+):
+    with_kubectl = machine(tmp_path / "bin", "python3")
+    (tmp_path / "bin" / "kubectl").symlink_to(shutil.which("kubectl"))
+    arguments = ["--bucket", "b", "--tag", "v1", "--alerts", "--secrets-file", str(secrets_file)]
+    printed = dry_run(with_kubectl, *arguments)
+    assert list(yaml.safe_load_all(printed)) == list(yaml.safe_load_all(dry_run(tools, *arguments)))
+
+
+# -- TLS, OIDC and tracing settings are verified on the cluster ------------------------------
 
 
 @pytest.fixture
-def fake_cluster(tmp_path) -> dict[str, str]:
-    """PATH with a fake kubectl (above) and a docker that succeeds, and the fake's state."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    kubectl = bin_dir / "kubectl"
-    kubectl.write_text(FAKE_KUBECTL.replace("#!/usr/bin/env python3", f"#!{sys.executable}", 1))
-    docker = bin_dir / "docker"
-    docker.write_text("#!/bin/sh\nexit 0\n")
-    for tool in (kubectl, docker):
-        tool.chmod(0o755)
+def fake_cluster(tmp_path, tools) -> dict[str, str]:
+    """The deploy tools, and the fake kubectl's cluster."""
     state = tmp_path / "cluster"
     state.mkdir()
     # Knative as installed: TLS and OIDC off.
     (state / "knative-serving_config-network.json").write_text(
         json.dumps({"data": {"external-domain-tls": "Disabled", "system-internal-tls": "Disabled"}})
     )
-    environment = {key: value for key, value in os.environ.items() if key != "MODEL_PACK_SHA256"}
-    return {**environment, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_KUBE": str(state)}
+    return {**tools, "FAKE_KUBE": str(state)}
 
 
 def deploy_on(environment: dict[str, str], secrets_file: Path) -> subprocess.CompletedProcess:
     arguments = ["--bucket", "b", "--tag", "v1", "--skip-build", "--secrets-file", secrets_file]
-    return subprocess.run(
-        [ROOT / "scripts" / "deploy", "--registry", REGISTRY, *arguments],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_deploy(environment, *map(str, arguments))
 
 
 def test_a_deploy_merges_and_verifies_tls_oidc_and_tracing(fake_cluster, secrets_file):

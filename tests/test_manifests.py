@@ -202,7 +202,7 @@ def test_a_service_answers_within_its_triggers_delivery_timeout(name):
 # -- func.yaml and the Knative Services agree --------------------------------------------------
 
 
-def func_yaml_drift(function: dict, service: dict, all_triggers: list[dict]) -> list[str]:
+def func_yaml_drift(function: dict, service: dict) -> list[str]:
     """How `function` (a func.yaml) and `service` (its Knative Service) disagree; empty if not."""
     options = function["deploy"]["options"]
     scale = options["scale"]
@@ -228,16 +228,6 @@ def func_yaml_drift(function: dict, service: dict, all_triggers: list[dict]) -> 
         if env["value"].startswith("{{ configMap:")
     }
     literals = {env["name"]: env["value"] for env in envs if not env["value"].startswith("{{")}
-    subscriptions = {
-        (sub["source"], tuple(sorted(sub.get("filters", {}).items())))
-        for sub in function["deploy"].get("subscriptions", [])
-    }
-    name = service["metadata"]["name"]
-    trigger_subscriptions = {
-        (t["spec"]["broker"], tuple(sorted(t["spec"]["filter"]["attributes"].items())))
-        for t in all_triggers
-        if t["spec"]["subscriber"]["ref"]["name"] == name
-    }
     health = function["deploy"]["healthEndpoints"]
     probes = {
         "liveness": container(service)["livenessProbe"]["httpGet"]["path"],
@@ -251,7 +241,6 @@ def func_yaml_drift(function: dict, service: dict, all_triggers: list[dict]) -> 
         "literal envs": (literals, literal_env(service)),
         "secret envs": (secret_refs, secret_env(service)),
         "config maps": (config_imports, config_maps_loaded(service)),
-        "subscriptions": (subscriptions, trigger_subscriptions),
         "health endpoints": (health, probes),
     }
     return [
@@ -263,7 +252,7 @@ def func_yaml_drift(function: dict, service: dict, all_triggers: list[dict]) -> 
 
 @pytest.mark.parametrize("name", FUNCTIONS)
 def test_func_yaml_agrees_with_the_knative_service(name):
-    assert func_yaml_drift(func_yaml(name), knative_service(name), triggers()) == []
+    assert func_yaml_drift(func_yaml(name), knative_service(name)) == []
 
 
 @pytest.mark.parametrize(
@@ -274,14 +263,13 @@ def test_func_yaml_agrees_with_the_knative_service(name):
         lambda f: f["deploy"]["options"]["resources"]["limits"].update(concurrency=4),
         lambda f: f["run"]["envs"].append({"name": "DET_SIZE", "value": "320"}),
         lambda f: f["run"]["envs"].pop(),
-        lambda f: f["deploy"]["subscriptions"][0]["filters"].update(type="x"),
     ],
-    ids=["scale", "requests", "concurrency", "added env", "dropped secret", "subscription"],
+    ids=["scale", "requests", "concurrency", "added env", "dropped secret"],
 )
 def test_a_func_yaml_that_drifts_from_the_knative_service_is_caught(drift):
     function = func_yaml("embed")
     drift(function)
-    assert func_yaml_drift(function, knative_service("embed"), triggers())
+    assert func_yaml_drift(function, knative_service("embed"))
 
 
 # -- security ----------------------------------------------------------------------------------

@@ -290,6 +290,12 @@ def test_an_unexpected_failure_beside_a_transient_one_still_answers_5xx_so_b2_re
 # -- B2 redelivers: an eventId is published once within the window -----------------------------
 
 
+def test_each_published_upload_is_counted_as_accepted(receiver, broker):
+    before = counted("receiver_events_accepted_total")
+    assert deliver(receiver, uploads(3), SECRET).json()["accepted"] == 3
+    assert counted("receiver_events_accepted_total") == before + 3
+
+
 def test_the_same_event_id_delivered_in_two_requests_is_published_once(receiver, broker):
     event = uploads(1)[0]
     before = counted("receiver_events_duplicate_total")

@@ -5,6 +5,7 @@ import time
 import redis
 
 from functions.common.config import StatusSettings
+from functions.common.logs import ContextFilter
 from functions.common.status_store import Stage, StatusStore
 from functions.status.sweeper import Sweeper
 
@@ -30,3 +31,19 @@ def test_the_sweeper_survives_an_unreachable_redis(refused_port):
     time.sleep(0.2)
     assert sweeper.running
     sweeper.stop()
+
+
+def test_each_photo_the_sweep_fails_is_one_warning_naming_its_user_photo_and_reason(
+    redis_server, caplog
+):
+    client = redis.Redis.from_url(redis_server, decode_responses=True)
+    client.flushdb()
+    store = StatusStore(client, StatusSettings(pending_deadline_s=1, sweep_interval_s=0.05))
+    for name in ("a.jpg", "b.jpg"):
+        store.record("ann", name, Stage.UPLOADED, at=time.time() - 5)
+    caplog.handler.addFilter(ContextFilter())  # as the JSON log handler has it (logs.py)
+    with caplog.at_level("WARNING"):
+        assert store.sweep() == 2
+        assert store.sweep(now=time.time() + 1) == 0
+    warnings = [(r.user, r.key, r.reason) for r in caplog.records if r.levelname == "WARNING"]
+    assert sorted(warnings) == [("ann", "a.jpg", "timed_out"), ("ann", "b.jpg", "timed_out")]

@@ -3,25 +3,36 @@
 The W3C trace context travels inside the CloudEvents (the distributed-tracing extension) and,
 hop by hop, in the HTTP `traceparent` header, as Knative's broker sends it. The stack test runs
 every process with the real OTLP/HTTP exporter against `scripts/otlp_receiver.py`, which
-decodes the real OTLP protobuf.
+decodes the real OTLP protobuf; the HTTP, Redis and AWS SDK spans are the OpenTelemetry
+instrumentations' own (Flask, requests, redis, botocore), with their default (old) semantic
+conventions: `http.method`, `http.route`, `http.status_code`, `db.system`, `rpc.*`.
 """
 
+import json
 import os
 import time
 from pathlib import Path
 
 import pytest
 import requests
+from flask import Flask
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.instrumentation.requests import RequestsInstrumentor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from eventing.local_broker import LocalBroker
 from functions.common.events import OBJECT_CREATED, PhotoRef, binary_http, new_event, photo_data
-from functions.common.telemetry import add_trace_context, configure_tracing, event_context, tracer
+from functions.common.telemetry import (
+    add_trace_context,
+    configure_tracing,
+    event_context,
+    instrument_app,
+    tracer,
+)
 from scripts import otlp_receiver
 from scripts.make_test_model_pack import build_pack
 from scripts.sample_photos import sample_photo
@@ -32,11 +43,14 @@ TRIGGERS = Path(__file__).resolve().parent.parent / "eventing" / "triggers.yaml"
 PHOTO_KEY = "tess/photos/traced.jpg"
 SENDER = "00-0af7651916cd43dd8448eb211c80319c-b9c7c989f97918e1-01"
 HOP = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-# Every step the issue names, by the service whose span it is.
+# Every step the issue names, by the service whose span it is ("POST /": the HTTP server span).
 STEP_SPANS = {
-    "receiver": {"webhook", "verify", "status.write", "publish"},
-    "thumbnail": {"thumbnail", "download", "resize", "upload", "lambda", "status.write"},
-    "embed": {"embed", "download", "decode", "detect", "recognise", "lambda", "status.write"},
+    "receiver": {"POST /", "verify", "status.write", "publish"},
+    "thumbnail": {"POST /", "thumbnail", "download", "resize", "upload", "lambda", "status.write"},
+    "embed": {
+        *("POST /", "embed", "download", "decode", "detect", "recognise", "lambda"),
+        "status.write",
+    },
     "broker": {"trigger thumbnail", "trigger embed"},
 }
 
@@ -65,6 +79,9 @@ def test_tracing_is_a_no_op_without_otel_variables(monkeypatch):
     assert not isinstance(trace.get_tracer_provider(), TracerProvider)
     with tracer("test").start_as_current_span("step") as span:
         assert not span.is_recording()
+    app = Flask("untraced")
+    assert "wsgi_app" not in vars(instrument_app(app))  # not wrapped
+    assert not RequestsInstrumentor().is_instrumented_by_opentelemetry
 
 
 def test_an_event_produced_in_a_span_carries_it_in_its_traceparent_extension():
@@ -80,6 +97,12 @@ def test_an_event_produced_outside_any_span_gets_no_trace_context():
 def test_a_handler_continues_the_traceparent_header_of_the_last_hop():
     context = event_context(photo_event(SENDER), {"traceparent": HOP})
     assert span_id_in(context) == int(HOP.split("-")[2], 16)
+
+
+def test_inside_the_requests_server_span_a_handler_continues_that_span():
+    with TracerProvider().get_tracer("test").start_as_current_span("POST /") as server:
+        context = event_context(photo_event(SENDER), {"traceparent": HOP})
+    assert span_id_in(context) == server.get_span_context().span_id
 
 
 def test_without_a_traceparent_header_a_handler_continues_the_events_extension():
@@ -207,15 +230,100 @@ def test_the_trace_has_a_span_for_every_step(photo_trace):
         assert expected <= names.get(service, set()), service
 
 
-def test_every_span_of_the_trace_descends_from_the_webhook_span(photo_trace):
+def spans_named(spans, service, name):
+    return [span for span in spans if (span["service"], span["name"]) == (service, name)]
+
+
+def lineage(span, spans):
+    """(service, name) of `span` and of each of its ancestors, nearest first."""
+    by_id = {s["span_id"]: s for s in spans}
+    chain = []
+    while span is not None:
+        chain.append((span["service"], span["name"]))
+        span = by_id.get(span["parent_span_id"])
+    return chain
+
+
+def test_every_span_of_the_trace_descends_from_the_receivers_http_server_span(photo_trace):
     by_id = {span["span_id"]: span for span in photo_trace}
     roots = [span for span in photo_trace if span["parent_span_id"] not in by_id]
-    assert [(root["service"], root["name"]) for root in roots] == [("receiver", "webhook")]
+    assert [(root["service"], root["name"], root["kind"]) for root in roots] == [
+        ("receiver", "POST /", "server")
+    ]
 
 
-def test_each_stage_is_a_child_of_the_brokers_delivery_to_it(photo_trace):
-    by_id = {span["span_id"]: span for span in photo_trace}
+def test_each_stages_http_span_continues_the_brokers_delivery_to_it(photo_trace):
     for stage in ("thumbnail", "embed"):
-        span = next(s for s in photo_trace if (s["service"], s["name"]) == (stage, stage))
-        parent = by_id[span["parent_span_id"]]
-        assert (parent["service"], parent["name"]) == ("broker", f"trigger {stage}")
+        [span] = spans_named(photo_trace, stage, stage)
+        assert lineage(span, photo_trace)[:4] == [
+            (stage, stage),
+            (stage, "POST /"),
+            ("broker", "POST"),
+            ("broker", f"trigger {stage}"),
+        ]
+
+
+@pytest.mark.parametrize("service", ["receiver", "thumbnail", "embed"])
+def test_the_http_server_span_carries_the_standard_http_attributes(photo_trace, service):
+    [span] = spans_named(photo_trace, service, "POST /")
+    assert span["kind"] == "server"
+    attributes = span["attributes"]
+    assert (attributes["http.method"], attributes["http.route"]) == ("POST", "/")
+    assert attributes["http.status_code"] == 200
+
+
+def test_the_receivers_publish_is_an_http_client_span_to_the_broker(photo_trace):
+    [post] = spans_named(photo_trace, "receiver", "POST")
+    assert lineage(post, photo_trace)[1] == ("receiver", "publish")
+    assert (post["kind"], post["attributes"]["http.method"]) == ("client", "POST")
+    assert post["attributes"]["http.status_code"] == 202
+
+
+@pytest.mark.parametrize("service", ["receiver", "thumbnail", "embed"])
+def test_status_writes_are_redis_client_spans(photo_trace, service):
+    [write] = spans_named(photo_trace, service, "status.write")
+    redis_calls = [span for span in photo_trace if span["parent_span_id"] == write["span_id"]]
+    assert redis_calls
+    for call in redis_calls:
+        assert (call["kind"], call["attributes"]["db.system"]) == ("client", "redis")
+
+
+@pytest.mark.parametrize(
+    ("service", "step", "operation"),
+    [
+        ("thumbnail", "download", "GetObject"),
+        ("thumbnail", "upload", "PutObject"),
+        ("embed", "download", "GetObject"),
+    ],
+)
+def test_s3_calls_are_aws_sdk_client_spans(photo_trace, service, step, operation):
+    [span] = spans_named(photo_trace, service, f"S3.{operation}")
+    assert lineage(span, photo_trace)[1] == (service, step)
+    attributes = span["attributes"]
+    assert (attributes["rpc.system"], attributes["rpc.service"]) == ("aws-api", "S3")
+    assert (span["kind"], attributes["rpc.method"]) == ("client", operation)
+
+
+@pytest.mark.parametrize("service", ["thumbnail", "embed"])
+def test_the_database_lambda_call_is_an_aws_sdk_invoke_span(photo_trace, service):
+    [span] = spans_named(photo_trace, service, "Lambda.Invoke")
+    assert lineage(span, photo_trace)[1] == (service, "lambda")
+    attributes = span["attributes"]
+    assert (attributes["rpc.system"], attributes["rpc.service"]) == ("aws-api", "Lambda")
+    assert attributes["faas.invoked_name"] == "photo-db-update"
+
+
+def test_no_client_span_is_exported_outside_a_trace(traced_stack, photo_trace):
+    # The status polls of wait_until_idle read Redis on the fast path, outside any span.
+    spans = requests.get(f"{traced_stack.urls['otlp']}/spans", timeout=5).json()
+    assert [s for s in spans if s["kind"] == "client" and not s["parent_span_id"]] == []
+
+
+@pytest.mark.parametrize("service", ["thumbnail", "embed"])
+def test_a_stages_log_lines_about_the_photo_carry_its_trace_id(traced_stack, photo_trace, service):
+    [trace_id] = {span["trace_id"] for span in photo_trace}
+    log = traced_stack.config.workdir / f"{service}.log"
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    about_photo = [line for line in lines if line.get("key") == PHOTO_KEY]
+    assert about_photo
+    assert {(line["user"], line["trace_id"]) for line in about_photo} == {("tess", trace_id)}

@@ -6,8 +6,11 @@ function runs one worker so exactly one copy of the model is in memory.
 
 import ctypes
 import glob
+import logging
 import os
 import tempfile
+
+from functions.common.logs import logging_config
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8080')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -15,9 +18,14 @@ threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
 graceful_timeout = 20
 keepalive = 75  # longer than the Knative queue-proxy's idle timeout, so it closes first
-accesslog = "-" if os.environ.get("ACCESS_LOG") == "1" else None
-errorlog = "-"
+# gunicorn's error and access lines and the app's own, as JSON lines on stdout (logs.py);
+# access lines only with ACCESS_LOG=1.
+logconfig_dict = logging_config()
 loglevel = os.environ.get("LOG_LEVEL", "info")
+logging.captureWarnings(True)
+# No control socket (gunicorn 27 makes one under $HOME, read-only in the images; nothing here
+# uses gunicornc).
+control_socket_disable = True
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 # Bounded request heads (400 or 431 past them, before the app): a request line up to 8190
 # bytes, at most 50 headers (the ingress and queue-proxy add about 15), each up to 8190 bytes,

@@ -53,6 +53,10 @@ HTTP_DURATION = Histogram(
     ["app", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
+RECEIVER_EVENTS_ACCEPTED = Counter(
+    "receiver_events_accepted",
+    "B2 webhook uploads published to the broker (one per photo).",
+)
 RECEIVER_EVENTS_IGNORED = Counter(
     "receiver_events_ignored",
     "B2 webhook events not published, by reason (not_upload, thumbnail, not_image, "

@@ -9,6 +9,8 @@ A stage receives a CloudEvent about one photo, does its work, and replies with t
 - with sender authentication on (EventAuthSettings), a delivery without a valid token from an
   allowed sender: 401 before the event is parsed (the broker dead-letters it, no retry).
 A 503's body is generic (`error` and `trace_id`); its details go to the log with the trace id.
+Every line logged while an event is handled names its photo (logs.photo_context); a photo that
+fails has exactly one WARNING line, with its `reason`.
 
 Delivery is at least once (B2 and the broker both retry), so every side effect is guarded by
 one Redis read before the photo is downloaded (StatusStore.claim): a photo this stage finished
@@ -34,10 +36,17 @@ from functions.common.config import EventAuthSettings, RequestLimits
 from functions.common.errors import PermanentError, TransientError
 from functions.common.event_auth import EventAuthError, EventVerifier
 from functions.common.events import PhotoRef, binary_http, new_event, parse_event, photo_data
+from functions.common.logs import photo_context
 from functions.common.metrics import instrument, observe_stage
 from functions.common.request_limits import limit_request_bodies
 from functions.common.status_store import Claim, Stage, StatusStore
-from functions.common.telemetry import add_trace_context, event_context, public_error, tracer
+from functions.common.telemetry import (
+    add_trace_context,
+    event_context,
+    instrument_app,
+    public_error,
+    tracer,
+)
 
 if TYPE_CHECKING:
     from cloudevents.v1.http import CloudEvent
@@ -73,7 +82,7 @@ def create_stage_app(
     limits: RequestLimits | None = None,
     event_auth: EventAuthSettings | None = None,
 ) -> Flask:
-    app = Flask(spec.name)
+    app = instrument_app(Flask(spec.name))
     senders = EventVerifier(event_auth or EventAuthSettings.from_env())
     source = f"/functions/{spec.name}"
     span_tracer = tracer(f"functions.{spec.name}")
@@ -89,9 +98,12 @@ def create_stage_app(
         except (ValueError, KeyError, TypeError) as exc:
             return jsonify(error=f"bad event: {exc}"), 400
         parent = event_context(event, request.headers)
-        with span_tracer.start_as_current_span(
-            spec.name, context=parent, kind=SpanKind.SERVER
-        ) as span:
+        with (
+            photo_context(photo.user_id, photo.key),
+            span_tracer.start_as_current_span(
+                spec.name, context=parent, kind=SpanKind.CONSUMER
+            ) as span,
+        ):
             span.set_attribute("cloudevents.event_id", event["id"])
             span.set_attribute("cloudevents.event_type", event["type"])
             span.set_attribute("photo.key", photo.key)
@@ -102,7 +114,7 @@ def create_stage_app(
             except TransientError as exc:
                 observe_stage(spec.name, "retried", "transient", time.perf_counter() - started)
                 span.set_status(StatusCode.ERROR, str(exc))
-                detail = f"{spec.name} {photo.key}: will be retried: {exc}"
+                detail = f"{spec.name}: will be retried: {exc}"
                 return jsonify(public_error(log, "temporarily unavailable", detail)), 503
         if reply is None:
             return Response(status=200)
@@ -141,7 +153,7 @@ def _run(spec: StageSpec, store: StatusStore, photo: PhotoRef, source: str) -> C
     claim = store.claim(photo.user_id, photo.photo_id, spec.done)
     if claim.outcome == "finished":
         observe_stage(spec.name, "duplicate", "none", 0.0)
-        log.info("%s %s: finished already, answered as the first time", spec.name, photo.key)
+        log.info("%s finished already: answered as the first time", spec.name)
         return _replayed(claim.reply, source, photo)
     if claim.outcome == "busy":
         raise TransientError(f"another delivery of {photo.photo_id} is being processed")
@@ -150,7 +162,6 @@ def _run(spec: StageSpec, store: StatusStore, photo: PhotoRef, source: str) -> C
         result = _process(spec, store, photo, claim)
     except PermanentError as exc:
         seconds = time.perf_counter() - started
-        log.warning("%s %s: permanent failure %s", spec.name, photo.key, exc)
         reply = _reply(spec.failed_type, source, photo, reason=exc.reason, detail=exc.detail)
         _settle(
             store,
@@ -162,12 +173,15 @@ def _run(spec: StageSpec, store: StatusStore, photo: PhotoRef, source: str) -> C
             duration_ms=seconds * 1000,
         )
         observe_stage(spec.name, "failed", exc.reason, seconds)
+        # The photo's one line saying why it failed: once recorded, no retry comes to log it
+        # again.
+        log.warning("%s failed: %s", spec.name, exc, extra={"reason": exc.reason})
         return reply
     seconds = time.perf_counter() - started
     reply = _reply(spec.created_type, source, photo, **result.data)
     _settle(store, photo, spec.done, reply, faces=result.faces, duration_ms=seconds * 1000)
     observe_stage(spec.name, "done", "none", seconds)
-    log.info("%s %s: done in %.1f ms", spec.name, photo.key, seconds * 1000)
+    log.info("%s done in %.1f ms", spec.name, seconds * 1000)
     return reply
 
 

@@ -25,6 +25,7 @@ What a run is: functions/common/status_model.py.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from contextlib import AbstractContextManager
@@ -35,6 +36,7 @@ from typing import Any
 import redis
 
 from functions.common.config import STAGES, StatusSettings
+from functions.common.logs import photo_context
 from functions.common.redis_client import connect, unavailable_as_transient
 from functions.common.status_model import (
     Backlog,
@@ -44,6 +46,8 @@ from functions.common.status_model import (
     UserStatus,
 )
 from functions.common.telemetry import tracer
+
+log = logging.getLogger(__name__)
 
 ACTIVE_USERS = "active_users"
 THRESHOLDS = "thresholds"
@@ -578,16 +582,21 @@ class StatusStore:
         for user_id in users:
             for stage in STAGES:
                 for photo_id in next(per_user):
-                    swept += self.record(
-                        user_id,
-                        photo_id,
-                        _TIMED_OUT_AS[stage],
-                        reason="timed_out",
-                        detail=f"waited over {self._settings.pending_deadline_s:g} s for {stage}",
-                        at=now,
-                        swept=True,
-                    )
+                    swept += self._time_out(user_id, photo_id, stage, now)
         return swept
+
+    def _time_out(self, user_id: str, photo_id: str, stage: str, now: float) -> bool:
+        detail = f"waited over {self._settings.pending_deadline_s:g} s for {stage}"
+        failed = self.record(
+            user_id, photo_id, _TIMED_OUT_AS[stage], reason="timed_out", detail=detail, at=now,
+            swept=True,
+        )  # fmt: skip
+        if failed:
+            with photo_context(user_id, photo_id):
+                log.warning(
+                    "%s failed: timed_out: %s", stage, detail, extra={"reason": "timed_out"}
+                )
+        return failed
 
     def _prune_idle(self, users: list[tuple[UserStatus, float]], cutoff: float) -> None:
         stale = [

@@ -8,6 +8,7 @@ import contextlib
 import io
 import logging
 import threading
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,6 +23,12 @@ from functions.common.config import EmbedSettings
 from functions.common.telemetry import tracer
 from functions.embed import runtime
 from functions.embed.decode import DecodedPhoto
+
+# insightface 0.7.3 (pinned: production's parameters) aligns faces with scikit-image's
+# SimilarityTransform.estimate, deprecated since 0.26: a warning line per face otherwise.
+warnings.filterwarnings(
+    "ignore", message="`estimate` is deprecated", category=FutureWarning, module="insightface"
+)
 
 log = logging.getLogger(__name__)
 _tracer = tracer(__name__)

@@ -41,11 +41,12 @@ from functions.common.config import (
 from functions.common.errors import TransientError
 from functions.common.event_auth import EventVerifier
 from functions.common.events import OBJECT_CREATED, THUMBNAIL_CREATED, PhotoRef, parse_event
+from functions.common.logs import photo_context
 from functions.common.metrics import instrument
 from functions.common.request_limits import limit_request_bodies
 from functions.common.stage_app import authenticate_sender
 from functions.common.status_store import Stage, StatusStore
-from functions.common.telemetry import configure_tracing, public_error
+from functions.common.telemetry import configure_tracing, instrument_app, public_error
 from functions.status.admin import create_admin_blueprint, read_pipeline
 from functions.status.admin_store import SessionStore
 from functions.status.auth import (
@@ -114,6 +115,8 @@ def create_app(
     auth = Authenticator(tokens, sessions)
     cors = CorsPolicy(auth_settings.cors_origins)
     app = Flask(__name__, static_folder="static", static_url_path="/admin/static")
+    # Before FastPoll wraps it: a fast-path poll gets no span, everything Flask answers does.
+    instrument_app(app)
     _register_error_handlers(app)
 
     def status_response(user_id: str) -> Response:
@@ -196,19 +199,29 @@ def _add_dead_letter_sink(app: Flask, store: StatusStore) -> None:
         error = event.get("knativeerrorcode") or "no response"
         # The destination is an in-cluster address: the log gets it, the user's status does not.
         destination = event.get("knativeerrordest") or "subscriber"
-        log.warning("dead letter for %s: %s answered %s", photo.photo_id, destination, error)
-        for stage in stages:
-            applied = store.record(
-                photo.user_id,
-                photo.photo_id,
-                stage,
-                reason="delivery_failed",
-                detail=f"the {stage.pipeline_stage} stage answered {error} after all retries",
-            )
-            if applied:
-                return jsonify(recorded=stage.value), 200
-        # Already ended (a duplicate dead letter, or the stage did finish): nothing to mark.
-        return jsonify(recorded=stages[0].value), 200
+        with photo_context(photo.user_id, photo.key):
+            recorded = _mark_failed(store, photo, stages, error)
+            if recorded is None:  # a duplicate dead letter, or the stage did finish
+                log.info("dead letter for a photo that ended already: %s", destination)
+                return jsonify(recorded=stages[0].value), 200
+            # The photo's one failure line.
+            failure = {"reason": "delivery_failed"}
+            message = "%s failed: delivery_failed: %s answered %s after all retries"
+            log.warning(message, recorded.pipeline_stage, destination, error, extra=failure)
+        return jsonify(recorded=recorded.value), 200
+
+
+def _mark_failed(
+    store: StatusStore, photo: PhotoRef, stages: tuple[Stage, ...], error: str
+) -> Stage | None:
+    """Fail the photo at the first of `stages` it can still enter; None when it ended already."""
+    for stage in stages:
+        detail = f"the {stage.pipeline_stage} stage answered {error} after all retries"
+        if store.record(
+            photo.user_id, photo.photo_id, stage, reason="delivery_failed", detail=detail
+        ):
+            return stage
+    return None
 
 
 def _whole_number(value: Any) -> int | None:

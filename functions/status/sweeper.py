@@ -49,4 +49,4 @@ class Sweeper:
                 log.warning("sweep skipped: %s", exc)
                 continue
             if swept:
-                log.warning("sweeper failed %d photos pending past the deadline", swept)
+                log.info("sweeper failed %d photos pending past the deadline", swept)
