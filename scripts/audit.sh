@@ -10,6 +10,20 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tools="$root/var/audit-venv"
 pip_audit_version="2.10.1"
 
+answers_osv='
+import sys, urllib.error, urllib.request
+try:
+    urllib.request.urlopen("https://api.osv.dev/", timeout=10)
+except urllib.error.HTTPError:
+    pass  # any HTTP answer: the service is there
+except OSError:
+    sys.exit(1)
+'
+if ! python3 -c "$answers_osv"; then
+    echo "audit: FAILED: the OSV database (https://api.osv.dev) does not answer from here, so" \
+        "nothing was checked" >&2
+    exit 1
+fi
 if ! "$tools/bin/pip-audit" --version 2>/dev/null | grep -q "$pip_audit_version"; then
     python3 -m venv "$tools"
     "$tools/bin/pip" install --quiet "pip-audit==$pip_audit_version"
