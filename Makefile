@@ -4,8 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements/lock/*.txt | sha1sum | cut -c1-12)
 ARGS ?=
-# onnxruntime sends no usage telemetry from tests, demos and benchmarks (as in the embed image).
+# No library phones home from tests, demos and benchmarks, as in the embed image: onnxruntime's
+# usage telemetry, albumentations' (insightface's) version check at import.
 export ORT_DISABLE_TELEMETRY := 1
+export NO_ALBUMENTATIONS_UPDATE := 1
 
 .PHONY: install lock demo loadtest soak deploy test lint bench-thumbnail bench-embed bench-status clean audit fresh-check images test-images demo-compose
 

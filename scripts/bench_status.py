@@ -30,9 +30,9 @@ from pathlib import Path
 import redis
 import requests
 
+from devstack.processes import usage_with_children
+from devstack.stack import Processes, mint_token, token_env
 from functions.common.status_store import Stage, StatusStore
-from scripts.processes import usage_with_children
-from scripts.stack import Processes, mint_token, token_env
 
 USER = "bench-user"
 JWT_SECRET = "bench-status-" + "0123456789abcdef" * 2

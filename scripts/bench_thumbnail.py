@@ -35,6 +35,8 @@ import numpy as np
 import requests
 from PIL import Image, ImageDraw
 
+from devstack.make_test_model_pack import build_pack
+from devstack.stack import LocalStack, StackConfig
 from functions.common.config import ThumbnailSettings
 from functions.common.events import (
     OBJECT_CREATED,
@@ -45,9 +47,7 @@ from functions.common.events import (
     photo_data,
 )
 from functions.thumbnail.imaging import make_thumbnail
-from scripts.make_test_model_pack import build_pack
 from scripts.sharp_dimensions import SHARP_DIR
-from scripts.stack import LocalStack, StackConfig
 
 SETTINGS = ThumbnailSettings(max_width=400, max_height=400, quality=80)
 

@@ -1,5 +1,5 @@
 """docker-compose.yml as the demo's stack (`make demo-compose`, `scripts.demo --compose`): the
-same interface as scripts/stack.py's LocalStack (urls, config, s3(), auth_headers()), every part
+same interface as devstack/stack.py's LocalStack (urls, config, s3(), auth_headers()), every part
 a container from the images `make images` builds.
 
 Brings the stack up under its own project name with free published ports (two can run at once),
@@ -23,11 +23,11 @@ from typing import Any
 import boto3
 import requests
 
+from devstack.stack import CREDENTIAL, REGION, ROOT, StackConfig, free_port, mint_token
 from scripts import build_images
-from scripts.stack import CREDENTIAL, REGION, ROOT, StackConfig, free_port, mint_token
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
-# Where scripts/stack.py's model_root_or_test_pack makes the TEST pack.
+# Where devstack/stack.py's model_root_or_test_pack makes the TEST pack.
 TEST_PACK_ROOT = ROOT / "var" / "test-models"
 # Published ports, by the variable docker-compose.yml reads and the URL name the demo uses.
 PORTS = {"RECEIVER_PORT": "receiver", "STATUS_PORT": "status", "S3_PORT": "s3"}

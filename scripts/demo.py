@@ -18,12 +18,12 @@ from typing import Any
 
 import requests
 
+from devstack import b2_sender
+from devstack.sample_photos import sample_photo
+from devstack.stack import ROOT, LocalStack, StackConfig, fetch_status, model_root_or_test_pack
 from functions.common.config import ReceiverSettings
 from functions.status.overview import percentile
-from scripts import b2_sender
 from scripts.compose_stack import ComposeStack
-from scripts.sample_photos import sample_photo
-from scripts.stack import ROOT, LocalStack, StackConfig, model_root_or_test_pack
 
 BAR_WIDTH = 24
 
@@ -135,14 +135,6 @@ def deliver_webhook(stack: LocalStack, events: list[dict[str, Any]]) -> None:
     """B2's signed notification of `events`, redelivered until the receiver takes it."""
     url, secret = stack.urls["receiver"], stack.config.webhook_secret
     b2_sender.deliver_until_taken(url, events, secret).raise_for_status()
-
-
-def fetch_status(stack: LocalStack, user_id: str) -> dict:
-    """Poll as the user's front end does, with a token the app's backend would issue."""
-    headers = stack.auth_headers(user_id)
-    response = requests.get(f"{stack.urls['status']}/v1/status", headers=headers, timeout=5)
-    response.raise_for_status()
-    return response.json()
 
 
 def bar(done: int, total: int) -> str:

@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from devstack.make_test_model_pack import DETECTOR_FILE, RECOGNIZER_FILE
+from devstack.stack import ROOT
 from functions.common.config import EmbedSettings
 from functions.embed import runtime
-from scripts.make_test_model_pack import DETECTOR_FILE, RECOGNIZER_FILE
 from scripts.reference_graphs import CROP, cached_pack
-from scripts.stack import ROOT
 
 DETECTION_INPUT = (1, 3, 640, 640)
 RECOGNITION_INPUT = (1, 3, CROP, CROP)

@@ -35,15 +35,15 @@ import numpy as np
 from insightface.utils import face_align
 from PIL import Image
 
+from devstack.make_test_model_pack import build_pack, draw_face
+from devstack.sample_photos import sample_photo
+from devstack.stack import ROOT
 from functions.common.config import EmbedSettings
 from functions.embed.decode import DecodedPhoto, decode_photo
 from functions.embed.models import FaceAnalyzer, load_task_models
 from scripts.bench_thumbnail import psnr
 from scripts.check_parity import cosine
-from scripts.make_test_model_pack import build_pack, draw_face
 from scripts.reference_graphs import PACK_NAME, cached_pack
-from scripts.sample_photos import sample_photo
-from scripts.stack import ROOT
 
 GROUP_PHOTO = Path(insightface.__file__).parent / "data" / "images" / "t1.jpg"
 SIZE = (4032, 3024)

@@ -10,7 +10,7 @@ head per stride of three 3×3 convs of width 80, then 3×3 score, box and keypoi
 anchors), BatchNorm folded into the convs as in the exported file. Input "input.1" [1,3,?,?];
 nine outputs in SCRFD's order: scores [N,1], box distances [N,4] and keypoints [N,10] for strides
 8, 16 and 32. Random weights find no faces, so the faces come from the TEST pack's marker
-detector (scripts/make_test_model_pack.py), which runs beside the backbone on the same input:
+detector (devstack/make_test_model_pack.py), which runs beside the backbone on the same input:
 each output is the marker branch's plus the real head's times `HEAD_WEIGHT`. Every output
 thereby depends on the whole backbone at run time, so onnxruntime cannot prune or fold it,
 while the head moves a score by at most 1e-6. A photo with N markers (draw_face) has N faces.
@@ -36,8 +36,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, shape_inference
 
-from scripts import make_test_model_pack
-from scripts.make_test_model_pack import DETECTOR_FILE, RECOGNIZER_FILE, GraphBuilder
+from devstack import make_test_model_pack
+from devstack.make_test_model_pack import DETECTOR_FILE, RECOGNIZER_FILE, GraphBuilder
 
 PACK_NAME = "buffalo_l-architecture-random-weights"
 

@@ -1,6 +1,6 @@
 """Writes tests/data/sharp_dimensions.json: the thumbnail size sharp gives awkward inputs.
 
-The inputs are `tests.photos.flat()` files, which the tests regenerate to check make_thumbnail
+The inputs are `devstack.photos.flat()` files, which the tests regenerate to check make_thumbnail
 against the table. Needs node and `npm ci` in scripts/sharp (`make bench-thumbnail` does both):
 
     .venv/bin/python -m scripts.sharp_dimensions
@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from tests.photos import flat
+from devstack.photos import flat
 
 SHARP_DIR = Path(__file__).parent / "sharp"
 TABLE = Path(__file__).parent.parent / "tests" / "data" / "sharp_dimensions.json"
@@ -82,7 +82,7 @@ def main() -> None:
             "pipeline": "sharp(input).rotate().resize(400, 400, {fit: 'inside', "
             "withoutEnlargement: true}).flatten({background: '#ffffff'}).jpeg({quality: 80})",
             "command": ".venv/bin/python -m scripts.sharp_dimensions",
-            "inputs": "tests.photos.flat(format, width, height, orientation)",
+            "inputs": "devstack.photos.flat(format, width, height, orientation)",
         },
         "box": list(BOX),
         "cases": [

@@ -7,14 +7,14 @@ signed webhook, as `make demo` does. Every `--sample-every` seconds it samples e
 resident memory (a function's gunicorn master with its workers), Redis's used memory, and the
 photos uploaded and finished. When the time is up it waits for the backlog to drain, prints the
 samples, reconciles every photo with the bucket, the Lambda's invocations and the status store
-(scripts/reconcile.py) and prints, last, `soak: minutes=… redis_used_mb=… miscounted=…
+(devstack/reconcile.py) and prints, last, `soak: minutes=… redis_used_mb=… miscounted=…
 photos=… thumbnails=… embeddings=… failed=… lost=… double_called=… stuck=… rss_growth_mb=…`.
 
 `--faults` also injects, each once, at times drawn from `--seed` between 10 % and 80 % of the
 load: SIGKILL of a gunicorn worker of thumbnail, embed and the receiver; a restart of
 redis-server (down 2 s, same port, its append-only file kept); the S3 server and the database
 Lambda answering 503 for 5-10 s, and holding requests past the functions' client timeouts for
-5-10 s (scripts/fault_proxy.py, between the functions and them; the soak's own uploads and
+5-10 s (devstack/fault_proxy.py, between the functions and them; the soak's own uploads and
 checks reach S3 directly). And B2 delivering one webhook in ten again: half an earlier
 notification byte for byte, half a new notification that also holds an earlier event. Each
 fault is printed as it is injected.
@@ -38,12 +38,13 @@ from typing import Any
 import redis
 import requests
 
+from devstack import fault_proxy, reconcile
+from devstack.processes import usage_with_children
+from devstack.sample_photos import sample_photo
+from devstack.stack import ROOT, LocalStack, StackConfig, fetch_status, model_root_or_test_pack
 from functions.common.config import ThumbnailSettings
 from functions.common.events import PhotoRef
-from scripts import demo, fault_proxy, reconcile
-from scripts.processes import usage_with_children
-from scripts.sample_photos import sample_photo
-from scripts.stack import ROOT, LocalStack, StackConfig, model_root_or_test_pack
+from scripts import demo
 
 MB = 1 << 20
 DISTINCT_PHOTOS = 12  # generated once, uploaded again and again under new keys
@@ -243,7 +244,7 @@ def take_sample(
     """Raises requests.RequestException or redis.RedisError when the status function or Redis
     does not answer."""
     pids = stack.pids()
-    statuses = [demo.fetch_status(stack, upload.user_id)["counts"] for upload in uploads]
+    statuses = [fetch_status(stack, upload.user_id)["counts"] for upload in uploads]
     return Sample(
         elapsed_s=time.monotonic() - started,
         # A part that has died (no pid any more) shows 0 MB.

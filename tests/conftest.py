@@ -17,9 +17,9 @@ import redis
 from flask import Flask, request
 from werkzeug.serving import make_server
 
+from devstack.make_test_model_pack import build_pack
+from devstack.stack import Processes
 from functions.common.events import parse_event
-from scripts.make_test_model_pack import build_pack
-from scripts.stack import Processes
 from tests.stack_fixtures import stack  # noqa: F401 - the session-wide local stack
 
 

@@ -1,5 +1,5 @@
 """Generated photos for the embed tests, with faces for either pack: the TEST pack's face markers
-(scripts/make_test_model_pack.py) on the left, and real people on the right, from the group
+(devstack/make_test_model_pack.py) on the left, and real people on the right, from the group
 photo that insightface ships in its wheel (insightface/data/images/t1.jpg, six faces). The TEST
 pack finds the markers, a real buffalo_l finds the people, and the parity tests hold for both.
 """
@@ -12,9 +12,9 @@ from pathlib import Path
 import insightface
 from PIL import Image
 
+from devstack.make_test_model_pack import draw_face
+from devstack.sample_photos import sample_photo, stored_for_orientation
 from functions.common.images import EXIF_ORIENTATION
-from scripts.make_test_model_pack import draw_face
-from scripts.sample_photos import sample_photo, stored_for_orientation
 
 GROUP_PHOTO = Path(insightface.__file__).parent / "data" / "images" / "t1.jpg"
 SIZE = (3000, 2000)

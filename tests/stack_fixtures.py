@@ -11,11 +11,11 @@ from collections.abc import Callable
 import pytest
 import requests
 
-from scripts import b2_sender
+from devstack import b2_sender
+from devstack.make_test_model_pack import build_pack
+from devstack.stack import LocalStack, StackConfig
+from devstack.stack import fetch_status as status
 from scripts.demo import ended
-from scripts.demo import fetch_status as status
-from scripts.make_test_model_pack import build_pack
-from scripts.stack import LocalStack, StackConfig
 
 
 @pytest.fixture(scope="session")

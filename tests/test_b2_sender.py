@@ -1,11 +1,11 @@
-"""scripts/b2_sender.py's redelivery, which the demo, loadtest and soak upload through: as B2
+"""devstack/b2_sender.py's redelivery, which the demo, loadtest and soak upload through: as B2
 sends a notification again when the receiver answers 5xx or cannot be reached."""
 
 import pytest
 import requests
 from flask import Flask
 
-from scripts.b2_sender import deliver_until_taken, object_created
+from devstack.b2_sender import deliver_until_taken, object_created
 
 SECRET = "s3cret"
 EVENTS = [object_created("photos", "ann/1.jpg", 1000)]

@@ -7,9 +7,9 @@ import re
 import pytest
 from prometheus_client import REGISTRY
 
+from devstack.b2_sender import object_created, signature
 from eventing.b2_webhook import TooManyEvents, parse_notification, verify_signature
 from functions.common.config import ReceiverSettings
-from scripts.b2_sender import object_created, signature
 
 SETTINGS = ReceiverSettings(
     signing_secrets=("s3cret",),

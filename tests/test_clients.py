@@ -5,11 +5,11 @@ import dataclasses
 import pytest
 import requests
 
+from devstack.stack import LAMBDA_FUNCTION, REGION
 from functions.common.config import LambdaSettings
 from functions.common.errors import PermanentError, TransientError
 from functions.common.lambda_client import DatabaseLambda
 from functions.common.storage import ObjectStore
-from scripts.stack import LAMBDA_FUNCTION, REGION
 
 
 def storage_settings(stack):

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from devstack import photos
 from functions.common.config import EmbedSettings, InputLimits, ThumbnailSettings
 from functions.common.errors import PermanentError
 from functions.common.images import ACCEPTED_FORMATS
 from functions.embed.decode import decode_photo
 from functions.thumbnail.imaging import make_thumbnail
-from tests import photos
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES: dict[str, Callable[[bytes, InputLimits], object]] = {

@@ -14,8 +14,8 @@ import pytest
 import requests
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from scripts.sample_photos import sample_photo
-from scripts.stack import ROOT, LocalStack
+from devstack.sample_photos import sample_photo
+from devstack.stack import ROOT, LocalStack
 from tests.stack_fixtures import deliver, upload, wait_until_idle
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from devstack import photos
 from functions.common.config import EmbedSettings, InputLimits, ThumbnailSettings
 from functions.common.memory_budget import MIB
 from functions.embed.decode import decode_peak_bytes
 from functions.thumbnail.imaging import thumbnail_peak_bytes
-from tests import photos
 
 ROOT = Path(__file__).resolve().parents[1]
 

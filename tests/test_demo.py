@@ -7,8 +7,8 @@ import re
 import pytest
 import requests
 
+from devstack.sample_photos import sample_photo
 from scripts import demo
-from scripts.sample_photos import sample_photo
 from tests.stack_fixtures import lambda_invocations, run_script
 
 USERS, PHOTOS, BROKEN = 2, 3, 1

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from insightface.app import FaceAnalysis
 
+from devstack.sample_photos import sample_photo
+from devstack.stack import ROOT
 from scripts.check_parity import Report, main
-from scripts.sample_photos import sample_photo
-from scripts.stack import ROOT
 
 PHOTOS = {
     "parity/one-face.jpg": sample_photo(11, 1),

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from devstack.sample_photos import sample_photo
 from functions.common.config import EmbedSettings, InputLimits
 from functions.common.errors import PermanentError
 from functions.embed.decode import PhotoHeader, decode_photo, jpeg_reduction
-from scripts.sample_photos import sample_photo
 from tests.embed_photos import multi_picture
 
 SETTINGS = EmbedSettings()

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from devstack.make_test_model_pack import DETECTOR_FILE, RECOGNIZER_FILE
+from devstack.stack import ROOT
 from functions.common.config import EmbedSettings
 from functions.embed.models import FaceAnalyzer
 from scripts.fetch_model_pack import PACKS, FetchError, PackFile, PackSource, fetch_pack, main
-from scripts.make_test_model_pack import DETECTOR_FILE, RECOGNIZER_FILE
-from scripts.stack import ROOT
 
 EMBEDDING_DOC = ROOT / "docs" / "embedding.md"
 

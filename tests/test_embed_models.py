@@ -11,6 +11,8 @@ from insightface.model_zoo import model_zoo
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
+from devstack.make_test_model_pack import DETECTOR_FILE, RECOGNIZER_FILE, draw_face
+from devstack.sample_photos import face_layout, sample_photo
 from functions.common.config import EmbedSettings
 from functions.embed import runtime
 from functions.embed.decode import decode_photo
@@ -21,8 +23,6 @@ from functions.embed.models import (
     load_task_models,
 )
 from scripts.check_parity import cosine
-from scripts.make_test_model_pack import DETECTOR_FILE, RECOGNIZER_FILE, draw_face
-from scripts.sample_photos import face_layout, sample_photo
 from tests.embed_photos import scene
 
 

@@ -1,4 +1,4 @@
-"""scripts/fault_proxy.py, between a real boto3 S3 client and a real moto S3 server."""
+"""devstack/fault_proxy.py, between a real boto3 S3 client and a real moto S3 server."""
 
 import sys
 import time
@@ -8,8 +8,8 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError, ReadTimeoutError
 
-from scripts.fault_proxy import CONTROL_PATH, set_fault
-from scripts.stack import CREDENTIAL, REGION, Processes
+from devstack.fault_proxy import CONTROL_PATH, set_fault
+from devstack.stack import CREDENTIAL, REGION, Processes
 
 HOLD_S = 3.0
 READ_TIMEOUT_S = 1.0
@@ -22,7 +22,7 @@ def proxy(tmp_path_factory):
         moto = processes.http(
             "s3", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "{port}"], "/"
         )
-        command = [sys.executable, "-m", "scripts.fault_proxy", "--port", "{port}"]
+        command = [sys.executable, "-m", "devstack.fault_proxy", "--port", "{port}"]
         command += ["--upstream", moto, "--hold-s", str(HOLD_S)]
         url = processes.http("s3-proxy", command, CONTROL_PATH)
         s3_client(url).create_bucket(Bucket="photos")

@@ -392,7 +392,7 @@ def test_compose_receiver_publishes_to_the_broker():
 
 
 def test_compose_status_verifies_the_tokens_the_demo_mints():
-    from scripts.stack import JWT_AUDIENCE, JWT_ISSUER, StackConfig
+    from devstack.stack import JWT_AUDIENCE, JWT_ISSUER, StackConfig
 
     environment = COMPOSE["services"]["status"]["environment"]
     defaults = StackConfig(model_root=ROOT, workdir=ROOT)

@@ -9,7 +9,7 @@ import pytest
 import requests
 import yaml
 
-from eventing.local_broker import LocalBroker, parse_duration
+from devstack.local_broker import LocalBroker, parse_duration
 from functions.common.events import (
     OBJECT_CREATED,
     THUMBNAIL_CREATED,

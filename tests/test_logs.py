@@ -20,15 +20,7 @@ import boto3
 import pytest
 import requests
 
-from functions.common.events import (
-    OBJECT_CREATED,
-    THUMBNAIL_FAILED,
-    PhotoRef,
-    binary_http,
-    new_event,
-    photo_data,
-)
-from scripts.stack import (
+from devstack.stack import (
     CREDENTIAL,
     GUNICORN_CONF,
     LAMBDA_FUNCTION,
@@ -36,6 +28,14 @@ from scripts.stack import (
     ROOT,
     Processes,
     free_port,
+)
+from functions.common.events import (
+    OBJECT_CREATED,
+    THUMBNAIL_FAILED,
+    PhotoRef,
+    binary_http,
+    new_event,
+    photo_data,
 )
 from tests.stack_fixtures import deliver, upload, wait_until_idle
 
@@ -100,7 +100,7 @@ def dependencies(tmp_path_factory) -> Iterator[dict[str, str]]:
     with Processes(tmp_path_factory.mktemp("log-deps")) as processes:
         python = sys.executable
         s3 = processes.http("s3", [python, "-m", "moto.server", "-p", "{port}"], "/")
-        standin = [python, "-m", "scripts.lambda_standin", "--port", "{port}"]
+        standin = [python, "-m", "devstack.lambda_standin", "--port", "{port}"]
         lambda_url = processes.http("lambda", [*standin, "--function", LAMBDA_FUNCTION], "/healthz")
         client = boto3.client(
             "s3",

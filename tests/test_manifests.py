@@ -17,7 +17,7 @@ import promql_parser
 import pytest
 import yaml
 
-from eventing.local_broker import Delivery, parse_duration
+from devstack.local_broker import Delivery, parse_duration
 from functions.common.config import DeadLetterSettings, EmbedSettings, EventAuthSettings
 from scripts.deploy import EXAMPLE_SECRETS, referenced_secret_keys
 from scripts.kustomize_render import KustomizationError, read_env_file, render

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from scripts.stack import ROOT
+from devstack.stack import ROOT
 
 
 def test_it_prints_detection_and_recognition_times_per_core_count_asked_for(test_model_pack):

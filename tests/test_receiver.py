@@ -15,12 +15,12 @@ from prometheus_client import REGISTRY
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from devstack.b2_sender import SIGNATURE_HEADER, deliver, object_created, signature
 from eventing.receiver import ca_bundle_with, create_app
 from functions.common.config import ReceiverSettings
 from functions.common.events import OBJECT_CREATED, USER_ID_EXTENSION
 from functions.common.seen_events import SeenEvents
 from functions.common.status_store import StatusStore
-from scripts.b2_sender import SIGNATURE_HEADER, deliver, object_created, signature
 from tests.tls_certificates import CertificateAuthority
 
 SECRET = "s3cret"

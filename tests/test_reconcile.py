@@ -1,8 +1,8 @@
-"""scripts/reconcile.py on hand-made evidence: what counts as lost, double called, stuck,
+"""devstack/reconcile.py on hand-made evidence: what counts as lost, double called, stuck,
 failed and miscounted."""
 
+from devstack.reconcile import Evidence, reconcile
 from functions.common.events import EMBEDDING_CREATED, THUMBNAIL_CREATED, PhotoRef
-from scripts.reconcile import Evidence, reconcile
 
 TEMPLATE = "thumbnails/{key}.jpg"
 

@@ -8,12 +8,13 @@ import pytest
 from insightface.app import FaceAnalysis
 from insightface.model_zoo.model_zoo import ModelRouter
 
+from devstack import make_test_model_pack
+from devstack.make_test_model_pack import DETECTOR_FILE, RECOGNIZER_FILE
+from devstack.sample_photos import face_layout, sample_photo
 from functions.common.config import EmbedSettings
 from functions.embed import runtime
 from functions.embed.decode import decode_photo
 from functions.embed.models import FaceAnalyzer
-from scripts import make_test_model_pack
-from scripts.make_test_model_pack import DETECTOR_FILE, RECOGNIZER_FILE
 from scripts.reference_graphs import (
     PACK_NAME,
     cached_pack,
@@ -21,7 +22,6 @@ from scripts.reference_graphs import (
     multiply_accumulates,
     recognizer_model,
 )
-from scripts.sample_photos import face_layout, sample_photo
 
 CPU = [runtime.CPU]
 SCRFD_OUTPUT_NAMES = [f"{kind}_{s}" for kind in ("score", "bbox", "kps") for s in (8, 16, 32)]

@@ -7,10 +7,10 @@ import pytest
 import redis
 import requests
 
+from devstack.processes import children
+from devstack.stack import Processes
 from scripts import soak
-from scripts.processes import children
 from scripts.soak import FAULT_KINDS, Sample, fault_schedule, memory_growth_mb
-from scripts.stack import Processes
 from tests.stack_fixtures import run_script
 
 

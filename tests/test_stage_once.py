@@ -7,6 +7,7 @@ import time
 import pytest
 import requests
 
+from devstack.stack import Processes
 from functions.common.config import StatusSettings
 from functions.common.errors import PermanentError, TransientError
 from functions.common.events import (
@@ -21,7 +22,6 @@ from functions.common.events import (
 from functions.common.stage_app import StageResult, create_stage_app
 from functions.common.status_store import Stage, StatusStore
 from functions.thumbnail.app import stage_spec
-from scripts.stack import Processes
 
 PHOTO = PhotoRef("photos", "ann/写真 1.jpg", "v1", "ann")
 

@@ -2,7 +2,7 @@
 
 The W3C trace context travels inside the CloudEvents (the distributed-tracing extension) and,
 hop by hop, in the HTTP `traceparent` header, as Knative's broker sends it. The stack test runs
-every process with the real OTLP/HTTP exporter against `scripts/otlp_receiver.py`, which
+every process with the real OTLP/HTTP exporter against `devstack/otlp_receiver.py`, which
 decodes the real OTLP protobuf; the HTTP, Redis and AWS SDK spans are the OpenTelemetry
 instrumentations' own (Flask, requests, redis, botocore), with their default (old) semantic
 conventions: `http.method`, `http.route`, `http.status_code`, `db.system`, `rpc.*`.
@@ -24,7 +24,11 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-from eventing.local_broker import LocalBroker
+from devstack import otlp_receiver
+from devstack.local_broker import LocalBroker
+from devstack.make_test_model_pack import build_pack
+from devstack.sample_photos import sample_photo
+from devstack.stack import LocalStack, StackConfig
 from functions.common.events import OBJECT_CREATED, PhotoRef, binary_http, new_event, photo_data
 from functions.common.telemetry import (
     add_trace_context,
@@ -33,10 +37,6 @@ from functions.common.telemetry import (
     instrument_app,
     tracer,
 )
-from scripts import otlp_receiver
-from scripts.make_test_model_pack import build_pack
-from scripts.sample_photos import sample_photo
-from scripts.stack import LocalStack, StackConfig
 from tests.stack_fixtures import deliver, upload, wait_until_idle
 
 TRIGGERS = Path(__file__).resolve().parent.parent / "eventing" / "triggers.yaml"

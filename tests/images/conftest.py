@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask
 from werkzeug.serving import make_server
 
+from devstack.stack import CREDENTIAL, LAMBDA_FUNCTION, REGION, Processes, free_port
 from scripts import build_images
-from scripts.stack import CREDENTIAL, LAMBDA_FUNCTION, REGION, Processes, free_port
 from tests.knative_manifests import (
     ROOT,
     config_maps_loaded,
@@ -146,8 +146,8 @@ def backends(
     python = sys.executable
     with Processes(tmp_path_factory.mktemp("image-backends")) as processes:
         s3 = processes.http("s3", [python, "-m", "moto.server", "-p", "{port}"], "/")
-        lambda_ = [python, "-m", "scripts.lambda_standin", "--port", "{port}"]
-        otlp = [python, "-m", "scripts.otlp_receiver", "--port", "{port}"]
+        lambda_ = [python, "-m", "devstack.lambda_standin", "--port", "{port}"]
+        otlp = [python, "-m", "devstack.otlp_receiver", "--port", "{port}"]
         running = Backends(
             redis=processes.redis(),
             s3=s3,
@@ -256,7 +256,7 @@ def start_service(images: dict[str, str], backends: Backends) -> Iterator[StartS
 @pytest.fixture(scope="module")
 def test_pack_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder holding buffalo_l/, the generated TEST pack, readable by uid 10001."""
-    from scripts.make_test_model_pack import build_pack
+    from devstack.make_test_model_pack import build_pack
 
     root = tmp_path_factory.mktemp("image-models")
     build_pack(root / "buffalo_l")

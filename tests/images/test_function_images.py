@@ -16,6 +16,8 @@ import jwt
 import pytest
 import requests
 
+from devstack import b2_sender
+from devstack.sample_photos import sample_photo
 from functions.common.events import (
     EMBEDDING_CREATED,
     OBJECT_CREATED,
@@ -27,8 +29,6 @@ from functions.common.events import (
     photo_data,
 )
 from functions.status.app import DEAD_LETTER_PATH
-from scripts import b2_sender
-from scripts.sample_photos import sample_photo
 from tests.images.conftest import BUCKET, JWT_SECRET, UID, WEBHOOK_SECRET, Backends, Container
 from tests.knative_manifests import find, knative_service, literal_env, rendered
 

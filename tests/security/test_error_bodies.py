@@ -13,6 +13,7 @@ import requests
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from devstack.b2_sender import deliver, object_created
 from eventing.receiver import create_app as create_receiver
 from functions.common.config import StatusSettings
 from functions.common.events import OBJECT_CREATED, PhotoRef, binary_http, new_event, photo_data
@@ -21,7 +22,6 @@ from functions.common.stage_app import StageResult, create_stage_app
 from functions.common.status_store import StatusStore
 from functions.status.app import create_app as create_status_app
 from functions.thumbnail.app import stage_spec
-from scripts.b2_sender import deliver, object_created
 from tests.security.helpers import (
     TRACE_ID,
     WEBHOOK_SECRET,

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from scripts.stack import Processes
+from devstack.stack import Processes
 from tests.security.helpers import WEBHOOK_SECRET, raw_exchange, status_of
 
 RECEIVER = "eventing.receiver:create_app()"

@@ -11,6 +11,7 @@ import time
 import redis
 import requests
 
+from devstack.b2_sender import SIGNATURE_HEADER, deliver, object_created, signature
 from eventing.receiver import create_app
 from functions.common.config import StatusSettings
 from functions.common.events import OBJECT_CREATED, PhotoRef, binary_http, new_event, photo_data
@@ -18,7 +19,6 @@ from functions.common.seen_events import SeenEvents
 from functions.common.stage_app import StageResult, create_stage_app
 from functions.common.status_store import StatusStore
 from functions.thumbnail.app import stage_spec
-from scripts.b2_sender import SIGNATURE_HEADER, deliver, object_created, signature
 from tests.security.helpers import (  # noqa: F401 - fixtures
     WEBHOOK_SECRET,
     raw_exchange,

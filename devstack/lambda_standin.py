@@ -10,7 +10,7 @@ error as the body. Like the real service it refuses a payload over 6 MB (413
 `RequestEntityTooLargeException`) or one that is not strict JSON (400
 `InvalidRequestContentException`; NaN and Infinity are not JSON).
 
-    python -m scripts.lambda_standin --port 9001 --function photo-db-update
+    python -m devstack.lambda_standin --port 9001 --function photo-db-update
 """
 
 from __future__ import annotations

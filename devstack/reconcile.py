@@ -20,12 +20,11 @@ from typing import Any
 import redis
 import requests
 
+from devstack.stack import LocalStack, fetch_status
 from functions.common.config import ThumbnailSettings
 from functions.common.events import EMBEDDING_CREATED, THUMBNAIL_CREATED, PhotoRef
 from functions.common.status_store import Stage, _user_keys
 from functions.thumbnail.service import thumbnail_key
-from scripts import demo
-from scripts.stack import LocalStack
 
 PENDING = frozenset({Stage.UPLOADED, Stage.THUMBNAIL})
 FAILED = frozenset({Stage.THUMBNAIL_FAILED, Stage.EMBEDDING_FAILED})
@@ -172,7 +171,7 @@ def gather(stack: LocalStack, users: list[str], invocations: list[dict[str, Any]
         .paginate(Bucket=stack.config.bucket, Prefix=prefix)
     )
     return Evidence(
-        counts={user: demo.fetch_status(stack, user)["counts"] for user in users},
+        counts={user: fetch_status(stack, user)["counts"] for user in users},
         states={user: store.hgetall(_user_keys(user)[0]) for user in users},
         thumbnails=frozenset(item["Key"] for page in pages for item in page.get("Contents", ())),
         invocations=invocations,

@@ -13,8 +13,8 @@ import zlib
 
 from PIL import Image, ImageDraw
 
+from devstack.sample_photos import stored_for_orientation
 from functions.common.images import EXIF_ORIENTATION
-from scripts.sample_photos import stored_for_orientation
 
 MARKER = (255, 0, 0)
 

@@ -10,7 +10,7 @@ event's own extension attributes go through unchanged.
 Not supported: `spec.filters`, several brokers, Retry-After, authentication, events whose
 data is not JSON (answered 400).
 
-    python -m eventing.local_broker --port 8090 --triggers eventing/triggers.yaml \\
+    python -m devstack.local_broker --port 8090 --triggers eventing/triggers.yaml \\
         --service thumbnail=http://127.0.0.1:8081 --service embed=http://127.0.0.1:8082 \\
         --service status-dead-letter=http://127.0.0.1:8083
 """

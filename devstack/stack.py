@@ -6,7 +6,7 @@ receiver plus the three functions under gunicorn; as on Knative, the status func
 twice: `status` (public, no dead-letter sink) and `status-dead-letter` (the Triggers'
 dead-letter sink, reached only by the broker). Two stacks can run at once.
 
-    python -m scripts.stack            # start, print URLs, run until Ctrl-C
+    python -m devstack.stack            # start, print URLs, run until Ctrl-C
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ import jwt
 import redis
 import requests
 
+from devstack import fault_proxy
+from devstack.make_test_model_pack import build_pack
+from devstack.processes import children
 from functions.common.config import JWT_HMAC_ALGORITHM, StorageSettings
-from scripts import fault_proxy
-from scripts.make_test_model_pack import build_pack
-from scripts.processes import children
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN_CONF = ROOT / "functions" / "common" / "gunicorn_conf.py"
@@ -85,10 +85,10 @@ class StackConfig:
     jwt_secret: str = "local-jwt-secret-of-the-stack-only-32b"
     admin_password: str = "local-admin-password"
     extra_env: dict[str, str] = field(default_factory=dict)
-    # Export every process's spans to a stand-in OTLP collector (scripts/otlp_receiver.py).
+    # Export every process's spans to a stand-in OTLP collector (devstack/otlp_receiver.py).
     tracing: bool = False
     # Route the functions' S3 and Lambda calls through fault-injecting proxies
-    # (scripts/fault_proxy.py, at `s3-proxy` and `lambda-proxy`); the stack's own client
+    # (devstack/fault_proxy.py, at `s3-proxy` and `lambda-proxy`); the stack's own client
     # (`stack.s3()`) still talks to the S3 server directly.
     fault_proxies: bool = False
 
@@ -321,7 +321,7 @@ class LocalStack:
         if self.config.tracing:
             self.urls["otlp"] = self._processes.http(
                 "otlp",
-                [sys.executable, "-m", "scripts.otlp_receiver", "--port", "{port}"],
+                [sys.executable, "-m", "devstack.otlp_receiver", "--port", "{port}"],
                 "/healthz",
             )
         self.urls["redis"] = self._processes.redis()
@@ -333,7 +333,7 @@ class LocalStack:
             [
                 sys.executable,
                 "-m",
-                "scripts.lambda_standin",
+                "devstack.lambda_standin",
                 "--port",
                 "{port}",
                 "--function",
@@ -381,7 +381,7 @@ class LocalStack:
             [
                 sys.executable,
                 "-m",
-                "eventing.local_broker",
+                "devstack.local_broker",
                 "--port",
                 "{port}",
                 "--triggers",
@@ -414,7 +414,7 @@ class LocalStack:
         raise TimeoutError(f"broker still busy after {timeout_s} s: {stats}")
 
     def _spawn_fault_proxy(self, upstream: str) -> str:
-        command = [sys.executable, "-m", "scripts.fault_proxy", "--port", "{port}"]
+        command = [sys.executable, "-m", "devstack.fault_proxy", "--port", "{port}"]
         command += ["--upstream", self.urls[upstream]]
         return self._processes.http(f"{upstream}-proxy", command, fault_proxy.CONTROL_PATH)
 
@@ -433,6 +433,14 @@ class LocalStack:
             "OTEL_SERVICE_NAME": service,
             "OTEL_BSP_SCHEDULE_DELAY": "100",
         }
+
+
+def fetch_status(stack: LocalStack, user_id: str) -> dict:
+    """Poll as the user's front end does, with a token the app's backend would issue."""
+    headers = stack.auth_headers(user_id)
+    response = requests.get(f"{stack.urls['status']}/v1/status", headers=headers, timeout=5)
+    response.raise_for_status()
+    return response.json()
 
 
 def _terminate(processes: list[_Process]) -> None:

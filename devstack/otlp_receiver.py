@@ -6,7 +6,7 @@ accepts what the functions' OTLP/HTTP exporter sends, `POST /v1/traces` with a b
 Collector's OTLP receiver does, and keeps every span for `GET /spans` (JSON), so the local
 stack's traces can be inspected and asserted on. Not supported: OTLP/JSON, gRPC, metrics, logs.
 
-    python -m scripts.otlp_receiver --port 4318
+    python -m devstack.otlp_receiver --port 4318
 """
 
 from __future__ import annotations

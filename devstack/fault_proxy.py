@@ -10,7 +10,7 @@ proxy's address is forwarded exactly as signed (moto does not check signatures; 
 - `ok`: every request is forwarded (the mode when no window is open).
 `GET /_faults` answers the mode in force and how many requests each mode has taken.
 
-    python -m scripts.fault_proxy --port 9100 --upstream http://127.0.0.1:9000
+    python -m devstack.fault_proxy --port 9100 --upstream http://127.0.0.1:9000
 """
 
 from __future__ import annotations

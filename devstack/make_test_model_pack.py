@@ -17,7 +17,7 @@ always scores 0.
 cell of a 4×4 grid over the aligned crop and multiplies the 48 colour means by a fixed, seeded
 projection, so crops of the same identity give the same embedding.
 
-    python -m scripts.make_test_model_pack --out var/models/buffalo_l
+    python -m devstack.make_test_model_pack --out var/models/buffalo_l
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from devstack.make_test_model_pack import draw_face
 from functions.common.images import EXIF_ORIENTATION
-from scripts.make_test_model_pack import draw_face
 
 IDENTITIES = 10
 # For each EXIF orientation, the transpose that turns the displayed image into the stored one
