@@ -9,7 +9,7 @@ ARGS ?=
 export ORT_DISABLE_TELEMETRY := 1
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: install lock demo loadtest soak deploy test lint bench-thumbnail bench-embed bench-status clean audit fresh-check images test-images demo-compose
+.PHONY: install lock docs demo loadtest soak deploy test lint bench-thumbnail bench-embed bench-status clean audit fresh-check images test-images demo-compose
 
 install: $(STAMP)
 	@scripts/install-system-deps.sh
@@ -27,6 +27,10 @@ lock:
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q uv==0.13.9
 	$(BIN)/python -m scripts.lock $(ARGS)
+
+# Regenerates docs/configuration.md's settings tables from functions/common/config.py.
+docs: install
+	$(BIN)/python -m scripts.gen_config_docs
 
 demo: install
 	$(BIN)/python -m scripts.demo $(ARGS)

@@ -23,17 +23,19 @@ import requests
 from devstack.stack import LocalStack, fetch_status
 from functions.common.config import ThumbnailSettings
 from functions.common.events import EMBEDDING_CREATED, THUMBNAIL_CREATED, PhotoRef
-from functions.common.status_store import Stage, _user_keys
+from functions.common.photo_store import PhotoState, user_keys
 from functions.thumbnail.service import thumbnail_key
 
-PENDING = frozenset({Stage.UPLOADED, Stage.THUMBNAIL})
-FAILED = frozenset({Stage.THUMBNAIL_FAILED, Stage.EMBEDDING_FAILED})
-THUMBNAIL_DONE = frozenset({Stage.THUMBNAIL, Stage.EMBEDDING, Stage.EMBEDDING_FAILED})
+PENDING = frozenset({PhotoState.UPLOADED, PhotoState.THUMBNAIL})
+FAILED = frozenset({PhotoState.THUMBNAIL_FAILED, PhotoState.EMBEDDING_FAILED})
+THUMBNAIL_DONE = frozenset(
+    {PhotoState.THUMBNAIL, PhotoState.EMBEDDING, PhotoState.EMBEDDING_FAILED}
+)
 # The Lambda call each state implies was made.
 CALLS_MADE = {
-    Stage.THUMBNAIL: (THUMBNAIL_CREATED,),
-    Stage.EMBEDDING: (THUMBNAIL_CREATED, EMBEDDING_CREATED),
-    Stage.EMBEDDING_FAILED: (THUMBNAIL_CREATED,),
+    PhotoState.THUMBNAIL: (THUMBNAIL_CREATED,),
+    PhotoState.EMBEDDING: (THUMBNAIL_CREATED, EMBEDDING_CREATED),
+    PhotoState.EMBEDDING_FAILED: (THUMBNAIL_CREATED,),
 }
 
 
@@ -90,7 +92,7 @@ def reconcile(
         miscounted=sum(off for off, _ in miscounts),
         photos=len(photos),
         thumbnails=sum(reached[state] for state in THUMBNAIL_DONE),
-        embeddings=reached[Stage.EMBEDDING],
+        embeddings=reached[PhotoState.EMBEDDING],
         failed=sum(reached[state] for state in FAILED),
         lost=lost,
         double_called=sum(len(at) - 1 for at in double.values()),
@@ -140,9 +142,9 @@ def _miscounts(user: str, evidence: Evidence) -> list[tuple[int, str]]:
     expected = {
         "uploaded": sum(reached.values()),
         "thumbnails_done": sum(reached[state] for state in THUMBNAIL_DONE),
-        "thumbnails_failed": reached[Stage.THUMBNAIL_FAILED],
-        "embeddings_done": reached[Stage.EMBEDDING],
-        "embeddings_failed": reached[Stage.EMBEDDING_FAILED],
+        "thumbnails_failed": reached[PhotoState.THUMBNAIL_FAILED],
+        "embeddings_done": reached[PhotoState.EMBEDDING],
+        "embeddings_failed": reached[PhotoState.EMBEDDING_FAILED],
     }
     counts = evidence.counts[user]
     return [
@@ -172,7 +174,7 @@ def gather(stack: LocalStack, users: list[str], invocations: list[dict[str, Any]
     )
     return Evidence(
         counts={user: fetch_status(stack, user)["counts"] for user in users},
-        states={user: store.hgetall(_user_keys(user)[0]) for user in users},
+        states={user: store.hgetall(user_keys(user)[0]) for user in users},
         thumbnails=frozenset(item["Key"] for page in pages for item in page.get("Contents", ())),
         invocations=invocations,
     )

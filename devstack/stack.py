@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -287,8 +287,7 @@ class LocalStack:
     def storage_settings(self, **overrides: float) -> StorageSettings:
         """The functions' object-store settings for this stack's S3 server."""
         defaults = StorageSettings.from_env()
-        return replace(
-            defaults,
+        return defaults.replace(
             endpoint_url=self.urls["s3"],
             region=REGION,
             access_key_id=CREDENTIAL,

@@ -54,9 +54,9 @@ from functions.common.metrics import (
     RECEIVER_EVENTS_FAILED,
     instrument,
 )
+from functions.common.photo_store import PhotoState, PhotoStore
 from functions.common.request_limits import limit_request_bodies
 from functions.common.seen_events import SeenEvents
-from functions.common.status_store import Stage, StatusStore
 from functions.common.telemetry import (
     add_trace_context,
     configure_tracing,
@@ -156,7 +156,7 @@ TRANSIENT = (BrokerRejected, TransientError, TimeoutError, requests.RequestExcep
 class Acceptor:
     """Takes one upload: publishes its event, records it, and remembers its B2 eventId."""
 
-    store: StatusStore
+    store: PhotoStore
     seen: SeenEvents
     publisher: BrokerPublisher
 
@@ -170,7 +170,9 @@ class Acceptor:
                 RECEIVER_EVENTS_DUPLICATE.inc()
                 return False
             self.publisher.publish(_upload_event(upload))
-            self.store.record(photo.user_id, photo.photo_id, Stage.UPLOADED, at=photo.uploaded_at)
+            self.store.record(
+                photo.user_id, photo.photo_id, PhotoState.UPLOADED, at=photo.uploaded_at
+            )
             self.seen.remember(upload.event_id)
             return True
 
@@ -211,7 +213,7 @@ class Outcomes:
 
 def create_app(
     settings: ReceiverSettings | None = None,
-    store: StatusStore | None = None,
+    store: PhotoStore | None = None,
     seen: SeenEvents | None = None,
     limits: RequestLimits | None = None,
 ) -> Flask:
@@ -222,7 +224,7 @@ def create_app(
     settings.require_signed_webhooks()
     limits = limits or RequestLimits.from_env()
     status_settings = StatusSettings.from_env()
-    store = store or StatusStore.from_settings(status_settings)
+    store = store or PhotoStore.from_settings(status_settings)
     seen = seen or SeenEvents.from_url(status_settings.redis_url, settings.dedup_window_s)
     ca_bundle = ca_bundle_with(settings.sink_ca_certs) if settings.sink_ca_certs else None
     publisher = BrokerPublisher(

@@ -37,7 +37,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -142,7 +142,7 @@ def main() -> None:
 
 def pack_settings(pack: Path) -> EmbedSettings:
     """The function's settings, from the environment as in the function, for `pack`."""
-    return replace(EmbedSettings.from_env(), model_root=pack.parent, model_pack=pack.name)
+    return EmbedSettings.from_env().replace(model_root=pack.parent, model_pack=pack.name)
 
 
 def group_photo(faces: int) -> bytes:

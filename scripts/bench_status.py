@@ -32,7 +32,7 @@ import requests
 
 from devstack.processes import usage_with_children
 from devstack.stack import Processes, mint_token, token_env
-from functions.common.status_store import Stage, StatusStore
+from functions.common.photo_store import PhotoState, PhotoStore
 
 USER = "bench-user"
 JWT_SECRET = "bench-status-" + "0123456789abcdef" * 2
@@ -86,16 +86,18 @@ def parse_args() -> argparse.Namespace:
 
 def seed(redis_url: str) -> None:
     """A user in the middle of a run: 40 photos, 30 thumbnails, 20 embeddings, 2 failures."""
-    store = StatusStore(redis.Redis.from_url(redis_url, decode_responses=True))
+    store = PhotoStore(redis.Redis.from_url(redis_url, decode_responses=True))
     now = time.time()
     for index in range(40):
-        store.record(USER, f"{USER}/IMG_{index:04d}.jpg", Stage.UPLOADED, at=now - 60)
+        store.record(USER, f"{USER}/IMG_{index:04d}.jpg", PhotoState.UPLOADED, at=now - 60)
     for index in range(30):
-        stage = Stage.THUMBNAIL_FAILED if index < 2 else Stage.THUMBNAIL
+        stage = PhotoState.THUMBNAIL_FAILED if index < 2 else PhotoState.THUMBNAIL
         reason = "corrupt" if index < 2 else None
         store.record(USER, f"{USER}/IMG_{index:04d}.jpg", stage, reason=reason, at=now - 30)
     for index in range(2, 22):
-        store.record(USER, f"{USER}/IMG_{index:04d}.jpg", Stage.EMBEDDING, faces=1, at=now - 10)
+        store.record(
+            USER, f"{USER}/IMG_{index:04d}.jpg", PhotoState.EMBEDDING, faces=1, at=now - 10
+        )
 
 
 def start_status(processes: Processes, redis_url: str, args: argparse.Namespace) -> str:

@@ -6,6 +6,9 @@ stand-ins (local-tools) and Redis from Debian's package, tagged `photo-pipeline/
 
 Standard library only: it runs with any Python 3.11, without the development virtualenv.
 
+- Dockerfiles: thumbnail, status and b2-receiver are targets of functions/Dockerfile, told apart
+  by build arguments (IMAGES: the lock, the package copied); embed has its own.
+
 - Base image: the Dockerfiles' default (debian:bookworm-slim pinned by digest) when it is
   present or can be pulled; otherwise scripts/make-base-image.sh makes a Debian bookworm image
   from Debian's packages and every image is built on it. `--base-image` (or BASE_IMAGE in the
@@ -54,21 +57,42 @@ class Image:
     name: str
     dockerfile: str
     build_args: dict[str, str] = field(default_factory=dict)
-    target: str | None = None
+    target: str | None = None  # the stage built and deployed; None: the Dockerfile's last
+    local_target: str | None = None  # the stage make images builds instead, where another
     deployed: bool = True  # a Knative Service runs it (scripts/deploy builds and pushes it)
 
 
+# thumbnail, status and b2-receiver: one Dockerfile, a target each; the build arguments name
+# the lock it installs and the package it copies (APP, and APP_FILES where only part of it).
+FUNCTION_DOCKERFILE = "functions/Dockerfile"
 IMAGES = (
-    Image("thumbnail", "functions/thumbnail/Dockerfile"),
-    Image("embed", "functions/embed/Dockerfile", target="no-model-pack"),
-    Image("status", "functions/status/Dockerfile"),
-    Image("b2-receiver", "eventing/Dockerfile"),
+    Image(
+        "thumbnail",
+        FUNCTION_DOCKERFILE,
+        {"LOCK": "thumbnail", "APP": "functions/thumbnail"},
+        target="thumbnail",
+    ),
+    # insightface compiled and a model pack baked: its own Dockerfile, the same stages.
+    Image("embed", "functions/embed/Dockerfile", local_target="no-model-pack"),
+    Image(
+        "status",
+        FUNCTION_DOCKERFILE,
+        {"LOCK": "status", "APP": "functions/status"},
+        target="status",
+    ),
+    Image(
+        "b2-receiver",
+        FUNCTION_DOCKERFILE,
+        {"LOCK": "receiver", "APP": "eventing", "APP_FILES": "*.py"},
+        target="b2-receiver",
+    ),
     Image("local-tools", "scripts/Dockerfile", deployed=False),
     Image("redis", "docker/redis/Dockerfile", deployed=False),
 )
 NAMES = tuple(image.name for image in IMAGES)
 # What a Knative Service runs, by Service name: scripts/deploy builds exactly these.
-DEPLOYED_DOCKERFILES = {image.name: image.dockerfile for image in IMAGES if image.deployed}
+DEPLOYED = {image.name: image for image in IMAGES if image.deployed}
+DEPLOYED_DOCKERFILES = {name: image.dockerfile for name, image in DEPLOYED.items()}
 
 
 class BuildError(RuntimeError):
@@ -219,14 +243,23 @@ def secret_arguments(workdir: Path) -> list[str]:
 
 
 def copied_sources(dockerfile: str, build_args: dict[str, str]) -> list[str]:
-    """The build-context paths a Dockerfile's COPY instructions read (ARGs substituted)."""
+    """The build-context paths a Dockerfile's COPY instructions read: ARGs substituted (the
+    Dockerfile's defaults where `build_args` names none), patterns matched."""
     text = re.sub(r"\\\n", " ", (ROOT / dockerfile).read_text())
+    args = dict(re.findall(r"^ARG (\w+)=?(\S*)", text, re.MULTILINE)) | build_args
     sources = []
     for line in text.splitlines():
         words = line.split()
         if words[:1] == ["COPY"] and not any(w.startswith("--from") for w in words):
             sources += [w for w in words[1:-1] if not w.startswith("--")]
-    return [re.sub(r"\$\{(\w+)\}", lambda m: build_args.get(m[1], m[0]), s) for s in sources]
+    paths = []
+    for source in sources:
+        source = re.sub(r"\$\{(\w+)\}", lambda m: args.get(m[1], m[0]), source).rstrip("/")
+        if re.search(r"[*?[]", source):
+            paths += sorted(str(path.relative_to(ROOT)) for path in ROOT.glob(source))
+        else:
+            paths.append(source)
+    return paths
 
 
 def _files(source: str) -> Iterator[Path]:
@@ -276,8 +309,10 @@ def image_build_args(image: Image, options: Options, base: str) -> dict[str, str
 
 
 def build_target(image: Image, options: Options) -> str | None:
-    """The stage to build: the embed image's default (the pack baked) with --with-model-pack."""
-    return None if (image.name == "embed" and options.with_model_pack) else image.target
+    """The stage to build: the deployed one (embed's, the pack baked) with --with-model-pack."""
+    if image.local_target and not options.with_model_pack:
+        return image.local_target
+    return image.target
 
 
 def build_command(
@@ -318,11 +353,15 @@ def production_build_command(
     model_pack_sha256: str = "",
     base_image: str | None = None,
 ) -> list[str]:
-    """The build of a deployed image (scripts/deploy): each Dockerfile's default target, so
-    embed bakes the model pack; run it from the repository root with DOCKER_BUILDKIT=1 and a
-    client that can use BuildKit (`buildkit_client()`), or podman."""
-    command = [engine, "build", "--file", DEPLOYED_DOCKERFILES[name], "--tag", ref]
+    """The build of a deployed image (scripts/deploy): its deployed target, so embed bakes the
+    model pack; run it from the repository root with DOCKER_BUILDKIT=1 and a client that can
+    use BuildKit (`buildkit_client()`), or podman."""
+    image = DEPLOYED[name]
+    command = [engine, "build", "--file", image.dockerfile, "--tag", ref]
+    if image.target:
+        command += ["--target", image.target]
     args = {"BASE_IMAGE": base_image} if base_image else {}
+    args |= image.build_args
     if name == "embed" and gpu:
         args["LOCK"] = "embed-gpu"
     if name == "embed" and model_pack_sha256:

@@ -50,7 +50,8 @@ CLUSTER_PATCHES = ROOT / "knative" / "cluster"
 EXAMPLE_SECRETS = ROOT / "knative" / "secrets.example.env"
 SECRET_NAME = "photo-pipeline-secrets"
 NAMESPACE = "photos"
-# Knative Service name -> its Dockerfile; every image is built from the repository root.
+# Knative Service name -> its Dockerfile (thumbnail, status and b2-receiver share one, a target
+# each); every image is built from the repository root.
 DOCKERFILES = DEPLOYED_DOCKERFILES
 PLACEHOLDER_IMAGE = "photo-pipeline/{name}"
 # The container engines that can build and push the images, in order of preference.

@@ -14,7 +14,6 @@ the largest N cores free.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import statistics
 import time
@@ -49,7 +48,7 @@ def median_ms(session: ort.InferenceSession, shape: tuple[int, ...], runs: int) 
 def measure(pack: Path, cpus: list[int], runs: int) -> tuple[float, float]:
     """Median detection and one-face recognition ms on these CPUs, one thread each."""
     os.sched_setaffinity(0, cpus)
-    settings = dataclasses.replace(EmbedSettings(), intra_op_threads=len(cpus))
+    settings = EmbedSettings().replace(intra_op_threads=len(cpus))
     options = runtime.session_options(settings)
     timings = []
     for name, shape in ((DETECTOR_FILE, DETECTION_INPUT), (RECOGNIZER_FILE, RECOGNITION_INPUT)):

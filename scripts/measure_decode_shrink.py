@@ -27,7 +27,6 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import insightface
@@ -111,7 +110,7 @@ def measure(test_pack: Path) -> None:
     analyzer = FaceAnalyzer(markers)
     analyzer.load()
     proxy_pack = cached_pack(ROOT / "var" / "bench-models")
-    proxy = replace(markers, model_root=proxy_pack.parent, model_pack=PACK_NAME)
+    proxy = markers.replace(model_root=proxy_pack.parent, model_pack=PACK_NAME)
     recognizer = load_task_models(proxy, ["recognition"])["recognition"]
     recognizer.prepare(ctx_id=0)
 
@@ -130,7 +129,7 @@ def measure(test_pack: Path) -> None:
         reference = [embed(full.image, kps) for kps in landmarks]
         variants = [("re-encoded q95", reencoded(data), markers)]
         variants += [
-            (f"1/{r}", data, replace(markers, decode_shrink=True, decode_min_side=SIZE[0] // r))
+            (f"1/{r}", data, markers.replace(decode_shrink=True, decode_min_side=SIZE[0] // r))
             for r in (1, 2, 4)
         ]
         for name, encoded, settings in variants:

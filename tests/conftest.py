@@ -20,6 +20,8 @@ from werkzeug.serving import make_server
 from devstack.make_test_model_pack import build_pack
 from devstack.stack import Processes
 from functions.common.events import parse_event
+from functions.common.photo_store import PhotoStore
+from functions.status.status_reader import StatusReader
 from tests.stack_fixtures import stack  # noqa: F401 - the session-wide local stack
 
 
@@ -42,6 +44,12 @@ def redis_client(redis_server: str) -> redis.Redis:
     client = redis.Redis.from_url(redis_server, decode_responses=True)
     client.flushdb()
     return client
+
+
+@pytest.fixture
+def reader(store: PhotoStore) -> StatusReader:
+    """The status function's reader of what `store`, the module's PhotoStore, wrote."""
+    return StatusReader(store.client, store.settings)
 
 
 @pytest.fixture

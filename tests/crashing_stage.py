@@ -8,8 +8,8 @@ from flask import Flask
 
 from functions.common.config import StatusSettings
 from functions.common.events import PhotoRef
+from functions.common.photo_store import PhotoStore
 from functions.common.stage_app import StageResult, create_stage_app
-from functions.common.status_store import StatusStore
 from functions.thumbnail.app import stage_spec
 
 
@@ -20,5 +20,5 @@ def _work(photo: PhotoRef) -> StageResult:
 
 
 def create_app() -> Flask:
-    store = StatusStore.from_settings(StatusSettings.from_env())
+    store = PhotoStore.from_settings(StatusSettings.from_env())
     return create_stage_app(stage_spec(_work), store)

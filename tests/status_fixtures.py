@@ -15,7 +15,7 @@ from functions.common.config import (
     DeadLetterSettings,
     StatusSettings,
 )
-from functions.common.status_store import StatusStore
+from functions.common.photo_store import PhotoStore
 from functions.status.app import create_app
 
 SECRET = "test-secret-" + "0123456789abcdef" * 4  # 75 bytes: long enough for any HS*
@@ -24,8 +24,8 @@ ISSUER = "https://backend.example"
 AUDIENCE = "photo-status"
 ADMIN_SECRET = "admin-token-" + "fedcba9876543210" * 4
 SESSION_SECRET = "admin-session-" + "00112233445566778899" * 3
-ADMIN_ISSUER = AdminSettings.jwt_issuer
-ADMIN_AUDIENCE = AdminSettings.jwt_audience
+ADMIN_ISSUER = AdminSettings().jwt_issuer
+ADMIN_AUDIENCE = AdminSettings().jwt_audience
 FRONT_END = "https://app.example"
 
 
@@ -72,7 +72,7 @@ def as_admin() -> dict[str, str]:
 def store(redis_server):
     client = redis.Redis.from_url(redis_server, decode_responses=True)
     client.flushdb()
-    return StatusStore(client, StatusSettings(redis_url=redis_server))
+    return PhotoStore(client, StatusSettings(redis_url=redis_server))
 
 
 @pytest.fixture

@@ -1,6 +1,5 @@
 """Which B2 webhooks are authentic, and which of their events become photos to process."""
 
-import dataclasses
 import json
 import re
 
@@ -162,7 +161,7 @@ def test_a_malformed_event_is_ignored_and_the_rest_of_its_batch_kept(malformed):
 
 def test_an_empty_thumbnail_prefix_is_refused_so_the_loop_guard_cannot_be_off():
     with pytest.raises(ValueError, match="thumbnail prefix"):
-        dataclasses.replace(SETTINGS, thumbnail_prefix="")
+        SETTINGS.replace(thumbnail_prefix="")
 
 
 @pytest.mark.parametrize("template", ["{user_id}/thumbs/{key_stem}.jpg", "{key}.thumb.jpg"])
@@ -227,7 +226,7 @@ def test_a_key_that_cannot_be_one_of_our_photos_is_ignored_and_counted_by_reason
 
 
 def test_a_user_id_pattern_capturing_nothing_is_outside_the_layout():
-    settings = dataclasses.replace(SETTINGS, user_id_pattern=re.compile(r"^(?P<user_id>\d*)/?"))
+    settings = SETTINGS.replace(user_id_pattern=re.compile(r"^(?P<user_id>\d*)/?"))
     before = ignored_count("outside_layout")
     parsed = parse_notification(notification(object_created("photos", "ann/a.jpg", 1)), settings)
     assert (parsed.uploads, ignored_count("outside_layout")) == ((), before + 1)

@@ -1,7 +1,5 @@
 """The object store and database Lambda clients classify failures as the pipeline needs."""
 
-import dataclasses
-
 import pytest
 import requests
 
@@ -62,7 +60,7 @@ def test_an_object_over_the_byte_limit_is_refused_before_reading_it(stack):
 
 def test_an_unreachable_object_store_is_a_transient_failure(stack, refused_port):
     unreachable = f"http://127.0.0.1:{refused_port}"
-    store = ObjectStore(dataclasses.replace(storage_settings(stack), endpoint_url=unreachable))
+    store = ObjectStore(storage_settings(stack).replace(endpoint_url=unreachable))
     with pytest.raises(TransientError):
         store.download("photos", "a.jpg", None, max_bytes=100)
 
@@ -113,6 +111,6 @@ def test_the_lambda_stand_in_refuses_an_unknown_failure_kind(stack):
 
 
 def test_an_unknown_lambda_function_is_a_transient_failure_not_a_crash(stack, lambda_env):
-    settings = dataclasses.replace(lambda_settings(stack.urls["lambda"]), function_name="nope")
+    settings = lambda_settings(stack.urls["lambda"]).replace(function_name="nope")
     with pytest.raises(TransientError):
         DatabaseLambda(settings).invoke({})

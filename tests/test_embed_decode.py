@@ -1,7 +1,6 @@
 import io
 import struct
 import zlib
-from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -166,7 +165,7 @@ def test_a_gif_larger_than_a_band_has_the_same_bgr_pixels_in_every_row_as_its_pn
     )
 
 
-SHRINK = replace(SETTINGS, decode_shrink=True, decode_min_side=1280)
+SHRINK = SETTINGS.replace(decode_shrink=True, decode_min_side=1280)
 
 
 def test_jpeg_is_decoded_whole_by_default():
@@ -201,7 +200,7 @@ def test_shrink_is_the_largest_that_keeps_the_long_side_at_the_minimum(
     long_side, min_side, reduction
 ):
     header = PhotoHeader("JPEG", long_side, long_side // 2)
-    settings = replace(SHRINK, decode_min_side=min_side)
+    settings = SHRINK.replace(decode_min_side=min_side)
 
     assert jpeg_reduction(header, settings) == reduction
 

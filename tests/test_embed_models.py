@@ -1,6 +1,5 @@
 import io
 import shutil
-from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -200,7 +199,7 @@ def test_load_warms_the_detector_up_at_the_detection_size(settings):
 
 def test_a_higher_detection_threshold_finds_fewer_faces(analyzer, settings):
     image = bgr(scene())
-    strict = FaceAnalyzer(replace(settings, det_thresh=0.93))
+    strict = FaceAnalyzer(settings.replace(det_thresh=0.93))
     strict.load()
 
     assert 0 < len(strict.analyze(image)) < len(analyzer.analyze(image))
@@ -208,7 +207,7 @@ def test_a_higher_detection_threshold_finds_fewer_faces(analyzer, settings):
 
 def test_nms_threshold_one_keeps_every_overlapping_detection(analyzer, settings):
     image = bgr(scene())
-    loose = FaceAnalyzer(replace(settings, nms_thresh=1.0))
+    loose = FaceAnalyzer(settings.replace(nms_thresh=1.0))
     loose.load()
 
     assert len(loose.analyze(image)) > len(analyzer.analyze(image))
@@ -222,7 +221,7 @@ def test_a_face_cut_by_the_edge_has_a_box_reaching_past_it(analyzer):
 
 def test_a_shrunk_decode_reports_faces_in_the_photos_own_pixels(analyzer, settings):
     data = sample_photo(4, 3, size=(4000, 3000), orientation=6)
-    shrunk = decode_photo(data, replace(settings, decode_shrink=True))
+    shrunk = decode_photo(data, settings.replace(decode_shrink=True))
 
     found = sorted(analyzer.analyze_photo(shrunk), key=lambda face: face.box)
     full = sorted(analyzer.analyze_photo(decode_photo(data, settings)), key=lambda f: f.box)

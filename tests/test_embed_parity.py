@@ -6,8 +6,6 @@ buffalo_l in /models), else the generated TEST pack; the photos hold faces for b
 (tests/embed_photos.py), so these tests run unchanged against either.
 """
 
-from dataclasses import replace
-
 import cv2
 import numpy as np
 import pytest
@@ -103,7 +101,7 @@ def test_faces_equal_face_analysis_on_the_same_file(
 
 def test_max_faces_keeps_the_faces_with_the_best_scores(analyzer, settings):
     image = decode_photo(encode(scene()), settings).image
-    capped = FaceAnalyzer(replace(settings, max_faces=2))
+    capped = FaceAnalyzer(settings.replace(max_faces=2))
     capped.load()
 
     every = sorted(analyzer.analyze(image), key=lambda face: -face.score)

@@ -4,7 +4,6 @@ service's whole path from the bucket to the database Lambda on the local stack."
 import shutil
 import subprocess
 import sys
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -95,7 +94,7 @@ def service_parts(stack, test_model_pack):
 
 def embed(stack, service_parts, key, data, **overrides):
     settings, store, database = service_parts
-    settings = replace(settings, **overrides)
+    settings = settings.replace(**overrides)
     stored = stack.s3().put_object(Bucket=stack.config.bucket, Key=key, Body=data)
     photo = PhotoRef(stack.config.bucket, key, stored["VersionId"], key.split("/")[0])
     analyzer = FaceAnalyzer(settings)

@@ -2,7 +2,8 @@
 runs them: make test-images): hadolint passes; every image is multi-stage on BASE_IMAGE (the
 pinned Debian by default) with Debian's Python, installs its hashed lock through BuildKit
 secrets, runs as uid 10001 and serves its app with gunicorn on $PORT, and copies every project
-module its app imports; compose runs those images as Knative does and wires the same stack."""
+module its app imports (thumbnail, status and b2-receiver are targets of one Dockerfile, told
+apart by build arguments); compose runs those images as Knative does and wires the same stack."""
 
 from __future__ import annotations
 
@@ -18,7 +19,15 @@ import pytest
 import yaml
 
 from scripts import build_images
-from scripts.build_images import DEFAULT_BASE_IMAGE, DEPLOYED_DOCKERFILES, IMAGES
+from scripts.build_images import (
+    DEFAULT_BASE_IMAGE,
+    DEPLOYED,
+    DEPLOYED_DOCKERFILES,
+    FUNCTION_DOCKERFILE,
+    IMAGES,
+    Image,
+    copied_sources,
+)
 from scripts.deploy import DOCKERFILES
 from tests.knative_manifests import (
     ROOT,
@@ -29,15 +38,18 @@ from tests.knative_manifests import (
     secret_env,
 )
 
-ALL_DOCKERFILES = sorted(image.dockerfile for image in IMAGES)
-PYTHON_DOCKERFILES = sorted(i.dockerfile for i in IMAGES if i.name != "redis")
+ALL_DOCKERFILES = sorted({image.dockerfile for image in IMAGES})
+PYTHON_DOCKERFILES = sorted({i.dockerfile for i in IMAGES if i.name != "redis"})
+EMBED_DOCKERFILE = "functions/embed/Dockerfile"
+# The lock each image installs, as its Dockerfile names it (with the image's build arguments).
 LOCKS = {
-    "functions/thumbnail/Dockerfile": "thumbnail",
-    "functions/embed/Dockerfile": "${LOCK}",
-    "functions/status/Dockerfile": "status",
-    "eventing/Dockerfile": "receiver",
-    "scripts/Dockerfile": "local-tools",
+    "thumbnail": "thumbnail",
+    "embed": "embed",
+    "status": "status",
+    "b2-receiver": "receiver",
+    "local-tools": "local-tools",
 }
+IMAGE = {image.name: image for image in IMAGES}
 COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text()
 COMPOSE = yaml.safe_load(COMPOSE_TEXT)
 FUNCTION_SERVICES = ["thumbnail", "embed", "status", "status-dead-letter", "b2-receiver"]
@@ -69,6 +81,29 @@ def last(dockerfile: str, instruction: str) -> str:
     return [args for name, args in instructions(dockerfile) if name == instruction][-1]
 
 
+def image_instructions(image: Image) -> list[tuple[str, str]]:
+    """The instructions that build `image`: its target and the stages that target is FROM
+    (a stage's COPY --from is not followed), in order."""
+    found = stages(image.dockerfile)
+    names = {
+        stage[0][1].split(" AS ")[1]: index
+        for index, stage in enumerate(found)
+        if " AS " in stage[0][1]
+    }
+    index = names[image.target] if image.target else len(found) - 1
+    chain = []
+    while True:
+        chain.insert(0, found[index])
+        base = found[index][0][1].split(" AS ")[0]
+        if base not in names:
+            return [step for stage in chain for step in stage]
+        index = names[base]
+
+
+def image_last(image: Image, instruction: str) -> str:
+    return [args for name, args in image_instructions(image) if name == instruction][-1]
+
+
 def runs(stage: list[tuple[str, str]]) -> str:
     return " ".join(args for name, args in stage if name == "RUN")
 
@@ -78,18 +113,15 @@ def apt_packages(stage: list[tuple[str, str]]) -> set[str]:
     return {word for words in installs for word in words.split() if not word.startswith("-")}
 
 
-def served_module(dockerfile: str) -> str:
-    command = json.loads(last(dockerfile, "CMD"))
+def served_module(image: Image) -> str:
+    command = json.loads(image_last(image, "CMD"))
     return command[-1].removesuffix(":create_app()")
 
 
-def copied_paths(dockerfile: str) -> list[str]:
-    """The repository paths an image copies from the build context."""
-    sources = []
-    for name, args in instructions(dockerfile):
-        if name == "COPY" and not args.startswith("--from"):
-            sources += args.split()[:-1]
-    return sources
+def copied_paths(image: Image) -> list[str]:
+    """The repository paths an image copies from the build context (its build arguments
+    substituted, patterns matched)."""
+    return copied_sources(image.dockerfile, image.build_args)
 
 
 def project_files_imported(module: str) -> set[str]:
@@ -128,39 +160,49 @@ def test_image_is_built_on_base_image_defaulting_to_the_pinned_debian(dockerfile
         names.update(alias)
 
 
-@pytest.mark.parametrize("dockerfile", PYTHON_DOCKERFILES)
-def test_image_runs_debians_python_without_build_tools(dockerfile):
-    build, *_, final = stages(dockerfile)
+@pytest.mark.parametrize("name", LOCKS)
+def test_image_runs_debians_python_without_build_tools(name):
+    image = IMAGE[name]
+    build = stages(image.dockerfile)[0]
     assert {"python3", "python3-venv"} <= apt_packages(build)
-    final_from = final[0][1].split(" AS ")[0]
-    runtime = final if final_from == "${BASE_IMAGE}" else stages(dockerfile)[-2]
-    assert apt_packages(runtime) == {"python3"}
+    assert apt_packages(image_instructions(image)) == {"python3"}  # the stages it runs on
     assert "python3 -m venv /opt/venv" in runs(build)
 
 
 def test_embed_build_stage_has_the_compiler_and_headers_insightface_needs():
-    build = stages("functions/embed/Dockerfile")[0]
+    build = stages(EMBED_DOCKERFILE)[0]
     assert {"g++", "python3-dev"} <= apt_packages(build)
 
 
-@pytest.mark.parametrize(("dockerfile", "lock"), LOCKS.items())
-def test_image_installs_its_hashed_lock_and_nothing_else(dockerfile, lock):
-    install = [args for name, args in instructions(dockerfile) if "pip install" in args]
+@pytest.mark.parametrize(("name", "lock"), LOCKS.items())
+def test_image_installs_its_hashed_lock_and_nothing_else(name, lock):
+    image = IMAGE[name]
+    install = [args for name, args in instructions(image.dockerfile) if "pip install" in args]
     (venv_install,) = install
-    assert f"-r /build/requirements/{lock}.txt" in venv_install
+    arguments = dict(re.findall(r"^ARG (\w+)=(\S+)", (ROOT / image.dockerfile).read_text(), re.M))
+    arguments |= image.build_args
+    installed = re.sub(r"\$\{(\w+)\}", lambda m: arguments[m[1]], venv_install)
+    assert f"-r /build/requirements/{lock}.txt" in installed
     for command in re.findall(r"pip install [^&]*", venv_install):
         assert "--require-hashes" in command and "--no-deps" in command
-    assert f"requirements/lock/{lock}.txt" in copied_paths(dockerfile)
+    assert f"requirements/lock/{lock}.txt" in copied_paths(image)
 
 
-@pytest.mark.parametrize("dockerfile", PYTHON_DOCKERFILES)
-def test_pip_index_and_ca_come_as_build_secrets_never_in_a_layer(dockerfile):
-    (install,) = [args for name, args in instructions(dockerfile) if "pip install" in args]
+@pytest.mark.parametrize("name", ["thumbnail", "status", "b2-receiver"])
+def test_function_images_but_embed_install_wheels_only(name):
+    (install,) = [args for _, args in instructions(IMAGE[name].dockerfile) if "pip install" in args]
+    assert "--only-binary=:all:" in install
+
+
+@pytest.mark.parametrize("name", LOCKS)
+def test_pip_index_and_ca_come_as_build_secrets_never_in_a_layer(name):
+    image = IMAGE[name]
+    (install,) = [args for name, args in instructions(image.dockerfile) if "pip install" in args]
     assert "--mount=type=secret,id=pip.conf" in install
     assert "--mount=type=secret,id=ca" in install
-    env = " ".join(args for name, args in instructions(dockerfile) if name == "ENV")
+    env = " ".join(args for name, args in instructions(image.dockerfile) if name == "ENV")
     assert "PIP_CONFIG_FILE=/run/secrets/pip.conf" in env
-    assert not any(re.search(r"pip\.conf|\.crt|\.pem", path) for path in copied_paths(dockerfile))
+    assert not any(re.search(r"pip\.conf|\.crt|\.pem", path) for path in copied_paths(image))
 
 
 @pytest.mark.parametrize("dockerfile", PYTHON_DOCKERFILES)
@@ -168,36 +210,35 @@ def test_image_compiles_its_bytecode_for_a_read_only_root_filesystem(dockerfile)
     assert "python -m compileall -q /app" in runs(instructions(dockerfile))
 
 
-@pytest.mark.parametrize("dockerfile", ALL_DOCKERFILES)
-def test_image_runs_as_uid_10001(dockerfile):
-    assert last(dockerfile, "USER") == "10001:10001"
+@pytest.mark.parametrize("image", IMAGES, ids=lambda image: image.name)
+def test_image_runs_as_uid_10001(image):
+    assert image_last(image, "USER") == "10001:10001"
 
 
-@pytest.mark.parametrize(("service", "dockerfile"), DOCKERFILES.items())
-def test_image_serves_its_app_with_gunicorn_on_port(service, dockerfile):
-    command = json.loads(last(dockerfile, "CMD"))
+@pytest.mark.parametrize("service", DOCKERFILES)
+def test_image_serves_its_app_with_gunicorn_on_port(service):
+    command = json.loads(image_last(DEPLOYED[service], "CMD"))
     assert command[:3] == ["gunicorn", "-c", "functions/common/gunicorn_conf.py"]
     assert command[-1].endswith(":create_app()")
     assert container(knative_service(service))["ports"] == [{"containerPort": 8080}]  # as $PORT
 
 
-def modules_run(dockerfile: str) -> list[str]:
+def modules_run(image: Image) -> list[str]:
     """The project modules an image serves, and those its build runs with `python -m`."""
     built = [
         module
-        for name, args in instructions(dockerfile)
+        for name, args in instructions(image.dockerfile)
         if name == "RUN"
         for module in re.findall(r"python -m ((?:functions|eventing|scripts)\.[\w.]+)", args)
     ]
-    return [served_module(dockerfile), *built]
+    return [served_module(image), *built]
 
 
-@pytest.mark.parametrize("dockerfile", DOCKERFILES.values())
-def test_image_copies_every_project_module_its_app_and_build_import(dockerfile):
-    copied = copied_paths(dockerfile)
-    imported = {
-        path for module in modules_run(dockerfile) for path in project_files_imported(module)
-    }
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_image_copies_every_project_module_its_app_and_build_import(name):
+    image = DEPLOYED[name]
+    copied = copied_paths(image)
+    imported = {path for module in modules_run(image) for path in project_files_imported(module)}
     missing = [
         path
         for path in sorted(imported)
@@ -206,8 +247,21 @@ def test_image_copies_every_project_module_its_app_and_build_import(dockerfile):
     assert missing == []
 
 
+def test_images_of_the_shared_dockerfile_copy_only_their_own_package():
+    shared = [image for image in IMAGES if image.dockerfile == FUNCTION_DOCKERFILE]
+    assert {image.target for image in shared} == {image.name for image in shared}
+    packages = {"functions/thumbnail", "functions/status", "functions/embed", "eventing"}
+    for image in shared:
+        app = image.build_args["APP"]
+        assert served_module(image).replace(".", "/").startswith(app + "/")
+        own = [path for path in copied_paths(image) if path.startswith(tuple(packages))]
+        assert own and all(path.startswith(app) for path in own), image.name
+    receiver = copied_paths(IMAGE["b2-receiver"])
+    assert not any(path.endswith(".yaml") for path in receiver)  # its .py, not the manifests
+
+
 def test_embed_image_bakes_the_model_pack_where_the_service_loads_it_by_default():
-    dockerfile = "functions/embed/Dockerfile"
+    dockerfile = EMBED_DOCKERFILE
     (fetch,) = [
         args
         for name, args in instructions(dockerfile)
@@ -222,25 +276,21 @@ def test_embed_image_bakes_the_model_pack_where_the_service_loads_it_by_default(
 
 
 def test_embed_image_has_a_target_without_the_pack_for_machines_that_cannot_fetch_it():
-    (no_pack,) = [
-        s for s in stages("functions/embed/Dockerfile") if s[0][1].endswith(" no-model-pack")
-    ]
+    (no_pack,) = [s for s in stages(EMBED_DOCKERFILE) if s[0][1].endswith(" no-model-pack")]
     assert not any("models" in args for name, args in no_pack if name == "COPY")
-    (embed,) = [image for image in IMAGES if image.name == "embed"]
-    assert embed.target == "no-model-pack"  # make images: the pack is mounted when run
+    assert IMAGE["embed"].local_target == "no-model-pack"  # make images: the pack is mounted
+    assert IMAGE["embed"].target is None  # deployed: the default target, the pack baked in
 
 
 def test_embed_image_turns_off_onnxruntimes_telemetry():
-    env = " ".join(
-        args for name, args in instructions("functions/embed/Dockerfile") if name == "ENV"
-    )
+    env = " ".join(args for name, args in instructions(EMBED_DOCKERFILE) if name == "ENV")
     assert "ORT_DISABLE_TELEMETRY=1" in env.split()
 
 
 def test_embed_image_selects_onnxruntimes_gpu_build_by_its_lock():
     (argument,) = [
         args
-        for name, args in instructions("functions/embed/Dockerfile")
+        for name, args in instructions(EMBED_DOCKERFILE)
         if name == "ARG" and args.startswith("LOCK=")
     ]
     assert argument == "LOCK=embed"
@@ -275,7 +325,9 @@ def test_a_production_embed_build_bakes_the_pack_and_selects_the_gpu_lock_by_arg
     assert {"LOCK=embed-gpu", f"MODEL_PACK_SHA256={'ab' * 32}"} <= set(command)
     thumbnail = build_images.production_build_command("docker", "thumbnail", "r/t:1")
     assert thumbnail == [
-        "docker", "build", "--file", "functions/thumbnail/Dockerfile", "--tag", "r/t:1", ".",
+        "docker", "build", "--file", "functions/Dockerfile", "--tag", "r/t:1",
+        "--target", "thumbnail",
+        "--build-arg", "LOCK=thumbnail", "--build-arg", "APP=functions/thumbnail", ".",
     ]  # fmt: skip
 
 
@@ -324,9 +376,12 @@ def test_compose_runs_the_images_make_images_builds_from_their_dockerfiles():
     assert built == DOCKERFILES
     for name in DOCKERFILES:
         service = COMPOSE["services"][name]
+        image = DEPLOYED[name]
         assert service["image"] == f"photo-pipeline/{name}:${{TAG:-dev}}"
         assert service["build"]["context"] == "."
-        assert service["build"]["args"]["BASE_IMAGE"] == f"${{BASE_IMAGE:-{DEFAULT_BASE_IMAGE}}}"
+        assert service["build"].get("target") == (image.local_target or image.target)
+        args = service["build"]["args"]
+        assert args == {"BASE_IMAGE": f"${{BASE_IMAGE:-{DEFAULT_BASE_IMAGE}}}", **image.build_args}
 
 
 @pytest.mark.parametrize("name", FUNCTION_SERVICES)

@@ -5,7 +5,7 @@ image deploys. Imports are read with `ast`, so a word in a docstring or comment 
 import ast
 from pathlib import Path
 
-from scripts.build_images import copied_sources
+from scripts.build_images import IMAGES, copied_sources
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOYED = ("functions", "eventing")
@@ -49,7 +49,8 @@ def test_no_scripts_or_devstack_module_imports_tests():
 
 
 def test_every_eventing_module_is_copied_into_the_receiver_image():
-    copied = copied_sources("eventing/Dockerfile", {})
+    (receiver,) = [image for image in IMAGES if image.name == "b2-receiver"]
+    copied = copied_sources(receiver.dockerfile, receiver.build_args)
     not_deployed = [
         str(path.relative_to(ROOT))
         for path in modules("eventing")

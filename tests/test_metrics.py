@@ -20,9 +20,9 @@ from functions.common.config import AdminSettings
 from functions.common.events import OBJECT_CREATED, PhotoRef, binary_http, new_event, photo_data
 from functions.common.metrics import instrument
 from functions.common.status_model import Backlog, PipelineSnapshot
-from functions.common.status_store import StatusStore
 from functions.status.admin import read_pipeline
 from functions.status.metrics import StageHealthCollector
+from functions.status.status_reader import StatusReader
 
 RULES = Path(__file__).resolve().parent.parent / "knative" / "alerts" / "prometheus-rules.yaml"
 
@@ -111,10 +111,10 @@ def test_the_status_function_exports_stage_health_and_thresholds(stack):
 
 def test_redis_memory_is_exported_against_its_bound(redis_server):
     client = redis.Redis.from_url(redis_server, decode_responses=True)
-    store = StatusStore(client)
+    reader = StatusReader(client)
     client.config_set("maxmemory", "512mb")
     try:
-        collected = StageHealthCollector(lambda: read_pipeline(store, AdminSettings())).collect()
+        collected = StageHealthCollector(lambda: read_pipeline(reader, AdminSettings())).collect()
         gauges = {family.name: family.samples[0].value for family in collected if family.samples}
     finally:
         client.config_set("maxmemory", 0)

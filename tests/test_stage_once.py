@@ -19,8 +19,9 @@ from functions.common.events import (
     parse_event,
     photo_data,
 )
+from functions.common.photo_store import PhotoState, PhotoStore
 from functions.common.stage_app import StageResult, create_stage_app
-from functions.common.status_store import Stage, StatusStore
+from functions.status.status_reader import StatusReader
 from functions.thumbnail.app import stage_spec
 
 PHOTO = PhotoRef("photos", "ann/写真 1.jpg", "v1", "ann")
@@ -47,7 +48,7 @@ def client(redis_client):
 
 
 def stage(client, work, **settings):
-    store = StatusStore(client, StatusSettings(**settings))
+    store = PhotoStore(client, StatusSettings(**settings))
     return create_stage_app(stage_spec(work), store).test_client(), store
 
 
@@ -93,18 +94,18 @@ def test_a_repeat_whose_reply_has_expired_is_answered_with_no_event(client):
 def test_a_delivery_while_another_works_on_the_photo_is_answered_503_untouched(client):
     work = CountingWork()
     app, store = stage(client, work)
-    store.claim(PHOTO.user_id, PHOTO.photo_id, Stage.THUMBNAIL)
+    store.claim(PHOTO.user_id, PHOTO.photo_id, PhotoState.THUMBNAIL)
     assert deliver(app).status_code == 503
     assert work.calls == 0
 
 
 def test_a_transient_failure_gives_the_photo_back_for_the_retry(client):
     work = CountingWork(TransientError("S3 unavailable"))
-    app, store = stage(client, work)
+    app, _ = stage(client, work)
     assert deliver(app).status_code == 503
     assert deliver(app).status_code == 200
     assert work.calls == 2
-    assert store.user_status("ann").thumbnails_done == 1
+    assert StatusReader(client).user_status("ann").thumbnails_done == 1
 
 
 def test_photos_that_differ_only_in_unicode_normalization_are_each_processed(client):
@@ -124,9 +125,9 @@ def test_an_outcome_is_recorded_through_a_short_redis_outage_without_repeating_t
         threading.Timer(0.5, client.config_set, ("min-replicas-to-write", 0)).start()
         return StageResult(data={})
 
-    app, store = stage(client, work_then_outage)
+    app, _ = stage(client, work_then_outage)
     assert deliver(app).status_code == 200
-    assert (len(calls), store.user_status("ann").thumbnails_done) == (1, 1)
+    assert (len(calls), StatusReader(client).user_status("ann").thumbnails_done) == (1, 1)
 
 
 # A worker that dies on a photo, under gunicorn as deployed
@@ -161,14 +162,13 @@ def post(url, photo=POISON):
 def test_a_photo_that_kills_its_worker_fails_as_crashed_after_the_attempts_allowed(
     crashing_stage, client
 ):
-    store = StatusStore(client)
     answers = []
     for _ in range(3):
         answers.append(post(crashing_stage))
         time.sleep(0.5)  # the lease of the dead attempt lapses; gunicorn boots a new worker
     assert answers[:2] == [None, None]
     assert answers[2] == 200
-    status = store.user_status("ann")
+    status = StatusReader(client).user_status("ann")
     assert (status.thumbnails_failed, status.failures[0]["reason"]) == (1, "crashed")
 
 
@@ -179,4 +179,4 @@ def test_a_healthy_photo_is_processed_by_the_worker_that_replaced_a_dead_one(
     time.sleep(0.5)
     healthy = PhotoRef("photos", "ann/fine.jpg", "v1", "ann")
     assert post(crashing_stage, healthy) == 200
-    assert StatusStore(client).user_status("ann").thumbnails_done == 1
+    assert StatusReader(client).user_status("ann").thumbnails_done == 1

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from functions.common.status_store import Stage
+from functions.common.photo_store import PhotoState
 from functions.status.app import create_app
 from functions.status.overview import percentile
 from tests.status_fixtures import (  # noqa: F401 - fixtures
@@ -35,10 +35,10 @@ def overview(client):
 
 
 def thumbnails_taking(store, durations_ms, user="ann", reason=None):
-    stage = Stage.THUMBNAIL_FAILED if reason else Stage.THUMBNAIL
+    stage = PhotoState.THUMBNAIL_FAILED if reason else PhotoState.THUMBNAIL
     for index, duration in enumerate(durations_ms):
         photo = f"{user}-{reason}-{index}-{duration}"
-        store.record(user, photo, Stage.UPLOADED)
+        store.record(user, photo, PhotoState.UPLOADED)
         store.record(user, photo, stage, duration_ms=duration, reason=reason)
 
 
@@ -128,8 +128,8 @@ def test_raising_the_threshold_clears_the_breach(client, store):
 
 
 def test_a_photo_waiting_longer_than_the_backlog_threshold_is_a_breach(client, store):
-    store.record("ann", "old.jpg", Stage.UPLOADED, at=time.time() - 90)
-    store.record("ann", "new.jpg", Stage.UPLOADED)
+    store.record("ann", "old.jpg", PhotoState.UPLOADED, at=time.time() - 90)
+    store.record("ann", "new.jpg", PhotoState.UPLOADED)
     thumbnail = overview(client)["stages"]["thumbnail"]
     assert thumbnail["backlog"]["pending"] == 2
     assert thumbnail["backlog"]["oldest_age_s"] == pytest.approx(90, abs=2)
@@ -146,10 +146,10 @@ def test_errors_are_counted_by_reason_with_the_error_rate(client, store):
 
 
 def test_the_overview_lists_users_still_working_first(client, store):
-    store.record("ann", "a", Stage.UPLOADED)
-    store.record("ann", "a", Stage.EMBEDDING)
-    store.record("bob", "b", Stage.UPLOADED)
-    store.record("bob", "b", Stage.THUMBNAIL)
+    store.record("ann", "a", PhotoState.UPLOADED)
+    store.record("ann", "a", PhotoState.EMBEDDING)
+    store.record("bob", "b", PhotoState.UPLOADED)
+    store.record("bob", "b", PhotoState.THUMBNAIL)
     users = overview(client)["users"]
     assert [u["user_id"] for u in users] == ["bob", "ann"]
     assert users[0] == {

@@ -14,8 +14,9 @@ from werkzeug.test import Client
 
 from functions.common.errors import TransientError
 from functions.common.events import OBJECT_CREATED, THUMBNAIL_CREATED, binary_http
-from functions.common.status_store import Stage, StatusStore
+from functions.common.photo_store import PhotoState, PhotoStore
 from functions.status.app import create_app
+from functions.status.status_reader import StatusReader
 from tests.status_fixtures import (  # noqa: F401 - fixtures
     FRONT_END,
     admin_settings,
@@ -51,14 +52,14 @@ def own_status(client, user_id="ann", **headers):
 
 
 def test_status_of_a_user_with_pending_thumbnails_says_processing(client, store):
-    store.record("ann", "a.jpg", Stage.UPLOADED)
+    store.record("ann", "a.jpg", PhotoState.UPLOADED)
     body = own_status(client).get_json()
     assert (body["phase"], body["message"]) == ("processing", "Processing your photos")
     assert body["run"]["thumbnails_pending"] == 1
 
 
 def test_status_of_a_user_with_pending_embeddings_says_indexing_with_ai(client, store):
-    store.record("ann", "a.jpg", Stage.THUMBNAIL)
+    store.record("ann", "a.jpg", PhotoState.THUMBNAIL)
     body = own_status(client).get_json()
     assert (body["phase"], body["message"]) == ("indexing", "Indexing with AI")
 
@@ -75,9 +76,9 @@ def test_status_of_a_new_user_is_idle_with_zero_counts(client):
 
 
 def test_status_reports_the_run_with_progress_and_lifetime_counts(client, store):
-    store.record("ann", "a.jpg", Stage.UPLOADED)
-    store.record("ann", "a.jpg", Stage.THUMBNAIL)
-    store.record("ann", "b.jpg", Stage.UPLOADED)
+    store.record("ann", "a.jpg", PhotoState.UPLOADED)
+    store.record("ann", "a.jpg", PhotoState.THUMBNAIL)
+    store.record("ann", "b.jpg", PhotoState.UPLOADED)
     body = own_status(client).get_json()
     run = body["run"]
     assert (run["expected"], run["uploaded"], run["thumbnails_done"]) == (2, 2, 1)
@@ -87,7 +88,7 @@ def test_status_reports_the_run_with_progress_and_lifetime_counts(client, store)
 
 
 def test_the_users_path_reads_the_tokens_own_user(client, store):
-    store.record("ann", "a.jpg", Stage.UPLOADED)
+    store.record("ann", "a.jpg", PhotoState.UPLOADED)
     response = client.get("/v1/users/ann/status", headers=as_user("ann"))
     assert response.get_json()["counts"]["uploaded"] == 1
 
@@ -104,8 +105,8 @@ def test_an_unchanged_status_answers_304_to_its_etag(client):
 
 
 def test_a_run_in_progress_answers_304_while_nothing_changes(client, store):
-    store.record("ann", "a.jpg", Stage.UPLOADED)
-    store.record("ann", "a.jpg", Stage.THUMBNAIL)
+    store.record("ann", "a.jpg", PhotoState.UPLOADED)
+    store.record("ann", "a.jpg", PhotoState.THUMBNAIL)
     first = own_status(client)
     assert first.get_json()["run"]["eta_s"] is not None
     assert own_status(client, **{"If-None-Match": first.headers["ETag"]}).status_code == 304
@@ -113,7 +114,7 @@ def test_a_run_in_progress_answers_304_while_nothing_changes(client, store):
 
 def test_a_changed_status_answers_200_with_a_new_etag(client, store):
     etag = own_status(client).headers["ETag"]
-    store.record("ann", "a.jpg", Stage.UPLOADED)
+    store.record("ann", "a.jpg", PhotoState.UPLOADED)
     response = own_status(client, **{"If-None-Match": etag})
     assert response.status_code == 200
     assert response.headers["ETag"] != etag
@@ -192,8 +193,8 @@ def _answer(response):
 def test_the_fast_path_answers_a_poll_exactly_as_the_flask_route_does(
     app, store, headers, monkeypatch
 ):
-    store.record("ann", "a.jpg", Stage.UPLOADED, reason=None)
-    store.record("ann", "b.jpg", Stage.THUMBNAIL_FAILED, reason="corrupt")
+    store.record("ann", "a.jpg", PhotoState.UPLOADED, reason=None)
+    store.record("ann", "b.jpg", PhotoState.THUMBNAIL_FAILED, reason="corrupt")
     etag = own_status(app.test_client()).headers["ETag"].strip('"')
     headers = {name: value.replace("CURRENT", etag) for name, value in headers.items()}
     flask_only = Client(app.wsgi_app.fallback)
@@ -208,34 +209,32 @@ def test_a_poll_without_a_valid_token_goes_on_to_flasks_401(client):
     assert response.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
 
 
-def test_a_poll_that_failed_on_the_fast_path_is_not_tried_again(app, store, monkeypatch):
+def test_a_poll_that_failed_on_the_fast_path_is_not_tried_again(app, monkeypatch):
     reads = []
 
-    def unavailable(user_id):
+    def unavailable(reader, user_id):
         reads.append(user_id)
         raise TransientError("status store unavailable")
 
-    monkeypatch.setattr(store, "user_status", unavailable)
+    monkeypatch.setattr(StatusReader, "user_status", unavailable)
     assert own_status(app.test_client()).status_code == 503
     assert reads == ["ann"]
 
 
-def test_a_failed_polls_duration_includes_the_time_spent_on_the_fast_path(app, store, monkeypatch):
-    def slow_outage(user_id):
+def test_a_failed_polls_duration_includes_the_time_spent_on_the_fast_path(app, monkeypatch):
+    def slow_outage(reader, user_id):
         time.sleep(0.2)
         raise TransientError("status store unavailable")
 
-    monkeypatch.setattr(store, "user_status", slow_outage)
+    monkeypatch.setattr(StatusReader, "user_status", slow_outage)
     labels = {"app": "functions.status.app", "route": "/v1/status"}
     before = REGISTRY.get_sample_value("http_request_duration_seconds_sum", labels) or 0
     assert own_status(app.test_client()).status_code == 503
     assert REGISTRY.get_sample_value("http_request_duration_seconds_sum", labels) - before >= 0.2
 
 
-def test_an_unexpected_error_in_a_fast_poll_is_answered_and_counted_by_flask(
-    app, store, monkeypatch
-):
-    monkeypatch.setattr(store, "user_status", lambda user_id: int("not a count"))
+def test_an_unexpected_error_in_a_fast_poll_is_answered_and_counted_by_flask(app, monkeypatch):
+    monkeypatch.setattr(StatusReader, "user_status", lambda reader, user_id: int("not a count"))
     labels = {"app": "functions.status.app", "method": "GET", "route": "/v1/status"}
     before = REGISTRY.get_sample_value("http_requests_total", {**labels, "status": "500"}) or 0
     response = own_status(app.test_client(), Origin=FRONT_END)
@@ -256,39 +255,41 @@ def test_a_fast_poll_is_counted_in_the_request_metrics(app, monkeypatch):
     )
 
 
-def test_the_public_status_service_does_not_serve_the_dead_letter_sink(client, store):
-    store.record("ann", "ann/a.jpg", Stage.UPLOADED)
+def test_the_public_status_service_does_not_serve_the_dead_letter_sink(client, store, reader):
+    store.record("ann", "ann/a.jpg", PhotoState.UPLOADED)
     headers, body = dead_lettered(OBJECT_CREATED)
     assert client.post("/v1/dead-letter", data=body, headers=headers).status_code == 404
-    assert store.user_status("ann").thumbnails_failed == 0
+    assert reader.user_status("ann").thumbnails_failed == 0
 
 
-def test_a_dead_lettered_upload_marks_the_thumbnail_failed(dead_letter_client, store):
-    store.record("ann", "ann/a.jpg", Stage.UPLOADED)
+def test_a_dead_lettered_upload_marks_the_thumbnail_failed(dead_letter_client, store, reader):
+    store.record("ann", "ann/a.jpg", PhotoState.UPLOADED)
     headers, body = dead_lettered(OBJECT_CREATED)
     assert dead_letter_client.post("/v1/dead-letter", data=body, headers=headers).status_code == 200
-    status = store.user_status("ann")
+    status = reader.user_status("ann")
     assert (status.thumbnails_failed, status.phase) == (1, "idle")
     assert status.failures[0]["reason"] == "delivery_failed"
     assert status.failures[0]["detail"] == "the thumbnail stage answered 503 after all retries"
 
 
-def test_a_dead_lettered_thumbnail_event_marks_the_embedding_failed(dead_letter_client, store):
-    store.record("ann", "ann/a.jpg", Stage.THUMBNAIL)
+def test_a_dead_lettered_thumbnail_event_marks_the_embedding_failed(
+    dead_letter_client, store, reader
+):
+    store.record("ann", "ann/a.jpg", PhotoState.THUMBNAIL)
     headers, body = dead_lettered(THUMBNAIL_CREATED)
     dead_letter_client.post("/v1/dead-letter", data=body, headers=headers)
-    status = store.user_status("ann")
+    status = reader.user_status("ann")
     assert (status.embeddings_failed, status.phase) == (1, "idle")
 
 
 def test_a_dead_lettered_upload_whose_thumbnail_was_made_marks_the_embedding_failed(
-    dead_letter_client, store
+    dead_letter_client, store, reader
 ):
-    store.record("ann", "ann/a.jpg", Stage.THUMBNAIL)  # its thumbnail.created reply was lost
+    store.record("ann", "ann/a.jpg", PhotoState.THUMBNAIL)  # its thumbnail.created reply was lost
     headers, body = dead_lettered(OBJECT_CREATED)
     response = dead_letter_client.post("/v1/dead-letter", data=body, headers=headers)
     assert response.get_json() == {"recorded": "embedding_failed"}
-    status = store.user_status("ann")
+    status = reader.user_status("ann")
     assert (status.embeddings_failed, status.thumbnails_failed, status.phase) == (1, 0, "idle")
     assert status.failures[0]["reason"] == "delivery_failed"
 
@@ -298,7 +299,7 @@ def test_a_dead_letter_that_is_not_a_cloudevent_is_refused(dead_letter_client):
 
 
 def test_a_redis_outage_answers_503(auth_settings, admin_settings):
-    unreachable = StatusStore(redis.Redis(port=1, socket_connect_timeout=0.2))
+    unreachable = PhotoStore(redis.Redis(port=1, socket_connect_timeout=0.2))
     app = create_app(unreachable, auth_settings, admin_settings)
     assert app.test_client().get("/v1/status", headers=as_user()).status_code == 503
 

@@ -2,7 +2,6 @@ import io
 import json
 import resource
 import struct
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,7 @@ CORNERS = {
 
 
 def thumbnail(data: bytes, **settings: object) -> Thumbnail:
-    return make_thumbnail(data, replace(SETTINGS, **settings))
+    return make_thumbnail(data, SETTINGS.replace(**settings))
 
 
 def decoded(result: Thumbnail) -> Image.Image:

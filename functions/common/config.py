@@ -1,7 +1,14 @@
 """Every setting of every component, typed, read from the environment in one place.
 
-Each component reads only its own section (`StorageSettings.from_env()`, ...). The table in
-docs/configuration.md lists each variable; keep the two in step.
+Each component reads only its own section (`StorageSettings.from_env()`, ...). Each section is
+a pydantic-settings model: a field's `validation_alias` is its environment variable and its
+`description` is what docs/configuration.md says of it (`python -m scripts.gen_config_docs`
+regenerates the tables there; tests/test_config_docs.py fails when they are stale).
+
+`XSettings.from_env()` reads the environment; `XSettings(field=...)` does not (the tests build
+settings by field name, and only what they pass differs from the defaults). Either way a value
+that is not valid is a `ValueError` of one line naming the variable, so a component refuses to
+start with that line.
 """
 
 from __future__ import annotations
@@ -9,172 +16,307 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from dataclasses import dataclass, field
+from contextvars import ContextVar
 from pathlib import Path
+from typing import Annotated, Any, Self
+
+from pydantic import BeforeValidator, Field, ValidationError, model_validator
+from pydantic_core import PydanticUseDefault
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+# -- how a variable's text becomes a value -----------------------------------------------------
+# Exactly as this module's hand-written parsing did: an empty number or boolean is its default,
+# an empty optional string is unset, a list is comma-separated (blanks dropped), and a string
+# is taken as it is. The messages leave out the variable: `_one_line` puts it in front.
 
 
-def _str(name: str, default: str) -> str:
-    return os.environ.get(name, default)
-
-
-def _optional(name: str) -> str | None:
-    return os.environ.get(name) or None
-
-
-def _int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
+def _integer(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    if value == "":
+        raise PydanticUseDefault()
     try:
-        return int(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+        return int(value)
+    except ValueError:
+        raise ValueError(f"must be an integer, got {value!r}") from None
 
 
-def _float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
+def _number(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    if value == "":
+        raise PydanticUseDefault()
     try:
-        return float(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
+        return float(value)
+    except ValueError:
+        raise ValueError(f"must be a number, got {value!r}") from None
 
 
-def _rgb(name: str, default: tuple[int, int, int]) -> tuple[int, int, int]:
-    if name not in os.environ:
-        return default
-    raw = os.environ[name].lstrip("#")
-    if not re.fullmatch(r"[0-9a-fA-F]{6}", raw):
-        raise ValueError(f"{name} must be a hex colour like #ffffff, got {raw!r}")
-    return (int(raw[0:2], 16), int(raw[2:4], 16), int(raw[4:6], 16))
-
-
-def _list(name: str, default: str) -> tuple[str, ...]:
-    return tuple(item.strip() for item in _str(name, default).split(",") if item.strip())
-
-
-def _bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name, "").strip().lower()
+def _boolean(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    raw = value.strip().lower()
     if raw == "":
-        return default
+        raise PydanticUseDefault()
     if raw in {"1", "true", "yes", "on"}:
         return True
     if raw in {"0", "false", "no", "off"}:
         return False
-    raise ValueError(f"{name} must be true or false, got {raw!r}")
+    raise ValueError(f"must be true or false, got {raw!r}")
 
 
-@dataclass(frozen=True)
-class StorageSettings:
+def _unset_if_empty(value: Any) -> Any:
+    return (value or None) if isinstance(value, str) else value
+
+
+def _comma_separated(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _hex_colour(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    raw = value.lstrip("#")
+    if not re.fullmatch(r"[0-9a-fA-F]{6}", raw):
+        raise ValueError(f"must be a hex colour like #ffffff, got {raw!r}")
+    return (int(raw[0:2], 16), int(raw[2:4], 16), int(raw[4:6], 16))
+
+
+def _lowercase_set(value: Any) -> Any:
+    value = _comma_separated(value)
+    return frozenset(item.lower() for item in value) if isinstance(value, tuple) else value
+
+
+Int = Annotated[int, BeforeValidator(_integer)]
+Float = Annotated[float, BeforeValidator(_number)]
+Bool = Annotated[bool, BeforeValidator(_boolean)]
+OptionalStr = Annotated[str | None, BeforeValidator(_unset_if_empty)]
+StrList = Annotated[tuple[str, ...], BeforeValidator(_comma_separated)]
+Rgb = Annotated[tuple[int, int, int], BeforeValidator(_hex_colour)]
+Extensions = Annotated[frozenset[str], BeforeValidator(_lowercase_set)]
+
+
+def env(
+    variable: str, default: Any = ..., description: str = "", *, doc_default: str | None = None
+) -> Any:
+    """A field read from `variable`. `doc_default` is what the docs show as its default where
+    the value itself would say it badly."""
+    extra = {"doc_default": doc_default} if doc_default is not None else None
+    return Field(
+        default, validation_alias=variable, description=description, json_schema_extra=extra
+    )
+
+
+# -- the settings models ------------------------------------------------------------------------
+
+# Set while `from_env()` builds settings, so the sections it builds meanwhile (`limits`, the
+# receiver's thumbnail prefix) read the environment too.
+_READING_ENV: ContextVar[bool] = ContextVar("_READING_ENV", default=False)
+
+
+class _Environment(PydanticBaseSettingsSource):
+    """Each field's variable as the process environment holds it; an unset one is left out.
+    Looked up one by one (`os.environ.get`), as tests/test_manifests.py records."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        variable = field.validation_alias
+        if not isinstance(variable, str):
+            return None, field_name, False
+        return os.environ.get(variable), variable, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, field in self.settings_cls.model_fields.items():
+            value, _, _ = self.get_field_value(field, name)
+            if value is not None:
+                values[name] = value
+        values.update(self.settings_cls._other_variables())  # type: ignore[attr-defined]
+        return values
+
+
+def _variable(settings: type[BaseSettings], name: object) -> object:
+    field = settings.model_fields.get(str(name))
+    alias = field.validation_alias if field else None
+    return alias if isinstance(alias, str) else name
+
+
+def _one_line(settings: type[BaseSettings], exc: ValidationError) -> str:
+    """A ValidationError as the one line a component refuses to start with."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        variable = _variable(settings, error["loc"][0]) if error["loc"] else None
+        if error["type"] == "value_error":
+            message = str(error["ctx"]["error"])
+            lines.append(f"{variable} {message}" if variable else message)
+        else:
+            lines.append(f"{variable}: {error['msg']}" if variable else error["msg"])
+    return "; ".join(lines)
+
+
+class _Settings(BaseSettings):
+    """A settings section: frozen, read from the environment only by `from_env()` (through
+    `_Environment` instead of pydantic-settings' own env source, which would read it on every
+    construction and parse lists as JSON)."""
+
+    model_config = SettingsConfigDict(
+        frozen=True,
+        extra="forbid",
+        validate_by_name=True,
+        validate_by_alias=True,
+    )
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ValueError(_one_line(type(self), exc)) from None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        if _READING_ENV.get():
+            return (init_settings, _Environment(settings_cls))
+        return (init_settings,)
+
+    @classmethod
+    def _other_variables(cls) -> dict[str, Any]:
+        """Values of variables that are not one field's each (AdminSettings' thresholds)."""
+        return {}
+
+    @classmethod
+    def from_env(cls) -> Self:
+        """These settings as the environment sets them; ValueError (one line) when invalid."""
+        token = _READING_ENV.set(True)
+        try:
+            return cls()
+        finally:
+            _READING_ENV.reset(token)
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with `changes`, validated again (what `dataclasses.replace` did)."""
+        values = {name: getattr(self, name) for name in type(self).model_fields}
+        return type(self)(**(values | changes))
+
+
+class StorageSettings(_Settings):
     """The S3-compatible object store (Backblaze B2 in production)."""
 
-    endpoint_url: str | None
-    region: str
-    access_key_id: str | None
-    secret_access_key: str | None
-    connect_timeout_s: float
-    read_timeout_s: float
-    max_attempts: int
+    endpoint_url: OptionalStr = env(
+        "S3_ENDPOINT_URL",
+        None,
+        "S3 endpoint (B2: `https://s3.<region>.backblazeb2.com`)",
+        doc_default="AWS default",
+    )
+    region: str = env("S3_REGION", "us-west-004", "region")
+    access_key_id: OptionalStr = env(
+        "S3_ACCESS_KEY_ID", None, "B2 application key ID", doc_default="boto3 chain"
+    )
+    secret_access_key: OptionalStr = Field(
+        None,
+        validation_alias="S3_SECRET_ACCESS_KEY",
+        description="B2 application key",
+        json_schema_extra={"doc_default": "boto3 chain"},
+        repr=False,
+    )
+    connect_timeout_s: Float = env("S3_CONNECT_TIMEOUT_S", 3.0, "client connect timeout (s)")
+    read_timeout_s: Float = env("S3_READ_TIMEOUT_S", 20.0, "client read timeout (s)")
+    max_attempts: Int = env("S3_MAX_ATTEMPTS", 3, "attempts per request (client retries)")
 
-    @classmethod
-    def from_env(cls) -> StorageSettings:
-        return cls(
-            endpoint_url=_optional("S3_ENDPOINT_URL"),
-            region=_str("S3_REGION", "us-west-004"),
-            access_key_id=_optional("S3_ACCESS_KEY_ID"),
-            secret_access_key=_optional("S3_SECRET_ACCESS_KEY"),
-            connect_timeout_s=_float("S3_CONNECT_TIMEOUT_S", 3.0),
-            read_timeout_s=_float("S3_READ_TIMEOUT_S", 20.0),
-            max_attempts=_int("S3_MAX_ATTEMPTS", 3),
-        )
 
-
-@dataclass(frozen=True)
-class LambdaSettings:
+class LambdaSettings(_Settings):
     """The existing database-update Lambda ("Lambda 2"), invoked synchronously."""
 
-    function_name: str
-    endpoint_url: str | None
-    region: str
-    timeout_s: float
-    max_attempts: int
-
-    @classmethod
-    def from_env(cls) -> LambdaSettings:
-        return cls(
-            function_name=_str("DB_LAMBDA_FUNCTION", "photo-db-update"),
-            endpoint_url=_optional("DB_LAMBDA_ENDPOINT_URL"),
-            region=_str("DB_LAMBDA_REGION", "us-east-1"),
-            timeout_s=_float("DB_LAMBDA_TIMEOUT_S", 10.0),
-            max_attempts=_int("DB_LAMBDA_MAX_ATTEMPTS", 2),
-        )
+    function_name: str = env(
+        "DB_LAMBDA_FUNCTION", "photo-db-update", "name of the database-update Lambda"
+    )
+    endpoint_url: OptionalStr = env(
+        "DB_LAMBDA_ENDPOINT_URL",
+        None,
+        "Lambda endpoint (only for the local stand-in)",
+        doc_default="AWS default",
+    )
+    region: str = env("DB_LAMBDA_REGION", "us-east-1", "region")
+    timeout_s: Float = env("DB_LAMBDA_TIMEOUT_S", 10.0, "read timeout (s)")
+    max_attempts: Int = env("DB_LAMBDA_MAX_ATTEMPTS", 2, "attempts per invoke")
 
 
-@dataclass(frozen=True)
-class StatusSettings:
+class StatusSettings(_Settings):
     """The Redis status store, written by every stage and read by the status function."""
 
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    failures_kept: int = 50
-    # A declared upload whose photos stop arriving no longer holds the run open after this.
-    upload_declaration_ttl_s: float = 900.0
-    # The per-user ETA uses the rate of this many most recent completions.
-    eta_completions: int = 20
-    # Per-stage latency samples: sliding window for the admin API, and a hard cap.
-    latency_window_s: float = 300.0
-    samples_kept: int = 20_000
-    # A stage holds a photo for this long while it works on it; a duplicate delivery meanwhile
-    # is answered 503 (retried later), and a lease left by a dead worker lapses after it.
-    lease_s: float = 30.0
-    # Attempts on one photo that ended with their worker dead (segfault, OOM kill) before the
-    # photo fails as `crashed` instead of taking down the next worker too.
-    max_crashes: int = 2
-    # How long a stage remembers the reply event it sent, to answer a duplicate with it.
-    reply_ttl_s: float = 86_400.0
-    # A finished photo's own record (what makes a repeat a duplicate) is dropped after this;
-    # the user's counts and history are kept.
-    retention_s: float = 7 * 86_400.0
-    # The sweeper fails a photo waiting longer than this for one stage as `timed_out`.
-    pending_deadline_s: float = 1800.0
-    sweep_interval_s: float = 30.0
+    redis_url: str = env(
+        "REDIS_URL", "redis://127.0.0.1:6379/0", "status store (`rediss://` for TLS)"
+    )
+    failures_kept: Int = env("STATUS_FAILURES_KEPT", 50, "newest failures kept per user")
+    upload_declaration_ttl_s: Float = env(
+        "UPLOAD_DECLARATION_TTL_S",
+        900.0,
+        "a declared upload stops holding the run open this long after it or the latest arrival",
+    )
+    eta_completions: Int = env(
+        "ETA_COMPLETIONS", 20, "newest stage completions the ETA's rate is measured over"
+    )
+    latency_window_s: Float = env(
+        "LATENCY_WINDOW_S", 300.0, "per-stage sliding window of the admin overview"
+    )
+    samples_kept: Int = env(
+        "LATENCY_SAMPLES_KEPT", 20_000, "cap on the latency samples kept per stage"
+    )
+    lease_s: Float = env(
+        "STAGE_LEASE_S",
+        30.0,
+        "how long a stage holds a photo it works on: a duplicate delivery meanwhile is answered "
+        "503 (retried later), and a dead worker's hold lapses after it",
+    )
+    max_crashes: Int = env(
+        "STAGE_MAX_CRASHES",
+        2,
+        "attempts on one photo whose worker died (segfault, OOM kill) before the photo fails as "
+        "`crashed` instead of taking down the next worker too",
+    )
+    reply_ttl_s: Float = env(
+        "STAGE_REPLY_TTL_S",
+        86_400.0,
+        "how long a stage keeps the reply event it sent, to answer a duplicate delivery with it",
+    )
+    retention_s: Float = env(
+        "PHOTO_RECORD_RETENTION_S",
+        7 * 86_400.0,
+        "a finished photo's own record (what makes a repeat a duplicate) is dropped after this; "
+        "the user's counts and history stay",
+    )
+    pending_deadline_s: Float = env(
+        "PENDING_DEADLINE_S",
+        1800.0,
+        "a photo waiting longer than this for one stage fails as `timed_out` (a later completion "
+        "still counts as done)",
+    )
+    sweep_interval_s: Float = env(
+        "SWEEP_INTERVAL_S", 30.0, "how often the status function's sweeper looks for those"
+    )
 
-    @classmethod
-    def from_env(cls) -> StatusSettings:
-        defaults = cls()
-        return cls(
-            redis_url=_str("REDIS_URL", defaults.redis_url),
-            lease_s=_float("STAGE_LEASE_S", defaults.lease_s),
-            max_crashes=_int("STAGE_MAX_CRASHES", defaults.max_crashes),
-            reply_ttl_s=_float("STAGE_REPLY_TTL_S", defaults.reply_ttl_s),
-            retention_s=_float("PHOTO_RECORD_RETENTION_S", defaults.retention_s),
-            pending_deadline_s=_float("PENDING_DEADLINE_S", defaults.pending_deadline_s),
-            sweep_interval_s=_float("SWEEP_INTERVAL_S", defaults.sweep_interval_s),
-            failures_kept=_int("STATUS_FAILURES_KEPT", defaults.failures_kept),
-            upload_declaration_ttl_s=_float(
-                "UPLOAD_DECLARATION_TTL_S", defaults.upload_declaration_ttl_s
-            ),
-            eta_completions=_int("ETA_COMPLETIONS", defaults.eta_completions),
-            latency_window_s=_float("LATENCY_WINDOW_S", defaults.latency_window_s),
-            samples_kept=_int("LATENCY_SAMPLES_KEPT", defaults.samples_kept),
-        )
 
-
-@dataclass(frozen=True)
-class DeadLetterSettings:
+class DeadLetterSettings(_Settings):
     """The Triggers' dead-letter sink (`POST /v1/dead-letter`, which marks a photo failed). Off
     by default: only the cluster-local `status-dead-letter` Service turns it on, so nobody
     outside the cluster can reach it through the public `status` Service."""
 
-    enabled: bool = False
+    enabled: Bool = env(
+        "STATUS_DEAD_LETTER_ENABLED",
+        False,
+        "serve the Triggers' dead-letter sink `POST /v1/dead-letter`; on only in the "
+        "cluster-local `status-dead-letter` Service, never the public one",
+    )
 
-    @classmethod
-    def from_env(cls) -> DeadLetterSettings:
-        return cls(enabled=_bool("STATUS_DEAD_LETTER_ENABLED", cls.enabled))
 
-
-@dataclass(frozen=True)
-class EventAuthSettings:
+class EventAuthSettings(_Settings):
     """Who may deliver events to the stages and the dead-letter sink. With Knative Eventing's
     `authentication-oidc` on, the broker sends each delivery with `Authorization: Bearer`, a
     Kubernetes service-account token of the Trigger's OIDC identity (`sub`
@@ -186,15 +328,38 @@ class EventAuthSettings:
     A subject ending with `*` allows every `sub` that starts with what precedes it.
     """
 
-    issuer: str | None = None
-    audience: str | None = None
-    jwks_url: str | None = None
-    subjects: tuple[str, ...] = ()
-    leeway_s: float = 5.0
+    issuer: OptionalStr = env(
+        "EVENT_AUTH_ISSUER",
+        None,
+        "the `iss` of the broker's OIDC tokens (Knative Eventing's `authentication-oidc`: the "
+        "cluster's service-account issuer); set = every event and dead letter needs a valid "
+        "token, else `401`",
+        doc_default="unset (off)",
+    )
+    audience: OptionalStr = env(
+        "EVENT_AUTH_AUDIENCE",
+        None,
+        "the `aud` the Trigger names for this Service; required with the issuer",
+    )
+    jwks_url: OptionalStr = env(
+        "EVENT_AUTH_JWKS_URL",
+        None,
+        "the issuer's key set (the in-cluster `https://kubernetes.default.svc/openid/v1/jwks` is "
+        "read with the pod's service-account token); required with the issuer",
+    )
+    subjects: StrList = env(
+        "EVENT_AUTH_SUBJECTS",
+        (),
+        "comma-separated allowed `sub`s (a trailing `*` allows a prefix), the Triggers' OIDC "
+        "service accounts `system:serviceaccount:<namespace>:<trigger>-oidc-eventing.knative."
+        "dev-trigger`; required with the issuer",
+    )
+    leeway_s: float = Field(5.0, description="clock skew allowed on the tokens' time claims")
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _fail_closed(self) -> Self:
         if not self.enabled:
-            return
+            return self
         missing = [
             name
             for name, value in (
@@ -208,6 +373,7 @@ class EventAuthSettings:
             raise ValueError(f"EVENT_AUTH_ISSUER is set: set {', '.join(missing)} too")
         if any(subject in {"*", ""} for subject in self.subjects):
             raise ValueError("EVENT_AUTH_SUBJECTS: `*` alone would allow every sender")
+        return self
 
     @property
     def enabled(self) -> bool:
@@ -217,15 +383,6 @@ class EventAuthSettings:
         return any(
             subject.startswith(allowed[:-1]) if allowed.endswith("*") else subject == allowed
             for allowed in self.subjects
-        )
-
-    @classmethod
-    def from_env(cls) -> EventAuthSettings:
-        return cls(
-            issuer=_optional("EVENT_AUTH_ISSUER"),
-            audience=_optional("EVENT_AUTH_AUDIENCE"),
-            jwks_url=_optional("EVENT_AUTH_JWKS_URL"),
-            subjects=_list("EVENT_AUTH_SUBJECTS", ""),
         )
 
 
@@ -238,22 +395,50 @@ JWT_JWKS_ALGORITHM = "RS256"
 MAX_LEEWAY_S = 60.0
 
 
-@dataclass(frozen=True)
-class AuthSettings:
+def _secret(variable: str, description: str, doc_default: str = "unset") -> Any:
+    return Field(
+        None,
+        validation_alias=variable,
+        description=description,
+        json_schema_extra={"doc_default": doc_default},
+        repr=False,
+    )
+
+
+class AuthSettings(_Settings):
     """Bearer tokens of the status API: HS256 JWTs from the app's backend, or RS256 via JWKS.
 
     Fail closed: a token is accepted only from `issuer` for `audience` (JWT_ISSUER,
     JWT_AUDIENCE); without either the status function refuses to start.
     """
 
-    jwt_secret: str | None = None
-    jwks_url: str | None = None
-    issuer: str | None = None  # required `iss` claim
-    audience: str | None = None  # required `aud` claim
-    leeway_s: float = 5.0
-    cors_origins: tuple[str, ...] = ()
+    jwt_secret: OptionalStr = _secret(
+        "JWT_SECRET",
+        "HS256 key of user tokens (≥ 32 bytes); never grants the admin role",
+        "none (this or `JWT_JWKS_URL` required)",
+    )
+    jwks_url: OptionalStr = env("JWT_JWKS_URL", None, "RS256 key set of user tokens")
+    issuer: OptionalStr = env(
+        "JWT_ISSUER",
+        None,
+        "the `iss` every user token must carry; the status function refuses to start without it",
+        doc_default="none (required)",
+    )
+    audience: OptionalStr = env(
+        "JWT_AUDIENCE",
+        None,
+        "the `aud` every user token must carry; the status function refuses to start without it",
+        doc_default="none (required)",
+    )
+    leeway_s: Float = env(
+        "JWT_LEEWAY_S", 5.0, f"clock skew allowed on `exp`/`nbf`/`iat` (at most {MAX_LEEWAY_S:g})"
+    )
+    cors_origins: StrList = env(
+        "CORS_ORIGINS", (), "comma-separated front-end origins allowed on `/v1/` user endpoints"
+    )
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _fail_closed(self) -> Self:
         if not (self.jwt_secret or self.jwks_url):
             raise ValueError("set JWT_SECRET (HS256) or JWT_JWKS_URL (RS256): no token verifier")
         if self.jwt_secret is not None and len(self.jwt_secret.encode()) < 32:
@@ -264,17 +449,7 @@ class AuthSettings:
             raise ValueError("set JWT_AUDIENCE: the `aud` every user token must carry")
         if not 0 <= self.leeway_s <= MAX_LEEWAY_S:
             raise ValueError(f"JWT_LEEWAY_S must be 0 to {MAX_LEEWAY_S:g} seconds")
-
-    @classmethod
-    def from_env(cls) -> AuthSettings:
-        return cls(
-            jwt_secret=_optional("JWT_SECRET"),
-            jwks_url=_optional("JWT_JWKS_URL"),
-            issuer=_optional("JWT_ISSUER"),
-            audience=_optional("JWT_AUDIENCE"),
-            leeway_s=_float("JWT_LEEWAY_S", cls.leeway_s),
-            cors_origins=_list("CORS_ORIGINS", ""),
-        )
+        return self
 
 
 # The mission's acceptable delay per pipeline stage: the admin's thresholds until set.
@@ -286,8 +461,12 @@ STAGES = tuple(DEFAULT_THRESHOLDS)
 THRESHOLD_KEYS = tuple(DEFAULT_THRESHOLDS["thumbnail"])
 
 
-@dataclass(frozen=True)
-class AdminSettings:
+def threshold_variable(stage: str, key: str) -> str:
+    """The variable of one default threshold, e.g. THRESHOLD_EMBED_P95_MS."""
+    return f"THRESHOLD_{stage.upper()}_{key.upper()}"
+
+
+class AdminSettings(_Settings):
     """The admin API and dashboard: login, sessions, admin tokens, and the default acceptable
     delay per stage.
 
@@ -296,32 +475,92 @@ class AdminSettings:
     ADMIN_JWT_SECRET (unset: none are accepted), each with an issuer and audience of its own.
     """
 
-    password: str | None = None
-    session_secret: str | None = None
-    session_ttl_s: int = 1800
-    cookie_secure: bool = True
-    jwt_secret: str | None = None
-    jwt_issuer: str = "photo-pipeline-admin"
-    jwt_audience: str = "status-admin-api"
-    # Defaults until an admin sets thresholds through the API (they persist in Redis).
-    default_thresholds: dict[str, dict[str, float]] = field(
-        default_factory=lambda: {stage: dict(keys) for stage, keys in DEFAULT_THRESHOLDS.items()}
+    password: OptionalStr = _secret(
+        "ADMIN_PASSWORD", "dashboard login; unset = login off (admin bearer tokens only)"
     )
-    # Users listed in the overview (most recently active first), and how long an idle user
-    # stays in the active index.
-    users_shown: int = 50
-    idle_user_retention_s: float = 3600.0
-    # The login brake (functions/status/admin_store.py): wrong passwords per client address in
-    # a window, wrong passwords from all addresses together before only known addresses may
-    # try, and the networks of the proxies in front whose X-Forwarded-For entries are trusted.
-    login_window_s: int = 900
-    login_failures_per_client: int = 5
-    login_failures_per_account: int = 100
-    trusted_proxies: tuple[str, ...] = ()
-    # Admin bearer tokens are refused once their `iat` is older than this, whatever `exp` says.
-    token_max_age_s: int = 3600
+    session_secret: OptionalStr = _secret(
+        "ADMIN_SESSION_SECRET",
+        "HS256 key of admin sessions (≥ 32 bytes, not `JWT_SECRET`); required with "
+        "`ADMIN_PASSWORD`",
+    )
+    session_ttl_s: Int = env(
+        "ADMIN_SESSION_TTL_S",
+        1800,
+        "admin session maximum age (from its `iat`, checked server-side); positive",
+    )
+    cookie_secure: Bool = env(
+        "ADMIN_COOKIE_SECURE",
+        True,
+        "`Secure` flag of the session cookie (off only for plain-http local use)",
+    )
+    jwt_secret: OptionalStr = _secret(
+        "ADMIN_JWT_SECRET",
+        'key of admin bearer tokens (with `role: "admin"`; ≥ 32 bytes, not `JWT_SECRET`); '
+        "unset = no admin bearer tokens",
+    )
+    jwt_issuer: str = env("ADMIN_JWT_ISSUER", "photo-pipeline-admin", "`iss` of admin tokens")
+    jwt_audience: str = env("ADMIN_JWT_AUDIENCE", "status-admin-api", "`aud` of admin tokens")
+    default_thresholds: dict[str, dict[str, Float]] = Field(
+        default_factory=lambda: {stage: dict(keys) for stage, keys in DEFAULT_THRESHOLDS.items()},
+        description="default thresholds until an admin sets them (they persist in Redis)",
+    )
+    users_shown: Int = env(
+        "ADMIN_USERS_SHOWN", 50, "users listed in the overview (most recently active first)"
+    )
+    idle_user_retention_s: Float = env(
+        "ADMIN_IDLE_USER_RETENTION_S", 3600.0, "how long an idle user stays listed"
+    )
+    login_window_s: Int = env(
+        "ADMIN_LOGIN_WINDOW_S",
+        900,
+        "the login brake's window (functions/status/admin_store.py); at least 1",
+    )
+    login_failures_per_client: Int = env(
+        "ADMIN_LOGIN_FAILURES_PER_CLIENT",
+        5,
+        "after this many wrong passwords in a window from one client address, that address "
+        "gets `429` until the window ends; at least 1",
+    )
+    login_failures_per_account: Int = env(
+        "ADMIN_LOGIN_FAILURES_PER_ACCOUNT",
+        100,
+        "after this many wrong passwords in a window from all addresses together, only "
+        "addresses that logged in before may still try; at least 1",
+    )
+    trusted_proxies: StrList = env(
+        "ADMIN_TRUSTED_PROXIES",
+        (),
+        "comma-separated networks of the proxies in front that append to `X-Forwarded-For`; the "
+        "login brake's client address is the first entry outside them, read from the right "
+        "(empty: the connection's peer; the Knative ConfigMap lists loopback and a pod CIDR "
+        "placeholder to replace with the cluster's own, never node addresses; see "
+        "docs/security.md)",
+    )
+    token_max_age_s: Int = env(
+        "ADMIN_TOKEN_MAX_AGE_S",
+        3600,
+        "admin bearer tokens must carry `iat` and are refused once it is older than this, "
+        "whatever their `exp`; at least 1",
+    )
 
-    def __post_init__(self) -> None:
+    @classmethod
+    def _other_variables(cls) -> dict[str, Any]:
+        thresholds = {}
+        for stage, values in DEFAULT_THRESHOLDS.items():
+            thresholds[stage] = {}
+            for key, default in values.items():
+                variable = threshold_variable(stage, key)
+                try:
+                    value = _number(os.environ.get(variable, ""))
+                except PydanticUseDefault:
+                    value = default
+                except ValueError as exc:
+                    raise ValueError(f"{variable} {exc}") from None
+                thresholds[stage][key] = value
+        return {"default_thresholds": thresholds}
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
         for name, value in (
             ("ADMIN_LOGIN_WINDOW_S", self.login_window_s),
             ("ADMIN_LOGIN_FAILURES_PER_CLIENT", self.login_failures_per_client),
@@ -345,150 +584,164 @@ class AdminSettings:
                 ipaddress.ip_network(network)
             except ValueError as exc:
                 raise ValueError(f"ADMIN_TRUSTED_PROXIES: {exc}") from exc
-
-    @classmethod
-    def from_env(cls) -> AdminSettings:
-        defaults = cls()
-        return cls(
-            password=_optional("ADMIN_PASSWORD"),
-            session_secret=_optional("ADMIN_SESSION_SECRET"),
-            session_ttl_s=_int("ADMIN_SESSION_TTL_S", defaults.session_ttl_s),
-            cookie_secure=_bool("ADMIN_COOKIE_SECURE", defaults.cookie_secure),
-            jwt_secret=_optional("ADMIN_JWT_SECRET"),
-            jwt_issuer=_str("ADMIN_JWT_ISSUER", defaults.jwt_issuer),
-            jwt_audience=_str("ADMIN_JWT_AUDIENCE", defaults.jwt_audience),
-            default_thresholds={
-                stage: {
-                    key: _float(f"THRESHOLD_{stage.upper()}_{key.upper()}", default)
-                    for key, default in values.items()
-                }
-                for stage, values in defaults.default_thresholds.items()
-            },
-            users_shown=_int("ADMIN_USERS_SHOWN", defaults.users_shown),
-            idle_user_retention_s=_float(
-                "ADMIN_IDLE_USER_RETENTION_S", defaults.idle_user_retention_s
-            ),
-            login_window_s=_int("ADMIN_LOGIN_WINDOW_S", defaults.login_window_s),
-            login_failures_per_client=_int(
-                "ADMIN_LOGIN_FAILURES_PER_CLIENT", defaults.login_failures_per_client
-            ),
-            login_failures_per_account=_int(
-                "ADMIN_LOGIN_FAILURES_PER_ACCOUNT", defaults.login_failures_per_account
-            ),
-            trusted_proxies=_list("ADMIN_TRUSTED_PROXIES", ""),
-            token_max_age_s=_int("ADMIN_TOKEN_MAX_AGE_S", defaults.token_max_age_s),
-        )
+        return self
 
 
-@dataclass(frozen=True)
-class InputLimits:
+MIB = 1024 * 1024
+
+
+class InputLimits(_Settings):
     """The most an uploaded photo may weigh, in bytes and in pixels (read from its header),
     before any stage decodes it; over either it fails as `too_large`. And the memory the photos
     a pod decodes at once may take together (functions/common/memory_budget.py): a photo whose
     decoding alone would take more than a worker's share fails as `too_large` too."""
 
-    max_bytes: int = 100 * 1024 * 1024
-    max_pixels: int = 100_000_000
+    max_bytes: Int = env(
+        "MAX_INPUT_BYTES",
+        100 * MIB,
+        "largest photo in bytes, checked before decoding",
+        doc_default="104857600 (100 MiB)",
+    )
+    max_pixels: Int = env(
+        "MAX_INPUT_PIXELS",
+        100_000_000,
+        "most pixels of a photo (read from its header), checked before decoding",
+    )
     # Sized for a 1 GiB pod: gunicorn and two idle workers take ~180 MiB; the rest holds the
     # downloaded originals, encoded results and what the estimates leave out.
-    memory_budget_bytes: int = 640 * 1024 * 1024
-    # gunicorn's worker processes (WEB_CONCURRENCY, 2 as in gunicorn_conf.py): memory is not
-    # shared between processes, so each gets an equal share of the pod's budget to spend on its
-    # own threads' photos without asking the others.
-    workers: int = 2
+    memory_budget_mb: Int = env(
+        "DECODE_MEMORY_BUDGET_MB",
+        640,
+        "memory (MiB) the photos a pod decodes at once may take together, split equally "
+        "between its `WEB_CONCURRENCY` worker processes (they share no memory). Each photo's "
+        "peak is estimated from its header: it waits up to 20 s for room (then fails "
+        "transiently and is redelivered), and fails as `too_large` when it needs more than a "
+        "worker's share",
+        doc_default="640 (the Services: thumbnail 1024 of 1536Mi, so 512 a worker; embed 1280 "
+        "of 3Gi)",
+    )
+    # 2 as in gunicorn_conf.py. Memory is not shared between processes, so each gets an equal
+    # share of the pod's budget to spend on its own threads' photos without asking the others.
+    workers: Int = env(
+        "WEB_CONCURRENCY",
+        2,
+        "gunicorn's worker processes (also read by gunicorn_conf.py); each gets an equal share "
+        "of the decode memory budget",
+    )
 
-    def __post_init__(self) -> None:
-        if self.memory_budget_bytes <= 0 or self.workers < 1:
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.memory_budget_mb <= 0 or self.workers < 1:
             raise ValueError(
                 "DECODE_MEMORY_BUDGET_MB must be positive and WEB_CONCURRENCY at least 1, got "
-                f"{self.memory_budget_bytes // (1024 * 1024)} MiB and {self.workers}"
+                f"{self.memory_budget_mb} MiB and {self.workers}"
             )
+        return self
+
+    @property
+    def memory_budget_bytes(self) -> int:
+        return self.memory_budget_mb * MIB
 
     @property
     def process_memory_budget_bytes(self) -> int:
         return self.memory_budget_bytes // self.workers
 
-    @classmethod
-    def from_env(cls) -> InputLimits:
-        defaults = cls()
-        mib = 1024 * 1024
-        budget_mb = _int("DECODE_MEMORY_BUDGET_MB", defaults.memory_budget_bytes // mib)
-        return cls(
-            max_bytes=_int("MAX_INPUT_BYTES", defaults.max_bytes),
-            max_pixels=_int("MAX_INPUT_PIXELS", defaults.max_pixels),
-            memory_budget_bytes=budget_mb * mib,
-            workers=_int("WEB_CONCURRENCY", defaults.workers),
-        )
 
-
-@dataclass(frozen=True)
-class ThumbnailSettings:
+class ThumbnailSettings(_Settings):
     """How thumbnails are made; defaults reproduce the old sharp Lambda."""
 
-    max_width: int = 400
-    max_height: int = 400
-    quality: int = 80
-    background: tuple[int, int, int] = (255, 255, 255)
+    max_width: Int = env("THUMBNAIL_MAX_WIDTH", 400, "width of the box the thumbnail fits inside")
+    max_height: Int = env(
+        "THUMBNAIL_MAX_HEIGHT", 400, "height of the box the thumbnail fits inside"
+    )
+    quality: Int = env("THUMBNAIL_QUALITY", 80, "JPEG quality")
+    background: Rgb = env(
+        "THUMBNAIL_BACKGROUND",
+        (255, 255, 255),
+        "colour transparent pixels are flattened onto",
+        doc_default="`#ffffff`",
+    )
     # `{key}`, not `{key_stem}`: IMG_1.HEIC and IMG_1.JPG must not share a thumbnail.
-    key_template: str = "thumbnails/{key}.jpg"
-    limits: InputLimits = field(default_factory=InputLimits)
+    key_template: str = env(
+        "THUMBNAIL_KEY_TEMPLATE",
+        "thumbnails/{key}.jpg",
+        "thumbnail key; `{key}`, `{key_stem}`, `{user_id}`, filled with the exact key; its fixed "
+        "prefix, which must not be empty, is ignored by the receiver (loop guard); a result over "
+        "B2's 1024-byte key limit becomes `<prefix>_long/<sha256 hex of the key>.jpg` (see "
+        "[payloads.md](payloads.md))",
+    )
+    limits: InputLimits = Field(
+        default_factory=InputLimits, description="the input limits (InputLimits)"
+    )
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> Self:
         if not self.key_prefix:
             raise ValueError(
                 "THUMBNAIL_KEY_TEMPLATE must start with a fixed prefix such as `thumbnails/`: "
                 "the receiver ignores keys under it, or every thumbnail written back would be "
                 f"thumbnailed again; got {self.key_template!r}"
             )
+        return self
 
     @property
     def key_prefix(self) -> str:
         """The fixed prefix of every thumbnail key; the receiver ignores keys under it."""
         return self.key_template.split("{", 1)[0]
 
-    @classmethod
-    def from_env(cls) -> ThumbnailSettings:
-        defaults = cls()
-        return cls(
-            max_width=_int("THUMBNAIL_MAX_WIDTH", defaults.max_width),
-            max_height=_int("THUMBNAIL_MAX_HEIGHT", defaults.max_height),
-            quality=_int("THUMBNAIL_QUALITY", defaults.quality),
-            background=_rgb("THUMBNAIL_BACKGROUND", defaults.background),
-            key_template=_str("THUMBNAIL_KEY_TEMPLATE", defaults.key_template),
-            limits=InputLimits.from_env(),
-        )
-
 
 REQUIRED_MODULES = ("detection", "recognition")
 OPTIONAL_MODULES = ("genderage", "landmark_2d_106", "landmark_3d_68")
 
 
-@dataclass(frozen=True)
-class EmbedSettings:
+class EmbedSettings(_Settings):
     """Face detection + recognition. Every value that changes an embedding defaults to what the
     production batch job runs: insightface 0.7.3's `FaceAnalysis(name="buffalo_l")`,
     `prepare(ctx_id=0, det_size=(640, 640))`, `get(cv2.imread(path))`."""
 
-    model_root: Path = Path("/models")
-    model_pack: str = "buffalo_l"
-    # Pack modules that run, by insightface task name; the optional ones add face attributes
-    # and change no embedding.
-    modules: tuple[str, ...] = REQUIRED_MODULES
-    det_size: int = 640
-    det_thresh: float = 0.5
-    nms_thresh: float = 0.4
-    # The best faces by detection score that are kept; production keeps every face.
-    max_faces: int = 100
-    normalize_embeddings: bool = False
-    # JPEGs far larger than the detector needs are decoded at 1/2, 1/4 or 1/8 scale, keeping
-    # the long side at least `decode_min_side`; off reproduces production's full decode.
-    decode_shrink: bool = False
-    decode_min_side: int = 1280
-    providers: tuple[str, ...] = ("CUDAExecutionProvider", "CPUExecutionProvider")
-    intra_op_threads: int = 2
-    limits: InputLimits = field(default_factory=InputLimits)
+    model_root: Path = env(
+        "MODEL_ROOT", Path("/models"), "folder of model packs: the pack is `MODEL_ROOT/MODEL_PACK`"
+    )
+    model_pack: str = env("MODEL_PACK", "buffalo_l", "the pack's folder: its `*.onnx` files")
+    modules: StrList = env(
+        "MODEL_MODULES",
+        REQUIRED_MODULES,
+        "pack modules that run, by insightface task name: "
+        f"{', '.join(REQUIRED_MODULES)} and any of {', '.join(OPTIONAL_MODULES)} (these add face "
+        "attributes and change no embedding; see [embedding.md](embedding.md))",
+    )
+    det_size: Int = env("DET_SIZE", 640, "detector input size (a positive multiple of 32)")
+    det_thresh: Float = env("DET_THRESH", 0.5, "detection score threshold")
+    nms_thresh: Float = env("DET_NMS_THRESH", 0.4, "detection NMS threshold")
+    max_faces: Int = env(
+        "MAX_FACES",
+        100,
+        "faces kept per photo, best detection score first; production keeps every face",
+    )
+    normalize_embeddings: Bool = env(
+        "EMBEDDING_NORMALIZE", False, "store L2-normalised instead of raw embeddings"
+    )
+    decode_shrink: Bool = env(
+        "DECODE_SHRINK_ON_LOAD",
+        False,
+        "decode JPEGs far larger than the detector needs at 1/2, 1/4 or 1/8 scale, keeping the "
+        "long side at least `DECODE_MIN_SIDE`; off reproduces production's full decode",
+    )
+    decode_min_side: Int = env(
+        "DECODE_MIN_SIDE", 1280, "the long side a shrunk decode keeps at least"
+    )
+    providers: StrList = env(
+        "ORT_PROVIDERS",
+        ("CUDAExecutionProvider", "CPUExecutionProvider"),
+        "onnxruntime execution providers, in order (those the build lacks are skipped)",
+    )
+    intra_op_threads: Int = env("ORT_INTRA_OP_THREADS", 2, "onnxruntime intra-op threads")
+    limits: InputLimits = Field(
+        default_factory=InputLimits, description="the input limits (InputLimits)"
+    )
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> Self:
         missing = [name for name in REQUIRED_MODULES if name not in self.modules]
         unknown = [name for name in self.modules if name not in REQUIRED_MODULES + OPTIONAL_MODULES]
         if missing or unknown:
@@ -500,6 +753,7 @@ class EmbedSettings:
             raise ValueError(f"DET_SIZE must be a positive multiple of 32, got {self.det_size}")
         if self.max_faces < 1:
             raise ValueError(f"MAX_FACES must be at least 1, got {self.max_faces}")
+        return self
 
     @property
     def model_dir(self) -> Path:
@@ -509,91 +763,121 @@ class EmbedSettings:
     def optional_modules(self) -> tuple[str, ...]:
         return tuple(name for name in self.modules if name not in REQUIRED_MODULES)
 
-    @classmethod
-    def from_env(cls) -> EmbedSettings:
-        defaults = cls()
-        return cls(
-            model_root=Path(_str("MODEL_ROOT", str(defaults.model_root))),
-            model_pack=_str("MODEL_PACK", defaults.model_pack),
-            modules=_list("MODEL_MODULES", ",".join(defaults.modules)),
-            det_size=_int("DET_SIZE", defaults.det_size),
-            det_thresh=_float("DET_THRESH", defaults.det_thresh),
-            nms_thresh=_float("DET_NMS_THRESH", defaults.nms_thresh),
-            max_faces=_int("MAX_FACES", defaults.max_faces),
-            normalize_embeddings=_bool("EMBEDDING_NORMALIZE", defaults.normalize_embeddings),
-            decode_shrink=_bool("DECODE_SHRINK_ON_LOAD", defaults.decode_shrink),
-            decode_min_side=_int("DECODE_MIN_SIDE", defaults.decode_min_side),
-            providers=_list("ORT_PROVIDERS", ",".join(defaults.providers)),
-            intra_op_threads=_int("ORT_INTRA_OP_THREADS", defaults.intra_op_threads),
-            limits=InputLimits.from_env(),
-        )
-
 
 KIB = 1024
 
 
-@dataclass(frozen=True)
-class RequestLimits:
+class RequestLimits(_Settings):
     """The largest request body each HTTP endpoint reads, in bytes; a larger one is answered
     413 before it is read (Content-Length over it) or once it passes it (chunked)."""
 
-    webhook_bytes: int = 1024 * KIB  # B2's batch of 50 events takes ~30 KiB
-    login_bytes: int = 4 * KIB
-    event_bytes: int = 64 * KIB  # a CloudEvent to a stage, or to the dead-letter sink
-    api_body_bytes: int = 16 * KIB  # the status API's other bodies (uploads, thresholds)
+    webhook_bytes: Int = env(
+        "MAX_WEBHOOK_BYTES",
+        1024 * KIB,
+        "largest webhook body (B2's batch of 50 events takes ~30 KiB); over it (or over B2's "
+        "50 events) `413` before it is read",
+    )
+    login_bytes: Int = env(
+        "MAX_LOGIN_BYTES", 4 * KIB, "largest `POST /v1/admin/login` body (`413` over it)"
+    )
+    event_bytes: Int = env(
+        "MAX_EVENT_BYTES",
+        64 * KIB,
+        "largest CloudEvent body, to a stage or to the dead-letter sink (`413` over it)",
+    )
+    api_body_bytes: Int = env(
+        "MAX_API_BODY_BYTES",
+        16 * KIB,
+        "largest body of any other status API request (uploads, thresholds)",
+    )
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> Self:
         sizes = (self.webhook_bytes, self.login_bytes, self.event_bytes, self.api_body_bytes)
         if min(sizes) < 1:
             raise ValueError(
                 "MAX_WEBHOOK_BYTES, MAX_LOGIN_BYTES, MAX_EVENT_BYTES and "
                 "MAX_API_BODY_BYTES must be positive"
             )
-
-    @classmethod
-    def from_env(cls) -> RequestLimits:
-        return cls(
-            webhook_bytes=_int("MAX_WEBHOOK_BYTES", cls.webhook_bytes),
-            login_bytes=_int("MAX_LOGIN_BYTES", cls.login_bytes),
-            event_bytes=_int("MAX_EVENT_BYTES", cls.event_bytes),
-            api_body_bytes=_int("MAX_API_BODY_BYTES", cls.api_body_bytes),
-        )
+        return self
 
 
-@dataclass(frozen=True)
-class ReceiverSettings:
+IMAGE_EXTENSIONS = "jpg,jpeg,png,webp,heic,heif,avif,tif,tiff,gif,bmp"
+
+
+class ReceiverSettings(_Settings):
     """The B2 event-notification webhook receiver. It fails closed: it refuses to start
     without B2_WEBHOOK_SECRETS (`require_signed_webhooks`) unless local tooling opts out with
     B2_WEBHOOK_ALLOW_UNSIGNED=true."""
 
-    signing_secrets: tuple[str, ...]
-    sink_url: str
-    user_id_pattern: re.Pattern[str]
-    image_extensions: frozenset[str]
-    thumbnail_prefix: str
-    publish_timeout_s: float = 2.0
-    # A webhook is answered within this, accepted or not: B2 gives up after about 3 s, and an
-    # answered 503 makes it retry where a timeout might not.
-    answer_within_s: float = 2.5
-    # PEM CA certificates the broker's HTTPS certificate chains to, trusted besides the usual
-    # ones: the SinkBinding injects them as K_CA_CERTS under Knative's transport encryption.
-    sink_ca_certs: str | None = None
-    # The OIDC token the broker's ingress requires under Eventing's `authentication-oidc`:
-    # the SinkBinding mounts it here and the kubelet rotates it, so it is read per publish.
-    # Sent when the file exists; nothing is sent where OIDC is off (no file).
-    sink_token_file: Path = Path("/oidc/token")
-    # A B2 eventId published within this many seconds is dropped when B2 delivers it again.
-    dedup_window_s: float = 86400.0
-    # Local tooling only: with no secret set, accept webhooks without a signature.
-    allow_unsigned: bool = False
+    signing_secrets: StrList = Field(
+        (),
+        validation_alias="B2_WEBHOOK_SECRETS",
+        description="comma-separated signing secrets (rotation); required: without one the "
+        "receiver refuses to start",
+        json_schema_extra={"doc_default": "none"},
+        repr=False,
+    )
+    sink_url: str = env("K_SINK", "http://127.0.0.1:8080", "broker URL (set by the SinkBinding)")
+    user_id_pattern: re.Pattern[str] = env(
+        "USER_ID_PATTERN",
+        re.compile(r"^(?P<user_id>[^/]+)/"),
+        "regex with group `user_id`, applied to the object key",
+    )
+    image_extensions: Extensions = env(
+        "IMAGE_EXTENSIONS",
+        frozenset(IMAGE_EXTENSIONS.split(",")),
+        "comma-separated extensions of the keys processed (any case)",
+        doc_default=f"`{IMAGE_EXTENSIONS}`",
+    )
+    # The receiver's loop guard: THUMBNAIL_KEY_TEMPLATE's fixed prefix.
+    thumbnail_prefix: str = Field(
+        default_factory=lambda: ThumbnailSettings().key_prefix,
+        description="keys under it are ignored: `THUMBNAIL_KEY_TEMPLATE`'s fixed prefix",
+    )
+    publish_timeout_s: Float = env("PUBLISH_TIMEOUT_S", 2.0, "per-event publish timeout (s)")
+    answer_within_s: Float = env(
+        "WEBHOOK_ANSWER_WITHIN_S",
+        2.5,
+        "a webhook not fully accepted by then is answered 503 (B2 retries; duplicates count "
+        "once): B2 gives up after about 3 s, and an answered 503 makes it retry where a timeout "
+        "might not",
+    )
+    sink_ca_certs: OptionalStr = env(
+        "K_CA_CERTS",
+        None,
+        "PEM CA certificates of an HTTPS broker, trusted besides requests' default CAs (set by "
+        "the SinkBinding under transport encryption)",
+    )
+    sink_token_file: Path = env(
+        "K_SINK_TOKEN_FILE",
+        Path("/oidc/token"),
+        "where the SinkBinding mounts the OIDC token the broker's ingress requires under "
+        "Eventing's `authentication-oidc` (the kubelet rotates it); sent as "
+        "`Authorization: Bearer` at each publish while the file exists",
+    )
+    dedup_window_s: Float = env(
+        "WEBHOOK_DEDUP_WINDOW_S",
+        86400.0,
+        "a B2 `eventId` accepted this many seconds ago or less is dropped when B2 delivers it "
+        "again (Redis key `b2event:<eventId>`, at `REDIS_URL`); at least 0.001",
+    )
+    allow_unsigned: Bool = env(
+        "B2_WEBHOOK_ALLOW_UNSIGNED",
+        False,
+        "local tooling only: with no secret set, accept unsigned webhooks instead of refusing "
+        "to start",
+    )
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> Self:
         if not self.thumbnail_prefix:
             raise ValueError("the thumbnail prefix (the receiver's loop guard) must not be empty")
         if self.dedup_window_s < 0.001:
             raise ValueError(
                 f"WEBHOOK_DEDUP_WINDOW_S must be at least 0.001 s, got {self.dedup_window_s}"
             )
+        return self
 
     def require_signed_webhooks(self) -> None:
         """ValueError, so the receiver does not start, when it would accept unsigned webhooks
@@ -603,25 +887,3 @@ class ReceiverSettings:
                 "set B2_WEBHOOK_SECRETS (the B2 rule's signing secret): the receiver refuses "
                 "unsigned webhooks (B2_WEBHOOK_ALLOW_UNSIGNED=true for local tooling only)"
             )
-
-    @classmethod
-    def from_env(cls) -> ReceiverSettings:
-        return cls(
-            signing_secrets=_list("B2_WEBHOOK_SECRETS", ""),
-            sink_url=_str("K_SINK", "http://127.0.0.1:8080"),
-            user_id_pattern=re.compile(_str("USER_ID_PATTERN", r"^(?P<user_id>[^/]+)/")),
-            image_extensions=frozenset(
-                ext.lower()
-                for ext in _list(
-                    "IMAGE_EXTENSIONS",
-                    "jpg,jpeg,png,webp,heic,heif,avif,tif,tiff,gif,bmp",
-                )
-            ),
-            thumbnail_prefix=ThumbnailSettings.from_env().key_prefix,
-            publish_timeout_s=_float("PUBLISH_TIMEOUT_S", cls.publish_timeout_s),
-            answer_within_s=_float("WEBHOOK_ANSWER_WITHIN_S", cls.answer_within_s),
-            sink_ca_certs=_optional("K_CA_CERTS"),
-            sink_token_file=Path(_str("K_SINK_TOKEN_FILE", str(cls.sink_token_file))),
-            dedup_window_s=_float("WEBHOOK_DEDUP_WINDOW_S", cls.dedup_window_s),
-            allow_unsigned=_bool("B2_WEBHOOK_ALLOW_UNSIGNED", cls.allow_unsigned),
-        )

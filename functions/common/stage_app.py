@@ -13,7 +13,7 @@ Every line logged while an event is handled names its photo (logs.photo_context)
 fails has exactly one WARNING line, with its `reason`.
 
 Delivery is at least once (B2 and the broker both retry), so every side effect is guarded by
-one Redis read before the photo is downloaded (StatusStore.claim): a photo this stage finished
+one Redis read before the photo is downloaded (PhotoStore.claim): a photo this stage finished
 already is answered with the reply event sent the first time, and nothing is done again; one
 that another delivery is working on is answered 503; one whose attempts all died with their
 worker (segfault, OOM kill) fails as `crashed` instead of killing the next worker too. The
@@ -38,8 +38,8 @@ from functions.common.event_auth import EventAuthError, EventVerifier
 from functions.common.events import PhotoRef, binary_http, new_event, parse_event, photo_data
 from functions.common.logs import photo_context
 from functions.common.metrics import instrument, observe_stage
+from functions.common.photo_store import Claim, PhotoState, PhotoStore
 from functions.common.request_limits import limit_request_bodies
-from functions.common.status_store import Claim, Stage, StatusStore
 from functions.common.telemetry import (
     add_trace_context,
     event_context,
@@ -69,8 +69,8 @@ class StageResult:
 @dataclass(frozen=True)
 class StageSpec:
     name: str
-    done: Stage
-    failed: Stage
+    done: PhotoState
+    failed: PhotoState
     created_type: str
     failed_type: str
     process: Callable[[PhotoRef], StageResult]
@@ -78,7 +78,7 @@ class StageSpec:
 
 def create_stage_app(
     spec: StageSpec,
-    store: StatusStore,
+    store: PhotoStore,
     limits: RequestLimits | None = None,
     event_auth: EventAuthSettings | None = None,
 ) -> Flask:
@@ -147,7 +147,7 @@ def authenticate_sender(
     return None
 
 
-def _run(spec: StageSpec, store: StatusStore, photo: PhotoRef, source: str) -> CloudEvent | None:
+def _run(spec: StageSpec, store: PhotoStore, photo: PhotoRef, source: str) -> CloudEvent | None:
     """Process the photo once and record its outcome: status, reply, latency sample, metrics.
     The reply event; None for a duplicate of a photo whose reply is no longer kept."""
     claim = store.claim(photo.user_id, photo.photo_id, spec.done)
@@ -185,7 +185,7 @@ def _run(spec: StageSpec, store: StatusStore, photo: PhotoRef, source: str) -> C
     return reply
 
 
-def _process(spec: StageSpec, store: StatusStore, photo: PhotoRef, claim: Claim) -> StageResult:
+def _process(spec: StageSpec, store: PhotoStore, photo: PhotoRef, claim: Claim) -> StageResult:
     """The stage's work on a claimed photo; a claim whose attempts all crashed fails instead.
     An attempt that ends with an exception gives its claim back: it is no crash."""
     if claim.outcome == "crashed":
@@ -201,7 +201,7 @@ def _process(spec: StageSpec, store: StatusStore, photo: PhotoRef, claim: Claim)
         raise
 
 
-def _release(store: StatusStore, photo: PhotoRef, done: Stage, claim: Claim) -> None:
+def _release(store: PhotoStore, photo: PhotoRef, done: PhotoState, claim: Claim) -> None:
     try:
         store.release(photo.user_id, photo.photo_id, done, claim)
     except TransientError as exc:  # the lease lapses by itself
@@ -221,7 +221,7 @@ def _replayed(stored: dict[str, Any] | None, source: str, photo: PhotoRef) -> Cl
 
 
 def _settle(
-    store: StatusStore, photo: PhotoRef, stage: Stage, reply: CloudEvent, **outcome: Any
+    store: PhotoStore, photo: PhotoRef, state: PhotoState, reply: CloudEvent, **outcome: Any
 ) -> None:
     """Record the outcome and the reply, retrying through a short Redis outage: once the side
     effects are done, answering 503 would make the broker do them again."""
@@ -230,7 +230,7 @@ def _settle(
     delay = 0.1
     while True:
         try:
-            store.record(photo.user_id, photo.photo_id, stage, reply=stored, **outcome)
+            store.record(photo.user_id, photo.photo_id, state, reply=stored, **outcome)
             return
         except TransientError:
             if time.monotonic() + delay > deadline:

@@ -14,8 +14,8 @@ from functions.common.config import EmbedSettings, LambdaSettings, StatusSetting
 from functions.common.events import EMBEDDING_CREATED, EMBEDDING_FAILED
 from functions.common.lambda_client import DatabaseLambda
 from functions.common.metrics import MODEL_LOAD_SECONDS
+from functions.common.photo_store import PhotoState, PhotoStore
 from functions.common.stage_app import StageSpec, create_stage_app
-from functions.common.status_store import Stage, StatusStore
 from functions.common.storage import ObjectStore
 from functions.common.telemetry import configure_tracing
 from functions.embed.models import FaceAnalyzer
@@ -36,10 +36,10 @@ def create_app() -> Flask:
     )
     spec = StageSpec(
         name="embed",
-        done=Stage.EMBEDDING,
-        failed=Stage.EMBEDDING_FAILED,
+        done=PhotoState.EMBEDDING,
+        failed=PhotoState.EMBEDDING_FAILED,
         created_type=EMBEDDING_CREATED,
         failed_type=EMBEDDING_FAILED,
         process=service.process,
     )
-    return create_stage_app(spec, StatusStore.from_settings(StatusSettings.from_env()))
+    return create_stage_app(spec, PhotoStore.from_settings(StatusSettings.from_env()))

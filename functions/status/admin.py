@@ -6,10 +6,10 @@ from flask import Blueprint, Response, jsonify, request
 
 from functions.common.config import AdminSettings
 from functions.common.status_model import PipelineSnapshot
-from functions.common.status_store import StatusStore
-from functions.status.admin_store import LoginBrake, client_address
+from functions.status.admin_store import LoginBrake, ThresholdStore, client_address
 from functions.status.auth import ADMIN_COOKIE, Authenticator, Unauthorized
 from functions.status.overview import overview_body
+from functions.status.status_reader import StatusReader
 from functions.status.thresholds import Thresholds, in_force, validate_change
 
 _COOKIE_PATH = "/v1/admin"
@@ -17,15 +17,15 @@ _PUBLIC_ENDPOINTS = {"admin.login", "admin.logout"}
 
 
 def read_pipeline(
-    store: StatusStore, settings: AdminSettings
+    reader: StatusReader, settings: AdminSettings
 ) -> tuple[PipelineSnapshot, Thresholds]:
     """A fresh snapshot of the pipeline, and the thresholds in force."""
-    snapshot = store.snapshot(settings.idle_user_retention_s)
+    snapshot = reader.snapshot(settings.idle_user_retention_s)
     return snapshot, in_force(settings.default_thresholds, snapshot.thresholds)
 
 
 def create_admin_blueprint(
-    store: StatusStore, auth: Authenticator, settings: AdminSettings
+    reader: StatusReader, auth: Authenticator, settings: AdminSettings
 ) -> Blueprint:
     admin = Blueprint("admin", __name__, url_prefix="/v1/admin")
     # The session cookie's scope, the same when it is set and when it is cleared.
@@ -41,7 +41,8 @@ def create_admin_blueprint(
         if request.endpoint not in _PUBLIC_ENDPOINTS:
             auth.admin(request)
 
-    brake = LoginBrake(store.client, settings)
+    brake = LoginBrake(reader.client, settings)
+    thresholds = ThresholdStore(reader.client)
 
     @admin.post("/login")
     def login() -> Response | tuple[Response, int]:
@@ -74,11 +75,11 @@ def create_admin_blueprint(
 
     @admin.get("/overview")
     def overview() -> Response:
-        snapshot, thresholds = read_pipeline(store, settings)
-        return _no_store(jsonify(overview_body(snapshot, thresholds, settings.users_shown)))
+        snapshot, in_effect = read_pipeline(reader, settings)
+        return _no_store(jsonify(overview_body(snapshot, in_effect, settings.users_shown)))
 
     def thresholds_in_force() -> Response:
-        return _no_store(jsonify(in_force(settings.default_thresholds, store.thresholds())))
+        return _no_store(jsonify(in_force(settings.default_thresholds, thresholds.thresholds())))
 
     @admin.get("/thresholds")
     def get_thresholds() -> Response:
@@ -90,7 +91,7 @@ def create_admin_blueprint(
             change = validate_change(request.get_json(silent=True))
         except ValueError as exc:
             return jsonify(error=str(exc)), 400
-        store.set_thresholds(change)
+        thresholds.set_thresholds(change)
         return thresholds_in_force()
 
     return admin

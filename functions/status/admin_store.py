@@ -1,4 +1,4 @@
-"""What the admin login keeps in Redis: open sessions, and the failed-login brake.
+"""What the admin keeps in Redis: open sessions, the failed-login brake, and the thresholds.
 
 - `admin_session:<jti>`: an open dashboard session, expiring with the session's TTL; logout
   deletes it, and a session whose key is gone is refused.
@@ -6,6 +6,8 @@
   current window.
 - `admin_login:account:<window>`: wrong passwords from every address together.
 - `admin_login:known:<address>`: an address that logged in successfully (kept 30 days).
+- `thresholds`: the admin's acceptable delays, `<stage>.<key>` -> number (the overview's
+  snapshot reads it too: functions/status/status_reader.py).
 
 An IPv6 address is its /64; a request whose address cannot be told has no client counter.
 """
@@ -23,6 +25,7 @@ from functions.common.config import AdminSettings
 from functions.common.redis_client import unavailable_as_transient
 
 KNOWN_ADDRESS_TTL_S = 30 * 24 * 3600
+THRESHOLDS = "thresholds"
 
 
 class SessionStore:
@@ -42,6 +45,36 @@ class SessionStore:
     def close(self, session_id: str) -> None:
         with unavailable_as_transient("admin sessions"):
             self._redis.delete(_session_key(session_id))
+
+
+class ThresholdStore:
+    """The thresholds an admin set, by stage and key (what is never set is absent)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client
+
+    def thresholds(self) -> dict[str, dict[str, float]]:
+        """The thresholds an admin set; stages and keys never set are absent."""
+        with unavailable_as_transient("status store"):
+            return thresholds_from_hash(self._redis.hgetall(THRESHOLDS))
+
+    def set_thresholds(self, values: dict[str, dict[str, float]]) -> None:
+        mapping = {
+            f"{stage}.{key}": value
+            for stage, pairs in values.items()
+            for key, value in pairs.items()
+        }
+        if mapping:
+            with unavailable_as_transient("status store"):
+                self._redis.hset(THRESHOLDS, mapping=mapping)
+
+
+def thresholds_from_hash(fields: dict[str, str]) -> dict[str, dict[str, float]]:
+    values: dict[str, dict[str, float]] = {}
+    for name, value in fields.items():
+        stage, _, key = name.partition(".")
+        values.setdefault(stage, {})[key] = float(value)
+    return values
 
 
 @dataclass(frozen=True)

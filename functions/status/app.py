@@ -43,9 +43,9 @@ from functions.common.event_auth import EventVerifier
 from functions.common.events import OBJECT_CREATED, THUMBNAIL_CREATED, PhotoRef, parse_event
 from functions.common.logs import photo_context
 from functions.common.metrics import instrument
+from functions.common.photo_store import PhotoState, PhotoStore
 from functions.common.request_limits import limit_request_bodies
 from functions.common.stage_app import authenticate_sender
-from functions.common.status_store import Stage, StatusStore
 from functions.common.telemetry import configure_tracing, instrument_app, public_error
 from functions.status.admin import create_admin_blueprint, read_pipeline
 from functions.status.admin_store import SessionStore
@@ -60,6 +60,7 @@ from functions.status.cors import CorsPolicy, add_cors
 from functions.status.metrics import StageHealthCollector
 from functions.status.poll import POLL_ERROR, STATUS_PATH, FastPoll, status_answer
 from functions.status.security_headers import add_security_headers
+from functions.status.status_reader import StatusReader
 from functions.status.sweeper import Sweeper
 
 log = logging.getLogger(__name__)
@@ -71,9 +72,9 @@ MAX_DECLARED_UPLOAD = 100_000
 # The failure an undeliverable event marks, by the event's type: the first the photo can
 # still enter. An upload whose thumbnail was made but whose reply was lost never reaches embed,
 # so it fails there.
-_DEAD_LETTER_STAGES = {
-    OBJECT_CREATED: (Stage.THUMBNAIL_FAILED, Stage.EMBEDDING_FAILED),
-    THUMBNAIL_CREATED: (Stage.EMBEDDING_FAILED,),
+_DEAD_LETTER_STATES = {
+    OBJECT_CREATED: (PhotoState.THUMBNAIL_FAILED, PhotoState.EMBEDDING_FAILED),
+    THUMBNAIL_CREATED: (PhotoState.EMBEDDING_FAILED,),
 }
 
 
@@ -93,7 +94,7 @@ def served_openapi_document(dead_letter: DeadLetterSettings) -> dict[str, Any]:
 
 
 def create_app(
-    store: StatusStore | None = None,
+    photos: PhotoStore | None = None,
     auth_settings: AuthSettings | None = None,
     admin_settings: AdminSettings | None = None,
     dead_letter: DeadLetterSettings | None = None,
@@ -104,14 +105,17 @@ def create_app(
     auth_settings = auth_settings or AuthSettings.from_env()
     admin_settings = admin_settings or AdminSettings.from_env()
     dead_letter = dead_letter or DeadLetterSettings.from_env()
-    if store is None:
+    if photos is None:
         # The store this process owns is the deployed one: its photos are swept here.
         settings = StatusSettings.from_env()
-        store = StatusStore.from_settings(settings)
+        photos = PhotoStore.from_settings(settings)
         if settings.sweep_interval_s > 0:
-            Sweeper(store, settings.sweep_interval_s).start()
+            Sweeper(photos, settings.sweep_interval_s).start()
+    # Reads what the stages wrote, over the writer's connections (which the status function
+    # uses itself for upload declarations and dead letters).
+    reader = StatusReader(photos.client, photos.settings)
     tokens = TokenVerifier(auth_settings)
-    sessions = AdminSessions(admin_settings, auth_settings.jwt_secret, SessionStore(store.client))
+    sessions = AdminSessions(admin_settings, auth_settings.jwt_secret, SessionStore(reader.client))
     auth = Authenticator(tokens, sessions)
     cors = CorsPolicy(auth_settings.cors_origins)
     app = Flask(__name__, static_folder="static", static_url_path="/admin/static")
@@ -120,7 +124,7 @@ def create_app(
     _register_error_handlers(app)
 
     def status_response(user_id: str) -> Response:
-        answer = status_answer(store.user_status(user_id), request.headers.get("If-None-Match"))
+        answer = status_answer(reader.user_status(user_id), request.headers.get("If-None-Match"))
         return Response(answer.body, answer.status, answer.headers)
 
     @app.get(STATUS_PATH)
@@ -144,13 +148,13 @@ def create_app(
             return jsonify(
                 error=f'send {{"expected": N}} with N a whole number, 1 to {MAX_DECLARED_UPLOAD}'
             ), 400
-        store.declare_upload(principal.user_id, expected)
+        photos.declare_upload(principal.user_id, expected)
         return status_response(principal.user_id)
 
     if dead_letter.enabled:
-        _add_dead_letter_sink(app, store)
+        _add_dead_letter_sink(app, photos)
 
-    app.register_blueprint(create_admin_blueprint(store, auth, admin_settings))
+    app.register_blueprint(create_admin_blueprint(reader, auth, admin_settings))
 
     @app.get("/admin")
     def dashboard() -> Response:
@@ -170,18 +174,18 @@ def create_app(
 
     add_cors(app, cors)
     add_security_headers(app)
-    health = StageHealthCollector(lambda: read_pipeline(store, admin_settings))
+    health = StageHealthCollector(lambda: read_pipeline(reader, admin_settings))
     request_metrics = instrument(app, [health])
     limit_request_bodies(
         app,
         limits.api_body_bytes,
         {"admin.login": limits.login_bytes, "dead_letter": limits.event_bytes},
     )
-    app.wsgi_app = FastPoll(app.wsgi_app, store, tokens, cors, request_metrics)
+    app.wsgi_app = FastPoll(app.wsgi_app, reader, tokens, cors, request_metrics)
     return app
 
 
-def _add_dead_letter_sink(app: Flask, store: StatusStore) -> None:
+def _add_dead_letter_sink(app: Flask, photos: PhotoStore) -> None:
     # Only the broker may mark a photo failed: its OIDC token, when EVENT_AUTH_ISSUER is set.
     senders = EventVerifier.from_env()
 
@@ -193,17 +197,17 @@ def _add_dead_letter_sink(app: Flask, store: StatusStore) -> None:
         try:
             event = parse_event(request.headers, request.get_data())
             photo = PhotoRef.from_data(event.data)
-            stages = _DEAD_LETTER_STAGES[event["type"]]
+            states = _DEAD_LETTER_STATES[event["type"]]
         except (ValueError, KeyError, TypeError) as exc:
             return jsonify(error=f"bad dead-lettered event: {exc}"), 400
         error = event.get("knativeerrorcode") or "no response"
         # The destination is an in-cluster address: the log gets it, the user's status does not.
         destination = event.get("knativeerrordest") or "subscriber"
         with photo_context(photo.user_id, photo.key):
-            recorded = _mark_failed(store, photo, stages, error)
+            recorded = _mark_failed(photos, photo, states, error)
             if recorded is None:  # a duplicate dead letter, or the stage did finish
                 log.info("dead letter for a photo that ended already: %s", destination)
-                return jsonify(recorded=stages[0].value), 200
+                return jsonify(recorded=states[0].value), 200
             # The photo's one failure line.
             failure = {"reason": "delivery_failed"}
             message = "%s failed: delivery_failed: %s answered %s after all retries"
@@ -212,15 +216,15 @@ def _add_dead_letter_sink(app: Flask, store: StatusStore) -> None:
 
 
 def _mark_failed(
-    store: StatusStore, photo: PhotoRef, stages: tuple[Stage, ...], error: str
-) -> Stage | None:
-    """Fail the photo at the first of `stages` it can still enter; None when it ended already."""
-    for stage in stages:
-        detail = f"the {stage.pipeline_stage} stage answered {error} after all retries"
-        if store.record(
-            photo.user_id, photo.photo_id, stage, reason="delivery_failed", detail=detail
+    photos: PhotoStore, photo: PhotoRef, states: tuple[PhotoState, ...], error: str
+) -> PhotoState | None:
+    """Fail the photo at the first of `states` it can still enter; None when it ended already."""
+    for state in states:
+        detail = f"the {state.pipeline_stage} stage answered {error} after all retries"
+        if photos.record(
+            photo.user_id, photo.photo_id, state, reason="delivery_failed", detail=detail
         ):
-            return stage
+            return state
     return None
 
 

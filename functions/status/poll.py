@@ -26,10 +26,10 @@ from werkzeug.http import HTTP_STATUS_CODES, parse_etags
 
 from functions.common.metrics import REQUEST_STARTED, RequestMetrics
 from functions.common.status_model import RunStatus, UserStatus
-from functions.common.status_store import StatusStore
 from functions.status.auth import TokenVerifier, Unauthorized, bearer_token
 from functions.status.cors import CorsPolicy
 from functions.status.security_headers import SECURITY_HEADERS
+from functions.status.status_reader import StatusReader
 
 STATUS_PATH = "/v1/status"
 POLL_ERROR = "status.poll_error"
@@ -102,13 +102,13 @@ class FastPoll:
     def __init__(
         self,
         fallback: WSGIApplication,
-        store: StatusStore,
+        reader: StatusReader,
         tokens: TokenVerifier,
         cors: CorsPolicy,
         request_metrics: RequestMetrics,
     ) -> None:
         self.fallback = fallback
-        self._store = store
+        self._reader = reader
         self._tokens = tokens
         self._cors = cors
         self._metrics = request_metrics
@@ -122,7 +122,7 @@ class FastPoll:
             token = bearer_token(environ.get("HTTP_AUTHORIZATION", ""))
             principal = self._tokens.verify(token)
             answer = status_answer(
-                self._store.user_status(principal.user_id), environ.get("HTTP_IF_NONE_MATCH")
+                self._reader.user_status(principal.user_id), environ.get("HTTP_IF_NONE_MATCH")
             )
         except Unauthorized as exc:
             if self._tokens.is_other_issuers(token):

@@ -2,7 +2,7 @@
 
 An event can be lost for good (an in-memory broker restarted, the dead-letter sink was down
 when the broker gave up). Every replica of the status function runs a sweeper thread; a Redis
-lock lets one sweep per interval (StatusStore.sweep), which fails each photo that waited longer
+lock lets one sweep per interval (PhotoStore.sweep), which fails each photo that waited longer
 than PENDING_DEADLINE_S for a stage as `timed_out`. A photo that completes after all is
 recorded as done: the sweep is undone.
 """
@@ -14,7 +14,7 @@ import random
 import threading
 
 from functions.common.errors import TransientError
-from functions.common.status_store import StatusStore
+from functions.common.photo_store import PhotoStore
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ class Sweeper:
     """Sweeps `store` every `interval_s` (with jitter, so replicas spread out) on a daemon
     thread, until `stop()`."""
 
-    def __init__(self, store: StatusStore, interval_s: float) -> None:
+    def __init__(self, store: PhotoStore, interval_s: float) -> None:
         self._store = store
         self._interval_s = interval_s
         self._stopped = threading.Event()

@@ -14,8 +14,8 @@ from functions.common.config import (
 )
 from functions.common.events import THUMBNAIL_CREATED, THUMBNAIL_FAILED, PhotoRef
 from functions.common.lambda_client import DatabaseLambda
+from functions.common.photo_store import PhotoState, PhotoStore
 from functions.common.stage_app import StageResult, StageSpec, create_stage_app
-from functions.common.status_store import Stage, StatusStore
 from functions.common.storage import ObjectStore
 from functions.common.telemetry import configure_tracing
 from functions.thumbnail.service import ThumbnailService
@@ -29,7 +29,7 @@ def create_app() -> Flask:
         DatabaseLambda(LambdaSettings.from_env()),
     )
     return create_stage_app(
-        stage_spec(service.process), StatusStore.from_settings(StatusSettings.from_env())
+        stage_spec(service.process), PhotoStore.from_settings(StatusSettings.from_env())
     )
 
 
@@ -37,8 +37,8 @@ def stage_spec(process: Callable[[PhotoRef], StageResult]) -> StageSpec:
     """The thumbnail stage's place in the pipeline, doing `process` to each photo."""
     return StageSpec(
         name="thumbnail",
-        done=Stage.THUMBNAIL,
-        failed=Stage.THUMBNAIL_FAILED,
+        done=PhotoState.THUMBNAIL,
+        failed=PhotoState.THUMBNAIL_FAILED,
         created_type=THUMBNAIL_CREATED,
         failed_type=THUMBNAIL_FAILED,
         process=process,

@@ -11,8 +11,8 @@ import pytest
 
 from eventing.receiver import create_app
 from functions.common.config import ReceiverSettings
+from functions.common.photo_store import PhotoStore
 from functions.common.seen_events import SeenEvents
-from functions.common.status_store import StatusStore
 
 WEBHOOK_SECRET = "s3cret"
 TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -33,7 +33,7 @@ def receiver_settings(sink_url: str = "http://127.0.0.1:9", **overrides) -> Rece
 @pytest.fixture
 def receiver(serve, redis_client):
     """A receiver over real HTTP whose broker cannot be reached."""
-    app = create_app(receiver_settings(), StatusStore(redis_client), SeenEvents(redis_client, 60))
+    app = create_app(receiver_settings(), PhotoStore(redis_client), SeenEvents(redis_client, 60))
     return serve(app)
 
 

@@ -17,9 +17,9 @@ from devstack.b2_sender import deliver, object_created
 from eventing.receiver import create_app as create_receiver
 from functions.common.config import StatusSettings
 from functions.common.events import OBJECT_CREATED, PhotoRef, binary_http, new_event, photo_data
+from functions.common.photo_store import PhotoStore
 from functions.common.seen_events import SeenEvents
 from functions.common.stage_app import StageResult, create_stage_app
-from functions.common.status_store import StatusStore
 from functions.status.app import create_app as create_status_app
 from functions.thumbnail.app import stage_spec
 from tests.security.helpers import (
@@ -50,7 +50,7 @@ def assert_generic(response: requests.Response, port: int, caplog) -> None:
 def test_a_redis_outage_503_from_the_status_api_names_no_host_and_carries_a_trace_id(
     serve, refused_port, auth_settings, admin_settings, caplog
 ):
-    store = StatusStore(dead_redis(refused_port), StatusSettings())
+    store = PhotoStore(dead_redis(refused_port), StatusSettings())
     url = serve(create_status_app(store, auth_settings, admin_settings))
     with caplog.at_level(logging.WARNING):
         response = requests.get(url + "/v1/status", headers=as_user(), timeout=5)
@@ -61,7 +61,7 @@ def test_a_redis_outage_503_from_a_stage_names_no_host_and_carries_a_trace_id(
     serve, refused_port, caplog
 ):
     spec = stage_spec(lambda photo: StageResult(data={}))
-    url = serve(create_stage_app(spec, StatusStore(dead_redis(refused_port), StatusSettings())))
+    url = serve(create_stage_app(spec, PhotoStore(dead_redis(refused_port), StatusSettings())))
     photo = PhotoRef("photos", "ann/1.jpg", "v1", "ann")
     headers, body = binary_http(new_event(OBJECT_CREATED, "/test", photo, photo_data(photo)))
     with caplog.at_level(logging.WARNING):
@@ -73,7 +73,7 @@ def test_a_redis_outage_503_from_the_receiver_names_no_host_and_carries_a_trace_
     serve, refused_port, redis_client, caplog
 ):
     dead = dead_redis(refused_port)
-    app = create_receiver(receiver_settings(), StatusStore(redis_client), SeenEvents(dead, 60))
+    app = create_receiver(receiver_settings(), PhotoStore(redis_client), SeenEvents(dead, 60))
     with caplog.at_level(logging.WARNING):
         response = deliver(serve(app), [object_created("photos", "ann/1.jpg", 1)], WEBHOOK_SECRET)
     assert_generic(response, refused_port, caplog)

@@ -19,8 +19,8 @@ from functions.common.config import DeadLetterSettings, EventAuthSettings, Statu
 from functions.common.errors import TransientError
 from functions.common.event_auth import EventAuthError, EventVerifier
 from functions.common.events import OBJECT_CREATED, PhotoRef, binary_http, new_event, photo_data
+from functions.common.photo_store import PhotoState, PhotoStore
 from functions.common.stage_app import StageResult, create_stage_app
-from functions.common.status_store import Stage, StatusStore
 from functions.status.app import create_app
 from functions.thumbnail.app import stage_spec
 from tests.status_fixtures import (  # noqa: F401 - fixtures
@@ -75,7 +75,7 @@ def work():
 
 @pytest.fixture
 def stage(redis_client, work, jwks_url):
-    store = StatusStore(redis_client, StatusSettings())
+    store = PhotoStore(redis_client, StatusSettings())
     return create_stage_app(stage_spec(work), store, event_auth=settings(jwks_url)).test_client()
 
 
@@ -135,7 +135,7 @@ def test_an_unauthenticated_event_is_refused_before_it_is_parsed(stage):
 def test_a_stage_answers_503_when_the_issuer_keys_cannot_be_fetched(
     redis_client, work, rsa_key, refused_port
 ):
-    store = StatusStore(redis_client, StatusSettings())
+    store = PhotoStore(redis_client, StatusSettings())
     unreachable = settings(f"http://127.0.0.1:{refused_port}/openid/v1/jwks")
     app = create_stage_app(stage_spec(work), store, event_auth=unreachable).test_client()
     response = deliver(app, sa_token(rsa_key))
@@ -146,7 +146,7 @@ def test_a_stage_answers_503_when_the_issuer_keys_cannot_be_fetched(
 
 def test_by_default_a_stage_takes_events_without_a_token(redis_client, work, monkeypatch):
     monkeypatch.delenv("EVENT_AUTH_ISSUER", raising=False)
-    store = StatusStore(redis_client, StatusSettings())
+    store = PhotoStore(redis_client, StatusSettings())
     app = create_stage_app(stage_spec(work), store).test_client()
     assert deliver(app).status_code == 200
     assert work.calls == 1
@@ -248,11 +248,13 @@ def dead_letter_sink(monkeypatch, store, auth_settings, admin_settings, jwks_url
     return sink.test_client()
 
 
-def test_the_dead_letter_sink_takes_a_dead_letter_from_the_broker(dead_letter_sink, store, rsa_key):
-    store.record("ann", "a.jpg", Stage.UPLOADED)
+def test_the_dead_letter_sink_takes_a_dead_letter_from_the_broker(
+    dead_letter_sink, store, rsa_key, reader
+):
+    store.record("ann", "a.jpg", PhotoState.UPLOADED)
     token = sa_token(rsa_key, aud=DEAD_LETTER_AUDIENCE)
     assert deliver(dead_letter_sink, token, "/v1/dead-letter").status_code == 200
-    assert store.user_status("ann").failures
+    assert reader.user_status("ann").failures
 
 
 @pytest.mark.parametrize(
@@ -266,13 +268,13 @@ def test_the_dead_letter_sink_takes_a_dead_letter_from_the_broker(dead_letter_si
     ids=["audience", "issuer", "expired", "sub"],
 )
 def test_the_dead_letter_sink_refuses_a_forged_dead_letter(
-    dead_letter_sink, store, rsa_key, claims
+    dead_letter_sink, store, rsa_key, claims, reader
 ):
-    store.record("ann", "a.jpg", Stage.UPLOADED)
+    store.record("ann", "a.jpg", PhotoState.UPLOADED)
     token = sa_token(rsa_key, **{"aud": DEAD_LETTER_AUDIENCE, **claims})
     assert deliver(dead_letter_sink, token, "/v1/dead-letter").status_code == 401
     assert deliver(dead_letter_sink, None, "/v1/dead-letter").status_code == 401
-    assert not store.user_status("ann").failures
+    assert not reader.user_status("ann").failures
 
 
 def test_by_default_the_dead_letter_sink_takes_dead_letters_without_a_token(
@@ -280,5 +282,5 @@ def test_by_default_the_dead_letter_sink_takes_dead_letters_without_a_token(
 ):
     monkeypatch.delenv("EVENT_AUTH_ISSUER", raising=False)
     sink = create_app(store, auth_settings, admin_settings, DeadLetterSettings(enabled=True))
-    store.record("ann", "a.jpg", Stage.UPLOADED)
+    store.record("ann", "a.jpg", PhotoState.UPLOADED)
     assert deliver(sink.test_client(), None, "/v1/dead-letter").status_code == 200

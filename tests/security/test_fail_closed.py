@@ -10,8 +10,8 @@ import requests
 from eventing.b2_webhook import verify_signature
 from eventing.receiver import create_app
 from functions.common.config import ReceiverSettings
+from functions.common.photo_store import PhotoStore
 from functions.common.seen_events import SeenEvents
-from functions.common.status_store import StatusStore
 from tests.security.helpers import receiver_settings
 
 
@@ -20,7 +20,7 @@ def test_a_receiver_without_webhook_secrets_refuses_to_start_naming_b2_webhook_s
 ):
     settings = receiver_settings(signing_secrets=())
     with pytest.raises(ValueError, match="set B2_WEBHOOK_SECRETS"):
-        create_app(settings, StatusStore(redis_client), SeenEvents(redis_client, 60))
+        create_app(settings, PhotoStore(redis_client), SeenEvents(redis_client, 60))
 
 
 def test_the_environment_without_b2_webhook_secrets_does_not_start_a_receiver(monkeypatch):
@@ -40,5 +40,5 @@ def test_unsigned_webhooks_pass_only_with_the_explicit_local_opt_out(
     monkeypatch.delenv("B2_WEBHOOK_SECRETS", raising=False)
     monkeypatch.setenv("B2_WEBHOOK_ALLOW_UNSIGNED", "true")
     settings = ReceiverSettings.from_env()
-    url = serve(create_app(settings, StatusStore(redis_client), SeenEvents(redis_client, 60)))
+    url = serve(create_app(settings, PhotoStore(redis_client), SeenEvents(redis_client, 60)))
     assert requests.post(url, data=b'{"events": []}', timeout=5).status_code == 200

@@ -7,7 +7,6 @@ admins at other addresses."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import threading
 from pathlib import Path
 
@@ -52,7 +51,7 @@ def test_a_forged_forwarded_for_does_not_escape_the_lockout(store, auth_settings
     """With the ConfigMap's narrowed proxies (loopback, the pod CIDR): a node address that
     Kourier's SNAT put in the chain is the client, never skipped, so what the caller wrote
     left of it is never read."""
-    settings = dataclasses.replace(admin_settings, trusted_proxies=deployed_proxies())
+    settings = admin_settings.replace(trusted_proxies=deployed_proxies())
     client = create_app(store, auth_settings, settings).test_client()
     for n in range(settings.login_failures_per_client):
         forged = f"6.6.6.{n}, 10.20.0.7, 10.244.1.5"
@@ -77,9 +76,7 @@ def test_the_deployed_proxies_are_loopback_and_the_pod_cidr_placeholder():
 def test_unattributed_wrong_passwords_never_lock_out_a_known_admin(
     store, auth_settings, admin_settings
 ):
-    settings = dataclasses.replace(
-        admin_settings, trusted_proxies=DEPLOYED, login_failures_per_account=10
-    )
+    settings = admin_settings.replace(trusted_proxies=DEPLOYED, login_failures_per_account=10)
     client = create_app(store, auth_settings, settings).test_client()
     assert attempt(client, ADMIN_PASSWORD, "198.51.100.7") == 200  # an admin's address
     # No forwarded chain from a proxy, or a non-IP entry: unattributed, whatever the count.
@@ -93,9 +90,7 @@ def test_unattributed_wrong_passwords_never_lock_out_a_known_admin(
 
 
 def test_an_unattributed_address_never_becomes_known(store, auth_settings, admin_settings):
-    settings = dataclasses.replace(
-        admin_settings, trusted_proxies=DEPLOYED, login_failures_per_account=2
-    )
+    settings = admin_settings.replace(trusted_proxies=DEPLOYED, login_failures_per_account=2)
     client = create_app(store, auth_settings, settings).test_client()
     assert attempt(client, ADMIN_PASSWORD, "127.0.0.1") == 200
     for n in range(2):
@@ -106,7 +101,7 @@ def test_an_unattributed_address_never_becomes_known(store, auth_settings, admin
 @pytest.fixture
 def distributed(store, auth_settings, admin_settings):
     """A status app whose account-wide limit a handful of addresses reaches."""
-    settings = dataclasses.replace(admin_settings, login_failures_per_account=3)
+    settings = admin_settings.replace(login_failures_per_account=3)
     return create_app(store, auth_settings, settings).test_client()
 
 
@@ -151,7 +146,7 @@ def test_without_trusted_proxies_the_client_is_the_peer():
 def test_behind_proxies_a_forged_forwarded_for_does_not_escape_the_lockout(
     store, auth_settings, admin_settings
 ):
-    settings = dataclasses.replace(admin_settings, trusted_proxies=CLUSTER)
+    settings = admin_settings.replace(trusted_proxies=CLUSTER)
     client = create_app(store, auth_settings, settings).test_client()
     for n in range(settings.login_failures_per_client):
         forged = f"10.0.0.{n}, 203.0.113.9, 10.1.2.3"  # left of its address: never read

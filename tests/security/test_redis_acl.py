@@ -1,8 +1,9 @@
 """Redis's ACL users, proven on a real redis-server started with the very `--user` arguments of
 knative/app/redis.yaml (issue #10: no component logs in as the full-rights default user).
 
-Each component's user runs that component's real code paths (StatusStore, SeenEvents) and is
-refused commands outside its set (FLUSHALL, CONFIG, KEYS, ...) and keys outside its patterns.
+Each component's user runs that component's real code paths (PhotoStore, StatusReader,
+SeenEvents, the admin's stores) and is refused commands outside its set (FLUSHALL, CONFIG,
+KEYS, ...) and keys outside its patterns.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import pytest
 import redis
 
 from functions.common.config import AdminSettings, StatusSettings
+from functions.common.photo_store import PhotoState, PhotoStore
 from functions.common.seen_events import SeenEvents
-from functions.common.status_store import Stage, StatusStore
-from functions.status.admin_store import LoginBrake, SessionStore
+from functions.status.admin_store import LoginBrake, SessionStore, ThresholdStore
+from functions.status.status_reader import StatusReader
 from scripts.deploy import REDIS_USERS
 from tests.knative_manifests import container, find, rendered
 
@@ -109,8 +111,8 @@ def client_as(port: int, user: str) -> redis.Redis:
     )
 
 
-def store_as(port: int, user: str) -> StatusStore:
-    return StatusStore(client_as(port, user), StatusSettings(pending_deadline_s=1.0))
+def store_as(port: int, user: str) -> PhotoStore:
+    return PhotoStore(client_as(port, user), StatusSettings(pending_deadline_s=1.0))
 
 
 def test_the_manifest_gives_each_component_its_own_user():
@@ -140,7 +142,7 @@ def test_every_component_reads_its_own_users_url():
 
 def test_the_receiver_accepts_uploads_and_remembers_events(server):
     store = store_as(server, "receiver")
-    assert store.record("ann", "a.jpg", Stage.UPLOADED, at=T0)
+    assert store.record("ann", "a.jpg", PhotoState.UPLOADED, at=T0)
     store.declare_upload("ann", 2, at=T0)
     seen = SeenEvents(client_as(server, "receiver"), window_s=60)
     assert not seen.is_seen("event-1")
@@ -149,22 +151,22 @@ def test_the_receiver_accepts_uploads_and_remembers_events(server):
 
 
 def test_a_stage_claims_records_and_releases_photos(server):
-    store_as(server, "receiver").record("bob", "b.jpg", Stage.UPLOADED, at=T0)
+    store_as(server, "receiver").record("bob", "b.jpg", PhotoState.UPLOADED, at=T0)
     stage = store_as(server, "stage")
-    claim = stage.claim("bob", "b.jpg", Stage.THUMBNAIL)
-    stage.record("bob", "b.jpg", Stage.THUMBNAIL, at=T0 + 1)
-    stage.release("bob", "b.jpg", Stage.THUMBNAIL, claim)
-    stage.record("bob", "b.jpg", Stage.EMBEDDING, faces=2, at=T0 + 2)
-    assert stage.claim("bob", "b.jpg", Stage.EMBEDDING) is not None
+    claim = stage.claim("bob", "b.jpg", PhotoState.THUMBNAIL)
+    stage.record("bob", "b.jpg", PhotoState.THUMBNAIL, at=T0 + 1)
+    stage.release("bob", "b.jpg", PhotoState.THUMBNAIL, claim)
+    stage.record("bob", "b.jpg", PhotoState.EMBEDDING, faces=2, at=T0 + 2)
+    assert stage.claim("bob", "b.jpg", PhotoState.EMBEDDING) is not None
 
 
 def test_status_reads_users_the_pipeline_and_sweeps(server):
-    store_as(server, "receiver").record("cat", "c.jpg", Stage.UPLOADED, at=T0)
-    status = store_as(server, "status")
+    store_as(server, "receiver").record("cat", "c.jpg", PhotoState.UPLOADED, at=T0)
+    status = StatusReader(client_as(server, "status"))
     assert status.user_status("cat", now=T0 + 1).uploaded == 1
     status.snapshot(idle_retention_s=3600, now=T0 + 1)
-    status.sweep(now=T0 + 10_000)
-    status.thresholds()
+    store_as(server, "status").sweep(now=T0 + 10_000)
+    ThresholdStore(client_as(server, "status")).thresholds()
     # The admin login brake and sessions (admin_* keys), through their own code.
     admin = client_as(server, "status")
     brake = LoginBrake(admin, AdminSettings(login_failures_per_client=2))
@@ -184,8 +186,8 @@ def test_status_reads_users_the_pipeline_and_sweeps(server):
 
 def test_the_dead_letter_sink_records_failures(server):
     status = store_as(server, "status")
-    status.record("dan", "d.jpg", Stage.UPLOADED, at=T0)
-    status.record("dan", "d.jpg", Stage.THUMBNAIL_FAILED, reason="dead-lettered", at=T0 + 1)
+    status.record("dan", "d.jpg", PhotoState.UPLOADED, at=T0)
+    status.record("dan", "d.jpg", PhotoState.THUMBNAIL_FAILED, reason="dead-lettered", at=T0 + 1)
 
 
 @pytest.mark.parametrize("user", sorted(REDIS_USERS))

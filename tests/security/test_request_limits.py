@@ -15,9 +15,9 @@ from devstack.b2_sender import SIGNATURE_HEADER, deliver, object_created, signat
 from eventing.receiver import create_app
 from functions.common.config import StatusSettings
 from functions.common.events import OBJECT_CREATED, PhotoRef, binary_http, new_event, photo_data
+from functions.common.photo_store import PhotoStore
 from functions.common.seen_events import SeenEvents
 from functions.common.stage_app import StageResult, create_stage_app
-from functions.common.status_store import StatusStore
 from functions.thumbnail.app import stage_spec
 from tests.security.helpers import (  # noqa: F401 - fixtures
     WEBHOOK_SECRET,
@@ -80,7 +80,7 @@ def test_a_17_kib_upload_declaration_is_refused_413(serve, app):
 def test_a_65_kib_cloudevent_to_a_stage_is_refused_413_unprocessed(serve, redis_server):
     calls = []
     spec = stage_spec(lambda photo: calls.append(photo) or StageResult(data={}))
-    stage_store = StatusStore(redis.Redis.from_url(redis_server), StatusSettings())
+    stage_store = PhotoStore(redis.Redis.from_url(redis_server), StatusSettings())
     photo = PhotoRef("photos", "ann/1.jpg", "v1", "ann")
     event = new_event(OBJECT_CREATED, "/test", photo, photo_data(photo, padding="p" * 65 * 1024))
     headers, body = binary_http(event)
@@ -91,6 +91,6 @@ def test_a_65_kib_cloudevent_to_a_stage_is_refused_413_unprocessed(serve, redis_
 
 def test_the_limits_are_read_from_the_environment(monkeypatch, serve, redis_client):
     monkeypatch.setenv("MAX_WEBHOOK_BYTES", "100")
-    app = create_app(receiver_settings(), StatusStore(redis_client), SeenEvents(redis_client, 60))
+    app = create_app(receiver_settings(), PhotoStore(redis_client), SeenEvents(redis_client, 60))
     body = json.dumps({"events": [], "padding": "p" * 100})
     assert requests.post(serve(app), data=body, timeout=5).status_code == 413

@@ -1,23 +1,31 @@
-"""Per-user processing status in Redis, counted exactly once per photo version.
+"""The photo store: each photo's way through the stages in Redis, counted exactly once per
+photo and stage. The stages and the receiver write through `PhotoStore` (claim a photo,
+give the claim back, record where the photo is now); the status function reads what it wrote
+through `StatusReader` (functions/status/status_reader.py).
 
-Per user (the `{user_id}` hash tag puts one user's keys in one slot, so each script touches a
-single slot and the layout is ready for Redis Cluster; the client today is a plain
-single-endpoint `redis.Redis`, which is what the deployment runs):
-- `photos:{user}`: hash photo_id -> stage reached (`uploaded`, `thumbnail`, `thumbnail_failed`,
-  `embedding`, `embedding_failed`); a stage is only entered from an earlier one, so a duplicate
-  or late delivery never counts twice.
+The key layout, written here and read there. Per user (the `{user_id}` hash tag puts one
+user's keys in one slot, so each script touches a single slot and the layout is ready for
+Redis Cluster; the client today is a plain single-endpoint `redis.Redis`, which is what the
+deployment runs):
+- `photos:{user}`: hash photo_id -> the photo's state (a `PhotoState`: `uploaded`,
+  `thumbnail`, `thumbnail_failed`, `embedding`, `embedding_failed`); a state is only entered
+  from an earlier one, so a duplicate or late delivery never counts twice.
 - `user:{user}`: hash of lifetime counters, timestamps and the current run (`run_*` fields),
   read by the status function in one round trip with the two lists below.
 - `failures:{user}`: newest failures first (JSON), capped.
 - `completions:{user}`: times of the current run's newest stage completions, for the ETA.
 - `queue:{user}:thumbnail`, `queue:{user}:embed`: photos waiting for each stage, scored by
   the time they started waiting (the backlog and its oldest age).
+- `swept:{user}`, `finished:{user}`: photos the sweeper failed, and finished photos by when
+  they finished (for the retention).
+- `reply:{user}:<stage>:<photo>`, `lease:...`, `attempts:...`: one photo's reply, claim and
+  attempts at one stage.
 
 Shared by every user, written by separate commands so no script crosses slots:
 - `active_users`: sorted set user -> time of the latest activity (the admin's user list).
 - `samples:{stage}`: recent stage completions (time, duration, failure reason), the sliding
   window behind the admin API's throughput, latency percentiles and error rates.
-- `thresholds`: the admin's acceptable delays, `<stage>.<key>` -> number.
+- `thresholds`: the admin's acceptable delays (functions/status/admin_store.py).
 
 What a run is: functions/common/status_model.py.
 """
@@ -38,28 +46,34 @@ import redis
 from functions.common.config import STAGES, StatusSettings
 from functions.common.logs import photo_context
 from functions.common.redis_client import connect, unavailable_as_transient
-from functions.common.status_model import (
-    Backlog,
-    PipelineSnapshot,
-    RunStatus,
-    StageSample,
-    UserStatus,
-)
+from functions.common.status_model import StageSample
 from functions.common.telemetry import tracer
 
 log = logging.getLogger(__name__)
 
 ACTIVE_USERS = "active_users"
-THRESHOLDS = "thresholds"
 SWEEP_LOCK = "sweeper_lock"
 # Photos one sweep fails per user and stage, at most: the rest wait for the next sweep.
 _SWEPT_PER_QUEUE = 1000
+
+# The lifetime counters and timestamps in `user:{user}`; the current run's are `run_<counter>`.
+COUNTERS = (
+    "uploaded",
+    "thumbnails_done",
+    "thumbnails_failed",
+    "embeddings_done",
+    "embeddings_failed",
+    "faces",
+)
+TIMESTAMPS = ("first_upload_at", "last_upload_at", "last_thumbnail_at", "last_embedding_at")
 
 
 _tracer = tracer(__name__)
 
 
-class Stage(StrEnum):
+class PhotoState(StrEnum):
+    """Where a photo is: uploaded, or done or failed at a stage (a stage is a function)."""
+
     UPLOADED = "uploaded"
     THUMBNAIL = "thumbnail"
     THUMBNAIL_FAILED = "thumbnail_failed"
@@ -68,27 +82,27 @@ class Stage(StrEnum):
 
     @property
     def pipeline_stage(self) -> str | None:
-        """The function whose work this status ends (`thumbnail`, `embed`); None for uploads."""
+        """The function whose work this state ends (`thumbnail`, `embed`); None for uploads."""
         return _PIPELINE_STAGE.get(self)
 
 
 _PIPELINE_STAGE = {
-    Stage.THUMBNAIL: "thumbnail",
-    Stage.THUMBNAIL_FAILED: "thumbnail",
-    Stage.EMBEDDING: "embed",
-    Stage.EMBEDDING_FAILED: "embed",
+    PhotoState.THUMBNAIL: "thumbnail",
+    PhotoState.THUMBNAIL_FAILED: "thumbnail",
+    PhotoState.EMBEDDING: "embed",
+    PhotoState.EMBEDDING_FAILED: "embed",
 }
 
 # The failure that ends a photo which waited too long in a stage's queue.
-_TIMED_OUT_AS = {"thumbnail": Stage.THUMBNAIL_FAILED, "embed": Stage.EMBEDDING_FAILED}
+_TIMED_OUT_AS = {"thumbnail": PhotoState.THUMBNAIL_FAILED, "embed": PhotoState.EMBEDDING_FAILED}
 
-# Which stages a photo may be in for each transition to apply, and which counter it bumps.
-_TRANSITIONS: dict[Stage, tuple[tuple[str, ...], str, str]] = {
-    Stage.UPLOADED: (("",), "uploaded", "last_upload_at"),
-    Stage.THUMBNAIL: (("", "uploaded"), "thumbnails_done", "last_thumbnail_at"),
-    Stage.THUMBNAIL_FAILED: (("", "uploaded"), "thumbnails_failed", "last_thumbnail_at"),
-    Stage.EMBEDDING: (("", "uploaded", "thumbnail"), "embeddings_done", "last_embedding_at"),
-    Stage.EMBEDDING_FAILED: (
+# Which states a photo may be in for each transition to apply, and which counter it bumps.
+_TRANSITIONS: dict[PhotoState, tuple[tuple[str, ...], str, str]] = {
+    PhotoState.UPLOADED: (("",), "uploaded", "last_upload_at"),
+    PhotoState.THUMBNAIL: (("", "uploaded"), "thumbnails_done", "last_thumbnail_at"),
+    PhotoState.THUMBNAIL_FAILED: (("", "uploaded"), "thumbnails_failed", "last_thumbnail_at"),
+    PhotoState.EMBEDDING: (("", "uploaded", "thumbnail"), "embeddings_done", "last_embedding_at"),
+    PhotoState.EMBEDDING_FAILED: (
         ("", "uploaded", "thumbnail"),
         "embeddings_failed",
         "last_embedding_at",
@@ -118,9 +132,9 @@ end
 """
 
 # KEYS 7-11 (record only): swept, finished, and the photo's reply, lease and attempts at the
-# stage. ARGV: photo_id, new stage, counter, timestamp field, timestamp, faces, failure json
+# stage. ARGV: photo_id, new state, counter, timestamp field, timestamp, faces, failure json
 # ('' if none), failures kept, completions kept, declaration ttl, reply json ('' if none),
-# reply ttl, retention, '1' when the sweeper records, allowed stages...
+# reply ttl, retention, '1' when the sweeper records, allowed states...
 # A photo first seen past `uploaded` (its upload record was lost) still counts as uploaded,
 # and one first seen at `embedding` also counts its thumbnail, so the counts stay consistent.
 # A completion of a photo the sweeper failed undoes that failure (in the run's counts too,
@@ -205,7 +219,7 @@ return 1
 )
 
 # KEYS: photos, swept, reply, lease, attempts. ARGV: photo_id, lease ms, attempts ttl, crashes
-# allowed, lease token, the stages the photo may be in for the stage to apply...
+# allowed, lease token, the states the photo may be in for the stage to apply...
 # One round trip before a stage touches a photo: finished already (answer with the reply sent
 # then), held by another delivery, or claimed; a claim whose earlier attempts all died with
 # their worker (their claims never settled) is reported with their count.
@@ -247,37 +261,9 @@ return total
 """
 )
 
-# ARGV: pairs of user, score read earlier. Removes a user only if it was not active since.
-_PRUNE_USERS = """
-local removed = 0
-for i = 1, #ARGV, 2 do
-  if tonumber(redis.call('ZSCORE', KEYS[1], ARGV[i])) == tonumber(ARGV[i + 1]) then
-    removed = removed + redis.call('ZREM', KEYS[1], ARGV[i])
-  end
-end
-return removed
-"""
 
-_COUNTERS = (
-    "uploaded",
-    "thumbnails_done",
-    "thumbnails_failed",
-    "embeddings_done",
-    "embeddings_failed",
-    "faces",
-)
-_TIMESTAMPS = ("first_upload_at", "last_upload_at", "last_thumbnail_at", "last_embedding_at")
-_FAILURES_SHOWN = 10
-
-# KEYS: user, completions, failures. ARGV: failures shown. A status poll is this one command:
-# one round trip, and one reply for the client library to parse.
-_READ_STATUS = """
-return {redis.call('HGETALL', KEYS[1]), redis.call('LRANGE', KEYS[2], 0, -1),
-        redis.call('LRANGE', KEYS[3], 0, tonumber(ARGV[1]) - 1)}
-"""
-
-
-def _user_keys(user_id: str) -> list[str]:
+def user_keys(user_id: str) -> list[str]:
+    """One user's keys: photos, user, completions, failures, then a queue per stage."""
     tag = f"{{{user_id}}}"
     return [
         f"photos:{tag}",
@@ -289,7 +275,7 @@ def _user_keys(user_id: str) -> list[str]:
 
 
 def _record_keys(user_id: str) -> list[str]:
-    """The user's keys that recording reads besides `_user_keys`: photos the sweeper failed
+    """The user's keys that recording reads besides `user_keys`: photos the sweeper failed
     (with the run they were swept in), and finished photos by when they finished."""
     tag = f"{{{user_id}}}"
     return [f"swept:{tag}", f"finished:{tag}"]
@@ -301,7 +287,7 @@ def _attempt_keys(user_id: str, photo_id: str, stage: str) -> list[str]:
     return [f"reply:{suffix}", f"lease:{suffix}", f"attempts:{suffix}"]
 
 
-def _samples_key(stage: str) -> str:
+def samples_key(stage: str) -> str:
     return f"samples:{stage}"
 
 
@@ -311,22 +297,9 @@ def _encode_sample(sample: StageSample) -> str:
     return f"{sample.at:.3f}|{duration}|{sample.reason or ''}|{os.urandom(4).hex()}"
 
 
-def _decode_sample(member: str) -> StageSample:
+def decode_sample(member: str) -> StageSample:
     at, duration, reason, _ = member.split("|", 3)
     return StageSample(float(at), float(duration) if duration else None, reason or None)
-
-
-def _run_status(
-    fields: dict[str, str], completions: list[str], now: float, eta_window: int
-) -> RunStatus:
-    declared_until = float(fields.get("run_expected_until", 0))
-    return RunStatus(
-        started_at=float(fields["run_started_at"]) if "run_started_at" in fields else None,
-        expected=int(fields.get("run_expected", 0)) if declared_until >= now else 0,
-        **{name: int(fields.get(f"run_{name}", 0)) for name in _COUNTERS},
-        completions=tuple(float(t) for t in completions),
-        eta_window=eta_window,
-    )
 
 
 @dataclass(frozen=True)
@@ -342,26 +315,36 @@ class Claim:
     crashes: int = 0
 
 
-class StatusStore:
+class PhotoStore:
+    """The writer: claims, releases and records photo states (the stages, the receiver, the
+    status function's dead-letter sink), declares uploads and sweeps overdue photos."""
+
     def __init__(self, client: redis.Redis, settings: StatusSettings | None = None) -> None:
         self._redis = client
         self._settings = settings or StatusSettings()
         self._record = client.register_script(_RECORD)
         self._declare = client.register_script(_DECLARE)
-        self._prune_users = client.register_script(_PRUNE_USERS)
-        self._read_status = client.register_script(_READ_STATUS)
         self._claim = client.register_script(_CLAIM)
         self._release = client.register_script(_RELEASE)
 
     @classmethod
-    def from_settings(cls, settings: StatusSettings) -> StatusStore:
+    def from_settings(cls, settings: StatusSettings) -> PhotoStore:
         return cls(connect(settings.redis_url), settings)
+
+    @property
+    def client(self) -> redis.Redis:
+        """The Redis client, for the status function's readers over the same connections."""
+        return self._redis
+
+    @property
+    def settings(self) -> StatusSettings:
+        return self._settings
 
     def record(
         self,
         user_id: str,
         photo_id: str,
-        stage: Stage,
+        state: PhotoState,
         *,
         faces: int = 0,
         reason: str | None = None,
@@ -371,21 +354,21 @@ class StatusStore:
         reply: dict[str, Any] | None = None,
         swept: bool = False,
     ) -> bool:
-        """Move a photo to `stage`; False when it was already there or beyond (a duplicate).
+        """Move a photo to `state`; False when it was already there or beyond (a duplicate).
 
         A transition that applied also adds a sample to its stage's window, so throughput and
         latency count each photo once per stage, stores the stage's `reply` (what a duplicate
         delivery is answered with) and ends the stage's claim on the photo. `swept`: the
         sweeper records a `timed_out` failure, which a later completion undoes.
         """
-        allowed, counter, timestamp_field = _TRANSITIONS[stage]
+        allowed, counter, timestamp_field = _TRANSITIONS[state]
         at = time.time() if at is None else at
         failure = ""
         if reason is not None:
             failure = json.dumps(
                 {
                     "photo_id": photo_id,
-                    "stage": stage.value,
+                    "stage": state.value,
                     "reason": reason,
                     "detail": detail[:300],
                     "at": at,
@@ -393,7 +376,7 @@ class StatusStore:
             )
         args = [
             photo_id,
-            stage.value,
+            state.value,
             counter,
             timestamp_field,
             repr(at),
@@ -409,21 +392,21 @@ class StatusStore:
             *allowed,
         ]
         keys = [
-            *_user_keys(user_id),
+            *user_keys(user_id),
             *_record_keys(user_id),
-            *_attempt_keys(user_id, photo_id, stage.pipeline_stage or stage.value),
+            *_attempt_keys(user_id, photo_id, state.pipeline_stage or state.value),
         ]
         span = _tracer.start_as_current_span(
-            "status.write", attributes={"photo.id": photo_id, "status.stage": stage.value}
+            "status.write", attributes={"photo.id": photo_id, "status.stage": state.value}
         )
         with span, _transient():
             self._redis.zadd(ACTIVE_USERS, {user_id: at}, gt=True)
             applied = bool(self._record(keys=keys, args=args))
-            if applied and stage.pipeline_stage is not None:
-                self._add_sample(stage.pipeline_stage, StageSample(at, duration_ms, reason))
+            if applied and state.pipeline_stage is not None:
+                self._add_sample(state.pipeline_stage, StageSample(at, duration_ms, reason))
         return applied
 
-    def claim(self, user_id: str, photo_id: str, done: Stage) -> Claim:
+    def claim(self, user_id: str, photo_id: str, done: PhotoState) -> Claim:
         """Claim a photo for the stage that ends in `done`, unless it finished that stage
         already or another delivery holds it (see Claim)."""
         allowed, _, _ = _TRANSITIONS[done]
@@ -438,7 +421,7 @@ class StatusStore:
             *allowed,
         ]
         keys = [
-            _user_keys(user_id)[0],
+            user_keys(user_id)[0],
             _record_keys(user_id)[0],
             *_attempt_keys(user_id, photo_id, stage),
         ]
@@ -448,7 +431,7 @@ class StatusStore:
             return Claim(outcome, token, reply=json.loads(detail) if detail else None)
         return Claim(outcome, token, crashes=int(detail) if detail else 0)
 
-    def release(self, user_id: str, photo_id: str, done: Stage, claim: Claim) -> None:
+    def release(self, user_id: str, photo_id: str, done: PhotoState, claim: Claim) -> None:
         """Give back a claim whose attempt ended without recording (a transient failure)."""
         _, lease, attempts = _attempt_keys(user_id, photo_id, done.pipeline_stage or done.value)
         with _transient():
@@ -460,107 +443,7 @@ class StatusStore:
         args = [expected, repr(at), self._settings.upload_declaration_ttl_s]
         with _transient():
             self._redis.zadd(ACTIVE_USERS, {user_id: at}, gt=True)
-            return int(self._declare(keys=_user_keys(user_id), args=args))
-
-    def user_status(self, user_id: str, now: float | None = None) -> UserStatus:
-        """Counters, current run, timestamps and newest failures in one round trip."""
-        keys = _user_keys(user_id)
-        with _transient():
-            flat_fields, completions, failures = self._read_status(
-                keys=[keys[1], keys[2], keys[3]], args=[_FAILURES_SHOWN]
-            )
-        fields = dict(zip(flat_fields[::2], flat_fields[1::2], strict=True))
-        now = time.time() if now is None else now
-        return self._user_status(user_id, fields, completions, failures, now)
-
-    def _user_status(
-        self,
-        user_id: str,
-        fields: dict[str, str],
-        completions: list[str],
-        failures: list[str],
-        now: float,
-    ) -> UserStatus:
-        return UserStatus(
-            user_id=user_id,
-            **{name: int(fields.get(name, 0)) for name in _COUNTERS},
-            timestamps={name: float(fields[name]) for name in _TIMESTAMPS if name in fields},
-            failures=[json.loads(item) for item in failures],
-            run=_run_status(fields, completions, now, self._settings.eta_completions),
-        )
-
-    @property
-    def client(self) -> redis.Redis:
-        """The Redis client, for the admin login's own store (functions/status/admin_store.py)
-        over the same connections."""
-        return self._redis
-
-    def thresholds(self) -> dict[str, dict[str, float]]:
-        """The thresholds an admin set; stages and keys never set are absent."""
-        with _transient():
-            return _thresholds_from_hash(self._redis.hgetall(THRESHOLDS))
-
-    def set_thresholds(self, values: dict[str, dict[str, float]]) -> None:
-        mapping = {
-            f"{stage}.{key}": value
-            for stage, pairs in values.items()
-            for key, value in pairs.items()
-        }
-        if mapping:
-            with _transient():
-                self._redis.hset(THRESHOLDS, mapping=mapping)
-
-    def snapshot(self, idle_retention_s: float, now: float | None = None) -> PipelineSnapshot:
-        """Stage samples in the window, thresholds, and every active user's status and queues.
-
-        Users idle for longer than `idle_retention_s` leave the active index here.
-        """
-        now = time.time() if now is None else now
-        since = now - self._settings.latency_window_s
-        with _transient():
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.zrevrange(ACTIVE_USERS, 0, -1, withscores=True)
-            pipe.hgetall(THRESHOLDS)
-            pipe.info("memory")
-            for stage in STAGES:
-                pipe.zrangebyscore(_samples_key(stage), since, "+inf")
-            active, thresholds, memory, *samples = pipe.execute()
-            users, backlog = self._active_users(active, now)
-            self._prune_idle(users, now - idle_retention_s)
-        return PipelineSnapshot(
-            now=now,
-            users=users,
-            backlog=backlog,
-            samples={
-                stage: [_decode_sample(member) for member in members]
-                for stage, members in zip(STAGES, samples, strict=True)
-            },
-            thresholds=_thresholds_from_hash(thresholds),
-            memory_used=int(memory["used_memory"]),
-            memory_max=int(memory["maxmemory"]),
-        )
-
-    def _active_users(
-        self, active: list[tuple[str, float]], now: float
-    ) -> tuple[list[tuple[UserStatus, float]], dict[str, Backlog]]:
-        pipe = self._redis.pipeline(transaction=False)
-        for user_id, _ in active:
-            keys = _user_keys(user_id)
-            pipe.hgetall(keys[1])
-            pipe.lrange(keys[2], 0, -1)
-            for queue in keys[4:]:
-                pipe.zcard(queue)
-                pipe.zrange(queue, 0, 0, withscores=True)
-        replies = pipe.execute()
-        users = []
-        backlog = {stage: Backlog() for stage in STAGES}
-        per_user = 2 + 2 * len(STAGES)
-        for index, (user_id, last_active) in enumerate(active):
-            fields, completions, *queues = replies[index * per_user : (index + 1) * per_user]
-            users.append((self._user_status(user_id, fields, completions, [], now), last_active))
-            for stage, pending, head in zip(STAGES, queues[0::2], queues[1::2], strict=True):
-                backlog[stage] = backlog[stage].add(pending, head[0][1] if head else None)
-        return users, backlog
+            return int(self._declare(keys=user_keys(user_id), args=args))
 
     def sweep(self, now: float | None = None) -> int:
         """Fail as `timed_out` the photos that waited longer than the deadline for a stage,
@@ -574,7 +457,7 @@ class StatusStore:
             users = self._redis.zrange(ACTIVE_USERS, 0, -1)
             pipe = self._redis.pipeline(transaction=False)
             for user_id in users:
-                for queue in _user_keys(user_id)[4:]:
+                for queue in user_keys(user_id)[4:]:
                     pipe.zrangebyscore(queue, "-inf", cutoff, start=0, num=_SWEPT_PER_QUEUE)
             overdue = pipe.execute()
         swept = 0
@@ -598,31 +481,13 @@ class StatusStore:
                 )
         return failed
 
-    def _prune_idle(self, users: list[tuple[UserStatus, float]], cutoff: float) -> None:
-        stale = [
-            (status.user_id, last_active)
-            for status, last_active in users
-            if last_active < cutoff and status.phase == "idle"
-        ]
-        if stale:
-            args = [item for user_id, last in stale for item in (user_id, repr(last))]
-            self._prune_users(keys=[ACTIVE_USERS], args=args)
-
     def _add_sample(self, stage: str, sample: StageSample) -> None:
-        key = _samples_key(stage)
+        key = samples_key(stage)
         pipe = self._redis.pipeline(transaction=False)
         pipe.zadd(key, {_encode_sample(sample): sample.at})
         pipe.zremrangebyscore(key, "-inf", f"({sample.at - self._settings.latency_window_s}")
         pipe.zremrangebyrank(key, 0, -self._settings.samples_kept - 1)
         pipe.execute()
-
-
-def _thresholds_from_hash(fields: dict[str, str]) -> dict[str, dict[str, float]]:
-    values: dict[str, dict[str, float]] = {}
-    for name, value in fields.items():
-        stage, _, key = name.partition(".")
-        values.setdefault(stage, {})[key] = float(value)
-    return values
 
 
 def _transient() -> AbstractContextManager[None]:
