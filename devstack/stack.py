@@ -19,10 +19,11 @@ import socket
 import subprocess
 import sys
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import boto3
 import jwt
@@ -233,16 +234,11 @@ class Processes:
         )
 
 
-class LocalStack:
-    """Start with `with LocalStack(config) as stack:`; `stack.urls` names every endpoint."""
+class Stack(ABC):
+    """A stack used as `with`: started on entry, stopped on exit, and stopped if starting
+    failed half way, so nothing it started is left running."""
 
-    def __init__(self, config: StackConfig) -> None:
-        self.config = config
-        self.urls: dict[str, str] = {}
-        self._processes = Processes(config.workdir)
-        self._s3: Any = None
-
-    def __enter__(self) -> LocalStack:
+    def __enter__(self) -> Self:
         try:
             self.start()
         except BaseException:
@@ -252,6 +248,22 @@ class LocalStack:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+    @abstractmethod
+    def start(self) -> None: ...
+
+    @abstractmethod
+    def stop(self) -> None: ...
+
+
+class LocalStack(Stack):
+    """Start with `with LocalStack(config) as stack:`; `stack.urls` names every endpoint."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.urls: dict[str, str] = {}
+        self._processes = Processes(config.workdir)
+        self._s3: Any = None
 
     @property
     def env(self) -> dict[str, str]:

@@ -23,7 +23,15 @@ from typing import Any
 import boto3
 import requests
 
-from devstack.stack import CREDENTIAL, REGION, ROOT, StackConfig, free_port, mint_token
+from devstack.stack import (
+    CREDENTIAL,
+    REGION,
+    ROOT,
+    Stack,
+    StackConfig,
+    free_port,
+    mint_token,
+)
 from scripts import build_images
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -68,7 +76,7 @@ def third_party_choices(client: str) -> tuple[dict[str, str], str]:
     return env, "jaeger" if jaeger else "otlp-receiver"
 
 
-class ComposeStack:
+class ComposeStack(Stack):
     """`with ComposeStack(config) as stack:`; `stack.urls` names the published endpoints."""
 
     def __init__(self, config: StackConfig) -> None:
@@ -78,17 +86,6 @@ class ComposeStack:
         self._compose = compose_command()
         self._env: dict[str, str] = {}
         self._s3: Any = None
-
-    def __enter__(self) -> ComposeStack:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     def start(self) -> None:
         built = subprocess.run(
