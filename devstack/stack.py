@@ -236,7 +236,11 @@ class Processes:
 
 class Stack(ABC):
     """A stack used as `with`: started on entry, stopped on exit, and stopped if starting
-    failed half way, so nothing it started is left running."""
+    failed half way, so nothing it started is left running. `urls` names its endpoints."""
+
+    config: StackConfig
+    urls: dict[str, str]
+    _s3: Any = None
 
     def __enter__(self) -> Self:
         try:
@@ -255,6 +259,22 @@ class Stack(ABC):
     @abstractmethod
     def stop(self) -> None: ...
 
+    def s3(self):  # noqa: ANN201 - boto3 clients are dynamically typed
+        """The stack's S3 client, made once (boto3 clients are thread-safe)."""
+        if self._s3 is None:
+            self._s3 = boto3.client(
+                "s3",
+                endpoint_url=self.urls["s3"],
+                region_name=REGION,
+                aws_access_key_id=CREDENTIAL,
+                aws_secret_access_key=CREDENTIAL,
+            )
+        return self._s3
+
+    def auth_headers(self, user_id: str) -> dict[str, str]:
+        """A user's `Authorization` header for the status API, as the app's backend issues it."""
+        return {"Authorization": f"Bearer {mint_token(self.config.jwt_secret, user_id)}"}
+
 
 class LocalStack(Stack):
     """Start with `with LocalStack(config) as stack:`; `stack.urls` names every endpoint."""
@@ -263,7 +283,6 @@ class LocalStack(Stack):
         self.config = config
         self.urls: dict[str, str] = {}
         self._processes = Processes(config.workdir)
-        self._s3: Any = None
 
     @property
     def env(self) -> dict[str, str]:
@@ -283,18 +302,6 @@ class LocalStack(Stack):
             "B2_WEBHOOK_SECRETS": self.config.webhook_secret,
             **self.config.extra_env,
         }
-
-    def s3(self):  # noqa: ANN201 - boto3 clients are dynamically typed
-        """The stack's S3 client, made once (boto3 clients are thread-safe)."""
-        if self._s3 is None:
-            self._s3 = boto3.client(
-                "s3",
-                endpoint_url=self.urls["s3"],
-                region_name=REGION,
-                aws_access_key_id=CREDENTIAL,
-                aws_secret_access_key=CREDENTIAL,
-            )
-        return self._s3
 
     def storage_settings(self, **overrides: float) -> StorageSettings:
         """The functions' object-store settings for this stack's S3 server."""
@@ -323,10 +330,6 @@ class LocalStack(Stack):
     def restart(self, name: str, down_s: float = 0.0) -> None:
         """Stop a part gracefully and start it again on the same port (Processes.restart)."""
         self._processes.restart(name, down_s)
-
-    def auth_headers(self, user_id: str) -> dict[str, str]:
-        """A user's `Authorization` header for the status API, as the app's backend issues it."""
-        return {"Authorization": f"Bearer {mint_token(self.config.jwt_secret, user_id)}"}
 
     def start(self) -> None:
         if self.config.tracing:

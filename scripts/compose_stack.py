@@ -18,19 +18,14 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import Any
 
-import boto3
 import requests
 
 from devstack.stack import (
-    CREDENTIAL,
-    REGION,
     ROOT,
     Stack,
     StackConfig,
     free_port,
-    mint_token,
 )
 from scripts import build_images
 
@@ -85,7 +80,6 @@ class ComposeStack(Stack):
         self.urls: dict[str, str] = {}
         self._compose = compose_command()
         self._env: dict[str, str] = {}
-        self._s3: Any = None
 
     def start(self) -> None:
         built = subprocess.run(
@@ -122,20 +116,6 @@ class ComposeStack(Stack):
         self._run("down", "--volumes", "--remove-orphans", "--timeout", "20", check=False)
         self._env = {}
         self._s3 = None
-
-    def s3(self):  # noqa: ANN201 - boto3 clients are dynamically typed
-        if self._s3 is None:
-            self._s3 = boto3.client(
-                "s3",
-                endpoint_url=self.urls["s3"],
-                region_name=REGION,
-                aws_access_key_id=CREDENTIAL,
-                aws_secret_access_key=CREDENTIAL,
-            )
-        return self._s3
-
-    def auth_headers(self, user_id: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {mint_token(self.config.jwt_secret, user_id)}"}
 
     def _run(self, *arguments: str, check: bool = True) -> None:
         """A compose command on this project; its output goes to the workdir's compose.log
