@@ -5,7 +5,7 @@ status store (each photo's state, and the counters users see). The soak's last w
 - `lost`: a photo with no status record, or one whose recorded outcome left no trace where it
   should have (a thumbnail done but no thumbnail in the bucket, or no Lambda call for it);
 - `double_called`: Lambda invocations for a photo version and stage beyond the first;
-- `stuck`: a photo still `uploaded` or `thumbnail`, neither done nor failed;
+- `stuck`: a photo not yet at its final state (done at the last stage, or failed);
 - `miscounted`: how far a user's counters are from what their photos' states add up to.
 """
 
@@ -22,21 +22,14 @@ import requests
 
 from devstack.stack import LocalStack, fetch_status
 from functions.common.config import ThumbnailSettings
-from functions.common.events import EMBEDDING_CREATED, THUMBNAIL_CREATED, PhotoRef
-from functions.common.photo_store import PhotoState, user_keys
+from functions.common.events import PhotoRef
+from functions.common.photo_store import user_keys
+from functions.common.pipeline import PIPELINE
+from functions.thumbnail.app import STAGE as THUMBNAIL
 from functions.thumbnail.service import thumbnail_key
 
-PENDING = frozenset({PhotoState.UPLOADED, PhotoState.THUMBNAIL})
-FAILED = frozenset({PhotoState.THUMBNAIL_FAILED, PhotoState.EMBEDDING_FAILED})
-THUMBNAIL_DONE = frozenset(
-    {PhotoState.THUMBNAIL, PhotoState.EMBEDDING, PhotoState.EMBEDDING_FAILED}
-)
-# The Lambda call each state implies was made.
-CALLS_MADE = {
-    PhotoState.THUMBNAIL: (THUMBNAIL_CREATED,),
-    PhotoState.EMBEDDING: (THUMBNAIL_CREATED, EMBEDDING_CREATED),
-    PhotoState.EMBEDDING_FAILED: (THUMBNAIL_CREATED,),
-}
+FAILED = frozenset(stage.failed for stage in PIPELINE)
+LAST_DONE = PIPELINE.stages[-1].done
 
 
 @dataclass(frozen=True)
@@ -80,7 +73,11 @@ def reconcile(
             lost += 1
             findings.append(f"lost: {photo.photo_id}: {missing}")
     reached = Counter(states.get(photo.photo_id) for photo in photos)
-    stuck = [photo.photo_id for photo in photos if states.get(photo.photo_id) in PENDING]
+    stuck = [
+        photo.photo_id
+        for photo in photos
+        if photo.photo_id in states and not PIPELINE.is_final(states[photo.photo_id])
+    ]
     findings += [f"stuck: {pid} is still {states[pid]}" for pid in stuck]
     double = {called: at for called, at in calls.items() if len(at) > 1}
     findings += [
@@ -91,8 +88,8 @@ def reconcile(
     return Reconciliation(
         miscounted=sum(off for off, _ in miscounts),
         photos=len(photos),
-        thumbnails=sum(reached[state] for state in THUMBNAIL_DONE),
-        embeddings=reached[PhotoState.EMBEDDING],
+        thumbnails=sum(n for state, n in reached.items() if _thumbnail_made(state)),
+        embeddings=reached[LAST_DONE],
         failed=sum(reached[state] for state in FAILED),
         lost=lost,
         double_called=sum(len(at) - 1 for at in double.values()),
@@ -128,9 +125,10 @@ def _missing(
     """What the photo's state says happened but left no trace; '' when nothing."""
     if state is None:
         return "no status record"
-    made = CALLS_MADE.get(state, ())
+    # Each stage a photo went through called the Lambda with its reply's type.
+    made = [stage.created for stage in PIPELINE.succeeded(state)]
     missing = [f"no {event} call" for event in made if (photo.photo_id, event) not in calls]
-    if state in THUMBNAIL_DONE and thumbnail not in evidence.thumbnails:
+    if _thumbnail_made(state) and thumbnail not in evidence.thumbnails:
         missing.insert(0, f"no {thumbnail} in the bucket")
     return f"{state}, but " + " and ".join(missing) if missing else ""
 
@@ -139,13 +137,12 @@ def _miscounts(user: str, evidence: Evidence) -> list[tuple[int, str]]:
     """Each counter of the user's that differs from their photos' states: by how much, and a
     line saying so."""
     reached = Counter(evidence.states[user].values())
-    expected = {
-        "uploaded": sum(reached.values()),
-        "thumbnails_done": sum(reached[state] for state in THUMBNAIL_DONE),
-        "thumbnails_failed": reached[PhotoState.THUMBNAIL_FAILED],
-        "embeddings_done": reached[PhotoState.EMBEDDING],
-        "embeddings_failed": reached[PhotoState.EMBEDDING_FAILED],
-    }
+    expected = {"uploaded": sum(reached.values())}
+    for stage in PIPELINE:
+        expected[stage.done_counter] = sum(
+            n for state, n in reached.items() if stage in PIPELINE.succeeded(state)
+        )
+        expected[stage.failed_counter] = reached[stage.failed]
     counts = evidence.counts[user]
     return [
         (
@@ -155,6 +152,10 @@ def _miscounts(user: str, evidence: Evidence) -> list[tuple[int, str]]:
         for name, want in expected.items()
         if counts[name] != want
     ]
+
+
+def _thumbnail_made(state: str | None) -> bool:
+    return state is not None and THUMBNAIL in PIPELINE.succeeded(state)
 
 
 def clock(at: float) -> str:

@@ -29,14 +29,17 @@ import boto3
 import jwt
 import redis
 import requests
+import yaml
 
 from devstack import fault_proxy
 from devstack.make_test_model_pack import build_pack
 from devstack.processes import children
 from functions.common.config import JWT_HMAC_ALGORITHM, StorageSettings
+from functions.common.pipeline import PIPELINE
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN_CONF = ROOT / "functions" / "common" / "gunicorn_conf.py"
+_WORKER_VARIABLES = ("WEB_CONCURRENCY", "GUNICORN_THREADS")
 # The local S3 server and Lambda stand-in accept any credentials; these are the stack's.
 REGION = "us-east-1"
 CREDENTIAL = "local"
@@ -276,6 +279,20 @@ class Stack(ABC):
         return {"Authorization": f"Bearer {mint_token(self.config.jwt_secret, user_id)}"}
 
 
+def service_workers(name: str) -> dict[str, str]:
+    """The gunicorn workers and threads a function's Knative Service runs it with
+    (knative/app/<name>.yaml), so it runs here as it does there; none where it has none."""
+    manifest = ROOT / "knative" / "app" / f"{name}.yaml"
+    if not manifest.exists():
+        return {}
+    container = yaml.safe_load(manifest.read_text())["spec"]["template"]["spec"]["containers"][0]
+    return {
+        item["name"]: item["value"]
+        for item in container.get("env", [])
+        if item["name"] in _WORKER_VARIABLES and "value" in item
+    }
+
+
 class LocalStack(Stack):
     """Start with `with LocalStack(config) as stack:`; `stack.urls` names every endpoint."""
 
@@ -363,13 +380,13 @@ class LocalStack(Stack):
         self.s3().put_bucket_versioning(
             Bucket=self.config.bucket, VersioningConfiguration={"Status": "Enabled"}
         )
-        self.urls["thumbnail"] = self._spawn_function("thumbnail", "functions.thumbnail.app")
-        self.urls["embed"] = self._spawn_function(
-            "embed",
-            "functions.embed.app",
-            {"WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "2"},
-            ready_timeout=120,
-        )
+        for stage in PIPELINE:
+            self.urls[stage.name] = self._spawn_function(
+                stage.name,
+                f"functions.{stage.name}.app",
+                service_workers(stage.name),
+                ready_timeout=120,  # a model loads and warms up before /healthz answers
+            )
         self.urls["status"] = self._spawn_function(
             "status",
             "functions.status.app",
@@ -402,7 +419,7 @@ class LocalStack(Stack):
                 str(ROOT / "eventing" / "triggers.yaml"),
                 *(
                     arg
-                    for name in ("thumbnail", "embed", "status-dead-letter")
+                    for name in (*PIPELINE.names, "status-dead-letter")
                     for arg in ("--service", f"{name}={self.urls[name]}")
                 ),
             ],

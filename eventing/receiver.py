@@ -54,7 +54,8 @@ from functions.common.metrics import (
     RECEIVER_EVENTS_FAILED,
     instrument,
 )
-from functions.common.photo_store import PhotoState, PhotoStore
+from functions.common.photo_store import PhotoStore
+from functions.common.pipeline import UPLOADED
 from functions.common.request_limits import limit_request_bodies
 from functions.common.seen_events import SeenEvents
 from functions.common.telemetry import (
@@ -171,7 +172,7 @@ class Acceptor:
                 return False
             self.publisher.publish(_upload_event(upload))
             self.store.record(
-                photo.user_id, photo.photo_id, PhotoState.UPLOADED, at=photo.uploaded_at
+                photo.user_id, photo.photo_id, UPLOADED, at=photo.uploaded_at
             )
             self.seen.remember(upload.event_id)
             return True

@@ -32,7 +32,8 @@ import requests
 
 from devstack.processes import usage_with_children
 from devstack.stack import Processes, mint_token, token_env
-from functions.common.photo_store import PhotoState, PhotoStore
+from functions.common.photo_store import PhotoStore
+from functions.common.pipeline import PhotoState
 
 USER = "bench-user"
 JWT_SECRET = "bench-status-" + "0123456789abcdef" * 2

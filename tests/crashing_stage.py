@@ -10,7 +10,7 @@ from functions.common.config import StatusSettings
 from functions.common.events import PhotoRef
 from functions.common.photo_store import PhotoStore
 from functions.common.stage_app import StageResult, create_stage_app
-from functions.thumbnail.app import stage_spec
+from functions.thumbnail.app import STAGE
 
 
 def _work(photo: PhotoRef) -> StageResult:
@@ -21,4 +21,4 @@ def _work(photo: PhotoRef) -> StageResult:
 
 def create_app() -> Flask:
     store = PhotoStore.from_settings(StatusSettings.from_env())
-    return create_stage_app(stage_spec(_work), store)
+    return create_stage_app(STAGE, _work, store)

@@ -13,7 +13,8 @@ from prometheus_client.metrics import MetricWrapperBase
 
 import eventing.receiver
 import functions.common.metrics
-from functions.common.config import STAGES, AdminSettings
+from functions.common.config import AdminSettings
+from functions.common.pipeline import PIPELINE
 from functions.common.status_model import Backlog, PipelineSnapshot
 from functions.status.metrics import StageHealthCollector
 from tests.knative_manifests import ROOT
@@ -73,8 +74,8 @@ def exported_series() -> frozenset[str]:
     empty = PipelineSnapshot(
         now=0.0,
         users=[],
-        backlog={stage: Backlog() for stage in STAGES},
-        samples={stage: [] for stage in STAGES},
+        backlog={stage: Backlog() for stage in PIPELINE.names},
+        samples={stage: [] for stage in PIPELINE.names},
         thresholds={},
     )
     collector = StageHealthCollector(lambda: (empty, AdminSettings().default_thresholds))

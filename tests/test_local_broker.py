@@ -10,14 +10,10 @@ import requests
 import yaml
 
 from devstack.local_broker import LocalBroker, parse_duration
-from functions.common.events import (
-    OBJECT_CREATED,
-    THUMBNAIL_CREATED,
-    PhotoRef,
-    binary_http,
-    new_event,
-    photo_data,
-)
+from functions.common.events import OBJECT_CREATED, PhotoRef, binary_http, new_event, photo_data
+from functions.common.pipeline import PIPELINE
+
+THUMBNAIL_CREATED = PIPELINE["thumbnail"].created
 
 TRIGGERS = Path(__file__).resolve().parent.parent / "eventing" / "triggers.yaml"
 # The Knative Services the Triggers name: subscribers and the dead-letter sink.

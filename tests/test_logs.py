@@ -29,15 +29,11 @@ from devstack.stack import (
     Processes,
     free_port,
 )
-from functions.common.events import (
-    OBJECT_CREATED,
-    THUMBNAIL_FAILED,
-    PhotoRef,
-    binary_http,
-    new_event,
-    photo_data,
-)
+from functions.common.events import OBJECT_CREATED, PhotoRef, binary_http, new_event, photo_data
+from functions.common.pipeline import PIPELINE
 from tests.stack_fixtures import deliver, upload, wait_until_idle
+
+THUMBNAIL_FAILED = PIPELINE["thumbnail"].failed_event
 
 BUCKET = "photos"
 BROKEN_KEY = "nora/photos/broken.jpg"

@@ -8,7 +8,8 @@ import redis
 
 from functions.common.config import StatusSettings
 from functions.common.errors import TransientError
-from functions.common.photo_store import PhotoState, PhotoStore
+from functions.common.photo_store import PhotoStore
+from functions.common.pipeline import PIPELINE, PhotoState
 from functions.status.status_reader import StatusReader
 
 T0 = 1_000_000.0
@@ -65,7 +66,7 @@ def test_phase_is_indexing_once_thumbnails_are_done_and_embeddings_pending(store
     store.record("ann", "a.jpg", PhotoState.UPLOADED)
     store.record("ann", "a.jpg", PhotoState.THUMBNAIL)
     status = reader.user_status("ann")
-    assert (status.phase, status.embeddings_pending) == ("indexing", 1)
+    assert (status.phase, status.counts["embeddings_pending"]) == ("indexing", 1)
 
 
 def test_phase_is_idle_when_every_photo_is_embedded(store, reader):
@@ -74,7 +75,7 @@ def test_phase_is_idle_when_every_photo_is_embedded(store, reader):
     store.record("ann", "b.jpg", PhotoState.THUMBNAIL)
     store.record("ann", "b.jpg", PhotoState.EMBEDDING, faces=2)
     status = reader.user_status("ann")
-    assert (status.phase, status.embeddings_done, status.faces) == ("idle", 2, 2)
+    assert (status.phase, status.counts["embeddings_done"], status.faces) == ("idle", 2, 2)
 
 
 def test_a_failed_thumbnail_ends_the_photo_so_the_user_reaches_idle(store, reader):
@@ -84,7 +85,7 @@ def test_a_failed_thumbnail_ends_the_photo_so_the_user_reaches_idle(store, reade
     )
     status = reader.user_status("ann")
     assert status.phase == "idle"
-    assert status.thumbnails_failed == 1
+    assert status.counts["thumbnails_failed"] == 1
     assert status.failures[0]["reason"] == "corrupt"
 
 
@@ -99,13 +100,17 @@ def test_a_repeated_embedding_does_not_count_its_faces_twice(store, reader):
 def test_a_late_thumbnail_after_its_embedding_changes_nothing(store, reader):
     process(store, "ann", "a.jpg", T0)
     assert not store.record("ann", "a.jpg", PhotoState.THUMBNAIL)
-    assert reader.user_status("ann").thumbnails_done == 1
+    assert reader.user_status("ann").counts["thumbnails_done"] == 1
 
 
 def test_a_photo_first_seen_at_embedding_still_counts_as_uploaded_and_thumbnailed(store, reader):
     store.record("ann", "a.jpg", PhotoState.EMBEDDING)
     status = reader.user_status("ann")
-    assert (status.uploaded, status.thumbnails_done, status.embeddings_done) == (1, 1, 1)
+    assert (
+        status.uploaded,
+        status.counts["thumbnails_done"],
+        status.counts["embeddings_done"],
+    ) == (1, 1, 1)
     assert status.phase == "idle"
 
 
@@ -113,7 +118,7 @@ def test_an_upload_recorded_after_its_thumbnail_counts_once_and_waits_for_nothin
     store.record("ann", "a.jpg", PhotoState.THUMBNAIL, at=T0 + 2)
     assert not store.record("ann", "a.jpg", PhotoState.UPLOADED, at=T0)
     status = reader.user_status("ann", now=T0 + 3)
-    assert (status.uploaded, status.thumbnails_done, status.run.uploaded) == (1, 1, 1)
+    assert (status.uploaded, status.counts["thumbnails_done"], status.run.uploaded) == (1, 1, 1)
     assert reader.snapshot(idle_retention_s=3600, now=T0 + 3).backlog["thumbnail"].pending == 0
 
 
@@ -164,9 +169,13 @@ def test_a_run_counts_each_photo_once_despite_duplicates_and_failures(store, rea
     store.record("ann", "a", PhotoState.EMBEDDING, faces=2, at=T0 + 2)
     store.record("ann", "a", PhotoState.EMBEDDING, faces=2, at=T0 + 3)
     run = reader.user_status("ann", now=T0 + 3).run
-    assert (run.uploaded, run.thumbnails_done, run.thumbnails_failed) == (4, 2, 1)
-    assert (run.embeddings_done, run.embeddings_failed, run.faces) == (1, 1, 2)
-    assert (run.thumbnails_pending, run.embeddings_pending) == (1, 0)
+    assert (run.uploaded, run.counts["thumbnails_done"], run.counts["thumbnails_failed"]) == (
+        4,
+        2,
+        1,
+    )
+    assert (run.counts["embeddings_done"], run.counts["embeddings_failed"], run.faces) == (1, 1, 2)
+    assert (run.counts["thumbnails_pending"], run.counts["embeddings_pending"]) == (1, 0)
 
 
 def test_a_photo_arriving_after_the_run_finished_starts_a_new_run(store, reader):
@@ -189,7 +198,12 @@ def test_a_finished_run_keeps_its_counts_until_the_next_one_starts(store, reader
     process(store, "ann", "a", T0)
     run = reader.user_status("ann", now=T0 + 1000).run
     assert run.finished
-    assert (run.uploaded, run.embeddings_done, run.progress, run.eta_s) == (1, 1, 1.0, 0.0)
+    assert (run.uploaded, run.counts["embeddings_done"], run.progress, run.eta_s) == (
+        1,
+        1,
+        1.0,
+        0.0,
+    )
 
 
 def test_progress_counts_a_failed_thumbnail_as_the_end_of_its_photo(store, reader):
@@ -208,7 +222,11 @@ def test_a_declared_upload_is_processing_before_any_photo_arrives(store, reader)
     store.declare_upload("ann", 3, at=T0)
     status = reader.user_status("ann", now=T0 + 1)
     assert status.phase == "processing"
-    assert (status.run.photos, status.run.uploaded, status.run.thumbnails_pending) == (3, 0, 3)
+    assert (status.run.photos, status.run.uploaded, status.run.counts["thumbnails_pending"]) == (
+        3,
+        0,
+        3,
+    )
 
 
 def test_a_declared_run_is_not_finished_while_declared_photos_are_still_in_flight(store, reader):
@@ -217,7 +235,7 @@ def test_a_declared_run_is_not_finished_while_declared_photos_are_still_in_fligh
     process(store, "ann", "b", T0 + 1)
     status = reader.user_status("ann", now=T0 + 5)
     assert status.phase == "processing"
-    assert (status.run.embeddings_done, status.run.thumbnails_pending) == (2, 1)
+    assert (status.run.counts["embeddings_done"], status.run.counts["thumbnails_pending"]) == (2, 1)
     process(store, "ann", "c", T0 + 6)
     assert reader.user_status("ann", now=T0 + 10).phase == "idle"
 
@@ -286,7 +304,7 @@ def test_a_photo_pending_past_the_deadline_is_failed_as_timed_out(sweeping):
     sweeping.record("ann", "a.jpg", PhotoState.UPLOADED, at=T0)
     assert sweeping.sweep(now=T0 + 601) == 1
     status = read(sweeping).user_status("ann", now=T0 + 601)
-    assert (status.phase, status.thumbnails_failed, status.failures[0]["reason"]) == (
+    assert (status.phase, status.counts["thumbnails_failed"], status.failures[0]["reason"]) == (
         "idle",
         1,
         "timed_out",
@@ -296,14 +314,18 @@ def test_a_photo_pending_past_the_deadline_is_failed_as_timed_out(sweeping):
 def test_a_photo_within_the_deadline_is_left_pending(sweeping):
     sweeping.record("ann", "a.jpg", PhotoState.UPLOADED, at=T0)
     assert sweeping.sweep(now=T0 + 599) == 0
-    assert read(sweeping).user_status("ann", now=T0 + 599).thumbnails_pending == 1
+    assert read(sweeping).user_status("ann", now=T0 + 599).counts["thumbnails_pending"] == 1
 
 
 def test_a_photo_waiting_too_long_for_its_embedding_fails_at_that_stage(sweeping):
     process(sweeping, "ann", "a.jpg", T0, stages=(PhotoState.UPLOADED, PhotoState.THUMBNAIL))
     sweeping.sweep(now=T0 + 700)
     status = read(sweeping).user_status("ann", now=T0 + 700)
-    assert (status.thumbnails_done, status.embeddings_failed, status.phase) == (1, 1, "idle")
+    assert (status.counts["thumbnails_done"], status.counts["embeddings_failed"], status.phase) == (
+        1,
+        1,
+        "idle",
+    )
 
 
 def test_a_completion_after_the_sweep_counts_as_done_and_no_longer_failed(sweeping):
@@ -311,8 +333,12 @@ def test_a_completion_after_the_sweep_counts_as_done_and_no_longer_failed(sweepi
     sweeping.sweep(now=T0 + 601)
     assert sweeping.record("ann", "a.jpg", PhotoState.THUMBNAIL, at=T0 + 602)
     status = read(sweeping).user_status("ann", now=T0 + 602)
-    assert (status.thumbnails_done, status.thumbnails_failed) == (1, 0)
-    assert (status.run.thumbnails_done, status.run.thumbnails_failed, status.phase) == (
+    assert (status.counts["thumbnails_done"], status.counts["thumbnails_failed"]) == (1, 0)
+    assert (
+        status.run.counts["thumbnails_done"],
+        status.run.counts["thumbnails_failed"],
+        status.phase,
+    ) == (
         1,
         0,
         "indexing",
@@ -324,13 +350,13 @@ def test_a_late_completion_is_counted_once_however_often_it_is_delivered(sweepin
     sweeping.sweep(now=T0 + 601)
     sweeping.record("ann", "a.jpg", PhotoState.THUMBNAIL, at=T0 + 602)
     assert not sweeping.record("ann", "a.jpg", PhotoState.THUMBNAIL, at=T0 + 603)
-    assert read(sweeping).user_status("ann").thumbnails_done == 1
+    assert read(sweeping).user_status("ann").counts["thumbnails_done"] == 1
 
 
 def test_a_swept_photo_can_be_claimed_again_when_its_event_comes_late(sweeping):
     sweeping.record("ann", "a.jpg", PhotoState.UPLOADED, at=T0)
     sweeping.sweep(now=T0 + 601)
-    assert sweeping.claim("ann", "a.jpg", PhotoState.THUMBNAIL).outcome == "claimed"
+    assert sweeping.claim("ann", "a.jpg", PIPELINE["thumbnail"]).outcome == "claimed"
 
 
 def test_replicas_sweep_once_per_interval(sweeping):
@@ -365,7 +391,7 @@ def test_a_finished_photos_record_is_dropped_after_the_retention(retaining, clie
 def test_counts_are_kept_when_records_are_dropped(retaining):
     process(retaining, "ann", "old.jpg", T0)
     process(retaining, "ann", "new.jpg", T0 + 3700)
-    assert read(retaining).user_status("ann").embeddings_done == 2
+    assert read(retaining).user_status("ann").counts["embeddings_done"] == 2
 
 
 def test_a_pending_photos_record_is_kept_past_the_retention(retaining, client):
@@ -392,4 +418,4 @@ def test_redis_memory_is_bounded_by_the_photos_finished_within_the_retention(cli
     per_photo = (client.info("memory")["used_memory"] - baseline) / retained
     assert retained <= 1000 * 2 + 3 * 16, retained  # a photo every 0.5 s; 16 trimmed a write
     assert per_photo < 512, f"{per_photo:.0f} bytes per retained photo"
-    assert sum(reader.user_status(user).embeddings_done for user in users) == photos
+    assert sum(reader.user_status(user).counts["embeddings_done"] for user in users) == photos

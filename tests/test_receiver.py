@@ -148,7 +148,7 @@ def test_an_upload_the_broker_refuses_is_not_recorded_so_it_never_waits_forever(
     receiver = start(settings_for(refusing.url))
     deliver(receiver, uploads(2), SECRET)
     status = reader.user_status("ann")
-    assert (status.uploaded, status.thumbnails_pending) == (0, 0)
+    assert (status.uploaded, status.counts["thumbnails_pending"]) == (0, 0)
 
 
 def test_an_unavailable_status_store_is_answered_503(start, broker, refused_port):

@@ -2,7 +2,11 @@
 failed and miscounted."""
 
 from devstack.reconcile import Evidence, reconcile
-from functions.common.events import EMBEDDING_CREATED, THUMBNAIL_CREATED, PhotoRef
+from functions.common.events import PhotoRef
+from functions.common.pipeline import PIPELINE
+
+EMBEDDING_CREATED = PIPELINE["embed"].created
+THUMBNAIL_CREATED = PIPELINE["thumbnail"].created
 
 TEMPLATE = "thumbnails/{key}.jpg"
 

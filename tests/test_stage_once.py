@@ -12,17 +12,19 @@ from functions.common.config import StatusSettings
 from functions.common.errors import PermanentError, TransientError
 from functions.common.events import (
     OBJECT_CREATED,
-    THUMBNAIL_FAILED,
     PhotoRef,
     binary_http,
     new_event,
     parse_event,
     photo_data,
 )
-from functions.common.photo_store import PhotoState, PhotoStore
+from functions.common.photo_store import PhotoStore
+from functions.common.pipeline import PIPELINE
 from functions.common.stage_app import StageResult, create_stage_app
 from functions.status.status_reader import StatusReader
-from functions.thumbnail.app import stage_spec
+from functions.thumbnail.app import STAGE
+
+THUMBNAIL_FAILED = PIPELINE["thumbnail"].failed_event
 
 PHOTO = PhotoRef("photos", "ann/写真 1.jpg", "v1", "ann")
 
@@ -49,7 +51,7 @@ def client(redis_client):
 
 def stage(client, work, **settings):
     store = PhotoStore(client, StatusSettings(**settings))
-    return create_stage_app(stage_spec(work), store).test_client(), store
+    return create_stage_app(STAGE, work, store).test_client(), store
 
 
 def deliver(app, photo=PHOTO):
@@ -94,7 +96,7 @@ def test_a_repeat_whose_reply_has_expired_is_answered_with_no_event(client):
 def test_a_delivery_while_another_works_on_the_photo_is_answered_503_untouched(client):
     work = CountingWork()
     app, store = stage(client, work)
-    store.claim(PHOTO.user_id, PHOTO.photo_id, PhotoState.THUMBNAIL)
+    store.claim(PHOTO.user_id, PHOTO.photo_id, STAGE)
     assert deliver(app).status_code == 503
     assert work.calls == 0
 
@@ -105,7 +107,7 @@ def test_a_transient_failure_gives_the_photo_back_for_the_retry(client):
     assert deliver(app).status_code == 503
     assert deliver(app).status_code == 200
     assert work.calls == 2
-    assert StatusReader(client).user_status("ann").thumbnails_done == 1
+    assert StatusReader(client).user_status("ann").counts["thumbnails_done"] == 1
 
 
 def test_photos_that_differ_only_in_unicode_normalization_are_each_processed(client):
@@ -127,7 +129,7 @@ def test_an_outcome_is_recorded_through_a_short_redis_outage_without_repeating_t
 
     app, _ = stage(client, work_then_outage)
     assert deliver(app).status_code == 200
-    assert (len(calls), StatusReader(client).user_status("ann").thumbnails_done) == (1, 1)
+    assert (len(calls), StatusReader(client).user_status("ann").counts["thumbnails_done"]) == (1, 1)
 
 
 # A worker that dies on a photo, under gunicorn as deployed
@@ -169,7 +171,7 @@ def test_a_photo_that_kills_its_worker_fails_as_crashed_after_the_attempts_allow
     assert answers[:2] == [None, None]
     assert answers[2] == 200
     status = StatusReader(client).user_status("ann")
-    assert (status.thumbnails_failed, status.failures[0]["reason"]) == (1, "crashed")
+    assert (status.counts["thumbnails_failed"], status.failures[0]["reason"]) == (1, "crashed")
 
 
 def test_a_healthy_photo_is_processed_by_the_worker_that_replaced_a_dead_one(
@@ -179,4 +181,4 @@ def test_a_healthy_photo_is_processed_by_the_worker_that_replaced_a_dead_one(
     time.sleep(0.5)
     healthy = PhotoRef("photos", "ann/fine.jpg", "v1", "ann")
     assert post(crashing_stage, healthy) == 200
-    assert StatusReader(client).user_status("ann").thumbnails_done == 1
+    assert StatusReader(client).user_status("ann").counts["thumbnails_done"] == 1

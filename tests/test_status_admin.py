@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from functions.common.photo_store import PhotoState
+from functions.common.pipeline import PhotoState
 from functions.status.app import create_app
 from functions.status.overview import percentile
 from tests.status_fixtures import (  # noqa: F401 - fixtures

@@ -13,8 +13,9 @@ from prometheus_client import REGISTRY
 from werkzeug.test import Client
 
 from functions.common.errors import TransientError
-from functions.common.events import OBJECT_CREATED, THUMBNAIL_CREATED, binary_http
-from functions.common.photo_store import PhotoState, PhotoStore
+from functions.common.events import OBJECT_CREATED, binary_http
+from functions.common.photo_store import PhotoStore
+from functions.common.pipeline import PIPELINE, PhotoState
 from functions.status.app import create_app
 from functions.status.status_reader import StatusReader
 from tests.status_fixtures import (  # noqa: F401 - fixtures
@@ -27,6 +28,8 @@ from tests.status_fixtures import (  # noqa: F401 - fixtures
     dead_letter_app,
     store,
 )
+
+THUMBNAIL_CREATED = PIPELINE["thumbnail"].created
 
 
 def dead_lettered(event_type, key="ann/a.jpg"):
@@ -259,7 +262,7 @@ def test_the_public_status_service_does_not_serve_the_dead_letter_sink(client, s
     store.record("ann", "ann/a.jpg", PhotoState.UPLOADED)
     headers, body = dead_lettered(OBJECT_CREATED)
     assert client.post("/v1/dead-letter", data=body, headers=headers).status_code == 404
-    assert reader.user_status("ann").thumbnails_failed == 0
+    assert reader.user_status("ann").counts["thumbnails_failed"] == 0
 
 
 def test_a_dead_lettered_upload_marks_the_thumbnail_failed(dead_letter_client, store, reader):
@@ -267,7 +270,7 @@ def test_a_dead_lettered_upload_marks_the_thumbnail_failed(dead_letter_client, s
     headers, body = dead_lettered(OBJECT_CREATED)
     assert dead_letter_client.post("/v1/dead-letter", data=body, headers=headers).status_code == 200
     status = reader.user_status("ann")
-    assert (status.thumbnails_failed, status.phase) == (1, "idle")
+    assert (status.counts["thumbnails_failed"], status.phase) == (1, "idle")
     assert status.failures[0]["reason"] == "delivery_failed"
     assert status.failures[0]["detail"] == "the thumbnail stage answered 503 after all retries"
 
@@ -279,7 +282,7 @@ def test_a_dead_lettered_thumbnail_event_marks_the_embedding_failed(
     headers, body = dead_lettered(THUMBNAIL_CREATED)
     dead_letter_client.post("/v1/dead-letter", data=body, headers=headers)
     status = reader.user_status("ann")
-    assert (status.embeddings_failed, status.phase) == (1, "idle")
+    assert (status.counts["embeddings_failed"], status.phase) == (1, "idle")
 
 
 def test_a_dead_lettered_upload_whose_thumbnail_was_made_marks_the_embedding_failed(
@@ -290,7 +293,12 @@ def test_a_dead_lettered_upload_whose_thumbnail_was_made_marks_the_embedding_fai
     response = dead_letter_client.post("/v1/dead-letter", data=body, headers=headers)
     assert response.get_json() == {"recorded": "embedding_failed"}
     status = reader.user_status("ann")
-    assert (status.embeddings_failed, status.thumbnails_failed, status.phase) == (1, 0, "idle")
+    counts = status.counts
+    assert (counts["embeddings_failed"], counts["thumbnails_failed"], status.phase) == (
+        1,
+        0,
+        "idle",
+    )
     assert status.failures[0]["reason"] == "delivery_failed"
 
 

@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from functions.common.errors import TransientError
-from functions.common.photo_store import PhotoState
+from functions.common.pipeline import PhotoState
 from functions.status.admin_store import ThresholdStore
 from functions.status.status_reader import StatusReader
 from tests.test_photo_store import (  # noqa: F401 - fixtures

@@ -6,7 +6,8 @@ import redis
 
 from functions.common.config import StatusSettings
 from functions.common.logs import ContextFilter
-from functions.common.photo_store import PhotoState, PhotoStore
+from functions.common.photo_store import PhotoStore
+from functions.common.pipeline import PhotoState
 from functions.status.status_reader import StatusReader
 from functions.status.sweeper import Sweeper
 
@@ -20,7 +21,10 @@ def test_the_sweeper_fails_a_photo_whose_event_was_lost_while_it_runs(redis_serv
     sweeper = Sweeper(store, interval_s=0.05).start()
     try:
         deadline = time.monotonic() + 5
-        while reader.user_status("ann").thumbnails_failed == 0 and time.monotonic() < deadline:
+        while (
+            reader.user_status("ann").counts["thumbnails_failed"] == 0
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.05)
     finally:
         sweeper.stop()

@@ -24,6 +24,8 @@ from pydantic import BeforeValidator, Field, ValidationError, model_validator
 from pydantic_core import PydanticUseDefault
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from functions.common.pipeline import PIPELINE
+
 # -- how a variable's text becomes a value -----------------------------------------------------
 # Exactly as this module's hand-written parsing did: an empty number or boolean is its default,
 # an empty optional string is unset, a list is comma-separated (blanks dropped), and a string
@@ -452,15 +454,6 @@ class AuthSettings(_Settings):
         return self
 
 
-# The mission's acceptable delay per pipeline stage: the admin's thresholds until set.
-DEFAULT_THRESHOLDS = {
-    "thumbnail": {"p95_ms": 300.0, "backlog_age_s": 60.0},
-    "embed": {"p95_ms": 500.0, "backlog_age_s": 120.0},
-}
-STAGES = tuple(DEFAULT_THRESHOLDS)
-THRESHOLD_KEYS = tuple(DEFAULT_THRESHOLDS["thumbnail"])
-
-
 def threshold_variable(stage: str, key: str) -> str:
     """The variable of one default threshold, e.g. THRESHOLD_EMBED_P95_MS."""
     return f"THRESHOLD_{stage.upper()}_{key.upper()}"
@@ -501,7 +494,7 @@ class AdminSettings(_Settings):
     jwt_issuer: str = env("ADMIN_JWT_ISSUER", "photo-pipeline-admin", "`iss` of admin tokens")
     jwt_audience: str = env("ADMIN_JWT_AUDIENCE", "status-admin-api", "`aud` of admin tokens")
     default_thresholds: dict[str, dict[str, Float]] = Field(
-        default_factory=lambda: {stage: dict(keys) for stage, keys in DEFAULT_THRESHOLDS.items()},
+        default_factory=PIPELINE.default_thresholds,
         description="default thresholds until an admin sets them (they persist in Redis)",
     )
     users_shown: Int = env(
@@ -546,7 +539,7 @@ class AdminSettings(_Settings):
     @classmethod
     def _other_variables(cls) -> dict[str, Any]:
         thresholds = {}
-        for stage, values in DEFAULT_THRESHOLDS.items():
+        for stage, values in PIPELINE.default_thresholds().items():
             thresholds[stage] = {}
             for key, default in values.items():
                 variable = threshold_variable(stage, key)

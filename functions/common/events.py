@@ -1,4 +1,4 @@
-"""CloudEvent types and payloads exchanged between the pipeline's stages, and HTTP helpers."""
+"""CloudEvent payloads exchanged between the pipeline's stages, and HTTP helpers."""
 
 from __future__ import annotations
 
@@ -11,11 +11,8 @@ from urllib.parse import quote
 from cloudevents.v1.conversion import to_binary
 from cloudevents.v1.http import CloudEvent, from_http
 
+# B2's upload, the event the pipeline starts from; each stage's own are in pipeline.toml.
 OBJECT_CREATED = "com.backblaze.b2.object.created"
-THUMBNAIL_CREATED = "thumbnail.created"
-THUMBNAIL_FAILED = "thumbnail.failed"
-EMBEDDING_CREATED = "embedding.created"
-EMBEDDING_FAILED = "embedding.failed"
 
 USER_ID_EXTENSION = "userid"
 # B2's (and S3's) longest object key, in UTF-8 bytes.

@@ -7,14 +7,15 @@ The key layout, written here and read there. Per user (the `{user_id}` hash tag 
 user's keys in one slot, so each script touches a single slot and the layout is ready for
 Redis Cluster; the client today is a plain single-endpoint `redis.Redis`, which is what the
 deployment runs):
-- `photos:{user}`: hash photo_id -> the photo's state (a `PhotoState`: `uploaded`,
-  `thumbnail`, `thumbnail_failed`, `embedding`, `embedding_failed`); a state is only entered
-  from an earlier one, so a duplicate or late delivery never counts twice.
-- `user:{user}`: hash of lifetime counters, timestamps and the current run (`run_*` fields),
+- `photos:{user}`: hash photo_id -> the photo's state (a `PhotoState`: `uploaded`, or a
+  stage's done or failed state, pipeline.toml); a state is only entered from an earlier one,
+  so a duplicate or late delivery never counts twice.
+- `user:{user}`: hash of lifetime counters (`uploaded`, `<counted_as>_done` and `_failed`
+  per stage, `faces`), timestamps and the current run (`run_*` fields),
   read by the status function in one round trip with the two lists below.
 - `failures:{user}`: newest failures first (JSON), capped.
 - `completions:{user}`: times of the current run's newest stage completions, for the ETA.
-- `queue:{user}:thumbnail`, `queue:{user}:embed`: photos waiting for each stage, scored by
+- `queue:{user}:<stage>`: photos waiting for each stage, scored by
   the time they started waiting (the backlog and its oldest age).
 - `swept:{user}`, `finished:{user}`: photos the sweeper failed, and finished photos by when
   they finished (for the retention).
@@ -38,13 +39,13 @@ import os
 import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 import redis
 
-from functions.common.config import STAGES, StatusSettings
+from functions.common.config import StatusSettings
 from functions.common.logs import photo_context
+from functions.common.pipeline import PIPELINE, UPLOADED, Stage
 from functions.common.redis_client import connect, unavailable_as_transient
 from functions.common.status_model import StageSample
 from functions.common.telemetry import tracer
@@ -58,110 +59,107 @@ _SWEPT_PER_QUEUE = 1000
 
 # The lifetime counters and timestamps in `user:{user}`; the current run's are `run_<counter>`.
 COUNTERS = (
-    "uploaded",
-    "thumbnails_done",
-    "thumbnails_failed",
-    "embeddings_done",
-    "embeddings_failed",
+    UPLOADED,
+    *(counter for stage in PIPELINE for counter in (stage.done_counter, stage.failed_counter)),
     "faces",
 )
-TIMESTAMPS = ("first_upload_at", "last_upload_at", "last_thumbnail_at", "last_embedding_at")
+TIMESTAMPS = ("first_upload_at", "last_upload_at", *(stage.finished_at for stage in PIPELINE))
 
 
 _tracer = tracer(__name__)
 
+# The pipeline as both scripts get it, after their own arguments: for each stage in order,
+# its done state, failed state and counter prefix. `STAGES[i]` is {done, failed, counted}.
+_PIPELINE_ARGS = [value for st in PIPELINE for value in (st.done, st.failed, st.counted_as)]
 
-class PhotoState(StrEnum):
-    """Where a photo is: uploaded, or done or failed at a stage (a stage is a function)."""
-
-    UPLOADED = "uploaded"
-    THUMBNAIL = "thumbnail"
-    THUMBNAIL_FAILED = "thumbnail_failed"
-    EMBEDDING = "embedding"
-    EMBEDDING_FAILED = "embedding_failed"
-
-    @property
-    def pipeline_stage(self) -> str | None:
-        """The function whose work this state ends (`thumbnail`, `embed`); None for uploads."""
-        return _PIPELINE_STAGE.get(self)
-
-
-_PIPELINE_STAGE = {
-    PhotoState.THUMBNAIL: "thumbnail",
-    PhotoState.THUMBNAIL_FAILED: "thumbnail",
-    PhotoState.EMBEDDING: "embed",
-    PhotoState.EMBEDDING_FAILED: "embed",
-}
-
-# The failure that ends a photo which waited too long in a stage's queue.
-_TIMED_OUT_AS = {"thumbnail": PhotoState.THUMBNAIL_FAILED, "embed": PhotoState.EMBEDDING_FAILED}
-
-# Which states a photo may be in for each transition to apply, and which counter it bumps.
-_TRANSITIONS: dict[PhotoState, tuple[tuple[str, ...], str, str]] = {
-    PhotoState.UPLOADED: (("",), "uploaded", "last_upload_at"),
-    PhotoState.THUMBNAIL: (("", "uploaded"), "thumbnails_done", "last_thumbnail_at"),
-    PhotoState.THUMBNAIL_FAILED: (("", "uploaded"), "thumbnails_failed", "last_thumbnail_at"),
-    PhotoState.EMBEDDING: (("", "uploaded", "thumbnail"), "embeddings_done", "last_embedding_at"),
-    PhotoState.EMBEDDING_FAILED: (
-        ("", "uploaded", "thumbnail"),
-        "embeddings_failed",
-        "last_embedding_at",
-    ),
-}
-
-# KEYS (both scripts): photos, user, completions, failures, thumbnail queue, embed queue.
+# KEYS (both scripts): photos, user, completions, failures, swept, finished, then (record)
+# the photo's reply, lease and attempts at the stage, then (both) a queue per stage.
 # `run_finished` is RunStatus.finished in Lua: keep the two in step.
 _RUN_HELPERS = """
+local STAGES, QUEUES = {}, {}
+local function read_pipeline(first, queues_from)
+  for i = first, #ARGV, 3 do
+    table.insert(STAGES, {done = ARGV[i], failed = ARGV[i + 1], counted = ARGV[i + 2]})
+    table.insert(QUEUES, KEYS[queues_from + #STAGES - 1])
+  end
+end
 local function run_finished(now)
-  local r = redis.call('HMGET', KEYS[2], 'run_started_at', 'run_expected', 'run_expected_until',
-    'run_uploaded', 'run_thumbnails_done', 'run_thumbnails_failed',
-    'run_embeddings_done', 'run_embeddings_failed')
+  local fields = {'run_started_at', 'run_expected', 'run_expected_until', 'run_uploaded'}
+  for _, s in ipairs(STAGES) do
+    table.insert(fields, 'run_' .. s.counted .. '_done')
+    table.insert(fields, 'run_' .. s.counted .. '_failed')
+  end
+  local r = redis.call('HMGET', KEYS[2], unpack(fields))
   if not r[1] then return true end
   local n = {}
-  for i = 2, 8 do n[i] = tonumber(r[i]) or 0 end
-  local photos = n[4]
-  if n[3] >= now then photos = math.max(photos, n[2]) end
-  return n[5] + n[6] >= photos and n[7] + n[8] >= n[5]
+  for i = 2, #r do n[i] = tonumber(r[i]) or 0 end
+  local owed = n[4]
+  if n[3] >= now then owed = math.max(owed, n[2]) end
+  for i = 1, #STAGES do
+    local done, failed = n[3 + 2 * i], n[4 + 2 * i]
+    if done + failed < owed then return false end
+    owed = done
+  end
+  return true
 end
 local function start_run(now)
-  redis.call('HSET', KEYS[2], 'run_started_at', now, 'run_expected', 0, 'run_expected_until', 0,
-    'run_uploaded', 0, 'run_thumbnails_done', 0, 'run_thumbnails_failed', 0,
-    'run_embeddings_done', 0, 'run_embeddings_failed', 0, 'run_faces', 0)
+  local fields = {'run_started_at', now, 'run_expected', 0, 'run_expected_until', 0,
+    'run_uploaded', 0, 'run_faces', 0}
+  for _, s in ipairs(STAGES) do
+    for _, field in ipairs({'run_' .. s.counted .. '_done', 'run_' .. s.counted .. '_failed'}) do
+      table.insert(fields, field)
+      table.insert(fields, 0)
+    end
+  end
+  redis.call('HSET', KEYS[2], unpack(fields))
   redis.call('DEL', KEYS[3])
 end
 """
 
-# KEYS 7-11 (record only): swept, finished, and the photo's reply, lease and attempts at the
-# stage. ARGV: photo_id, new state, counter, timestamp field, timestamp, faces, failure json
-# ('' if none), failures kept, completions kept, declaration ttl, reply json ('' if none),
-# reply ttl, retention, '1' when the sweeper records, allowed states...
-# A photo first seen past `uploaded` (its upload record was lost) still counts as uploaded,
-# and one first seen at `embedding` also counts its thumbnail, so the counts stay consistent.
-# A completion of a photo the sweeper failed undoes that failure (in the run's counts too,
-# while the run it was swept in goes on) and counts as the completion it is.
+# KEYS 7-9: the photo's reply, lease and attempts at the stage. ARGV: photo_id, new state,
+# timestamp, faces, failure json ('' if none), failures kept, completions kept, declaration
+# ttl, reply json ('' if none), reply ttl, retention, '1' when the sweeper records, then the
+# pipeline.
+# A photo moves to a stage's state from `uploaded` or the done state of a stage before it. A
+# photo first seen past `uploaded` (its upload record was lost) still counts as uploaded, and
+# one first seen further on also counts the stages it skipped as done, so the counts stay
+# consistent. A completion of a photo the sweeper failed at that stage undoes that failure
+# (in the run's counts too, while the run it was swept in goes on) and counts as the
+# completion it is.
 _RECORD = (
     _RUN_HELPERS
     + """
-local photo, stage, at = ARGV[1], ARGV[2], tonumber(ARGV[5])
-local current = redis.call('HGET', KEYS[1], photo) or ''
-local allowed = false
-for i = 15, #ARGV do
-  if ARGV[i] == current then allowed = true end
+read_pipeline(13, 10)
+local photo, state, at = ARGV[1], ARGV[2], tonumber(ARGV[3])
+-- A state's place: 0 for none or `uploaded`, else its stage's number, and whether it failed.
+local function place(s)
+  for i, stage in ipairs(STAGES) do
+    if s == stage.done then return i, false end
+    if s == stage.failed then return i, true end
+  end
+  return 0, false
 end
-local unswept = {thumbnail_failed = 'uploaded', embedding_failed = 'thumbnail'}
-local swept_in_run = redis.call('HGET', KEYS[7], photo)
-if not allowed and swept_in_run and stage .. '_failed' == current then
-  local counter = stage == 'thumbnail' and 'thumbnails_failed' or 'embeddings_failed'
+local current = redis.call('HGET', KEYS[1], photo) or ''
+local k, failing = place(state)
+local at_stage, failed_already = place(current)
+local allowed
+if state == 'uploaded' then allowed = current == '' else
+  allowed = not failed_already and at_stage < k
+end
+local swept_in_run = redis.call('HGET', KEYS[5], photo)
+if not allowed and swept_in_run and k > 0 and not failing and current == STAGES[k].failed then
+  local counter = STAGES[k].counted .. '_failed'
   redis.call('HINCRBY', KEYS[2], counter, -1)
   if swept_in_run == redis.call('HGET', KEYS[2], 'run_started_at') then
     redis.call('HINCRBY', KEYS[2], 'run_' .. counter, -1)
   end
-  redis.call('HDEL', KEYS[7], photo)
-  redis.call('ZREM', KEYS[8], photo)
-  current, allowed = unswept[current], true
+  redis.call('HDEL', KEYS[5], photo)
+  redis.call('ZREM', KEYS[6], photo)
+  if k > 1 then current = STAGES[k - 1].done else current = 'uploaded' end
+  at_stage, allowed = k - 1, true
 end
 if not allowed then return 0 end
-redis.call('HSET', KEYS[1], photo, stage)
+redis.call('HSET', KEYS[1], photo, state)
 local function bump(field, by)
   redis.call('HINCRBY', KEYS[2], field, by)
   redis.call('HINCRBY', KEYS[2], 'run_' .. field, by)
@@ -169,51 +167,45 @@ end
 if current == '' then
   if run_finished(at) then start_run(at) end
   bump('uploaded', 1)
-  redis.call('HSETNX', KEYS[2], 'first_upload_at', ARGV[5])
-  redis.call('HSET', KEYS[2], 'last_upload_at', ARGV[5])
+  redis.call('HSETNX', KEYS[2], 'first_upload_at', ARGV[3])
+  redis.call('HSET', KEYS[2], 'last_upload_at', ARGV[3])
   local declared_until = tonumber(redis.call('HGET', KEYS[2], 'run_expected_until')) or 0
   if declared_until >= at then
-    redis.call('HSET', KEYS[2], 'run_expected_until', at + tonumber(ARGV[10]))
+    redis.call('HSET', KEYS[2], 'run_expected_until', at + tonumber(ARGV[8]))
   end
 end
-if stage == 'uploaded' then
-  redis.call('ZADD', KEYS[5], at, photo)
+if state == 'uploaded' then
+  redis.call('ZADD', QUEUES[1], at, photo)
 else
-  redis.call('ZREM', KEYS[5], photo)
-  if stage == 'thumbnail' then
-    redis.call('ZADD', KEYS[6], at, photo)
-  elseif stage ~= 'thumbnail_failed' then
-    redis.call('ZREM', KEYS[6], photo)
-  end
-  redis.call('LPUSH', KEYS[3], ARGV[5])
-  redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[9]) - 1)
+  for i = 1, k do redis.call('ZREM', QUEUES[i], photo) end
+  if not failing and k < #STAGES then redis.call('ZADD', QUEUES[k + 1], at, photo) end
+  redis.call('LPUSH', KEYS[3], ARGV[3])
+  redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[7]) - 1)
+  for i = at_stage + 1, k - 1 do bump(STAGES[i].counted .. '_done', 1) end
+  bump(STAGES[k].counted .. (failing and '_failed' or '_done'), 1)
+  redis.call('HSET', KEYS[2], 'last_' .. STAGES[k].done .. '_at', ARGV[3])
 end
-if (stage == 'embedding' or stage == 'embedding_failed') and current ~= 'thumbnail' then
-  bump('thumbnails_done', 1)
+if tonumber(ARGV[4]) > 0 then bump('faces', tonumber(ARGV[4])) end
+if ARGV[5] ~= '' then
+  redis.call('LPUSH', KEYS[4], ARGV[5])
+  redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[6]) - 1)
 end
-if ARGV[3] ~= 'uploaded' then bump(ARGV[3], 1) end
-redis.call('HSET', KEYS[2], ARGV[4], ARGV[5])
-if tonumber(ARGV[6]) > 0 then bump('faces', tonumber(ARGV[6])) end
-if ARGV[7] ~= '' then
-  redis.call('LPUSH', KEYS[4], ARGV[7])
-  redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[8]) - 1)
+if ARGV[12] == '1' then
+  redis.call('HSET', KEYS[5], photo, redis.call('HGET', KEYS[2], 'run_started_at') or '')
 end
-if ARGV[14] == '1' then
-  redis.call('HSET', KEYS[7], photo, redis.call('HGET', KEYS[2], 'run_started_at') or '')
-end
-if ARGV[11] ~= '' then redis.call('SET', KEYS[9], ARGV[11], 'EX', ARGV[12]) end
-redis.call('DEL', KEYS[10], KEYS[11])
-local retention = tonumber(ARGV[13])
-if stage ~= 'uploaded' and stage ~= 'thumbnail' then
-  redis.call('ZADD', KEYS[8], at, photo)
-  local expired = redis.call('ZRANGEBYSCORE', KEYS[8], '-inf', at - retention, 'LIMIT', 0, 16)
+if ARGV[9] ~= '' then redis.call('SET', KEYS[7], ARGV[9], 'EX', ARGV[10]) end
+redis.call('DEL', KEYS[8], KEYS[9])
+local retention = tonumber(ARGV[11])
+if failing or (k == #STAGES and k > 0) then
+  redis.call('ZADD', KEYS[6], at, photo)
+  local expired = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', at - retention, 'LIMIT', 0, 16)
   for _, old in ipairs(expired) do
     redis.call('HDEL', KEYS[1], old)
-    redis.call('HDEL', KEYS[7], old)
-    redis.call('ZREM', KEYS[8], old)
+    redis.call('HDEL', KEYS[5], old)
+    redis.call('ZREM', KEYS[6], old)
   end
 end
-for _, key in ipairs({KEYS[1], KEYS[7], KEYS[8]}) do redis.call('EXPIRE', key, retention) end
+for _, key in ipairs({KEYS[1], KEYS[5], KEYS[6]}) do redis.call('EXPIRE', key, retention) end
 return 1
 """
 )
@@ -244,12 +236,14 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 if (tonumber(redis.call('GET', KEYS[2])) or 0) > 0 then redis.call('DECR', KEYS[2]) end
 """
 
-# ARGV: photos expected, now, declaration ttl. A declaration adds to the current run's
-# expected photos (or starts a run); it holds the run open until the photos arrive or it
-# expires, `ttl` after the declaration or the latest arrival.
+# KEYS: as the record script's, without its three. ARGV: photos expected, now, declaration
+# ttl, then the pipeline. A declaration adds to the current run's expected photos (or starts a
+# run); it holds the run open until the photos arrive or it expires, `ttl` after the
+# declaration or the latest arrival.
 _DECLARE = (
     _RUN_HELPERS
     + """
+read_pipeline(4, 7)
 local now = tonumber(ARGV[2])
 if run_finished(now) then start_run(now) end
 local r = redis.call('HMGET', KEYS[2], 'run_expected', 'run_expected_until', 'run_uploaded')
@@ -270,15 +264,21 @@ def user_keys(user_id: str) -> list[str]:
         f"user:{tag}",
         f"completions:{tag}",
         f"failures:{tag}",
-        *(f"queue:{tag}:{stage}" for stage in STAGES),
+        *(f"queue:{tag}:{stage.name}" for stage in PIPELINE),
     ]
 
 
-def _record_keys(user_id: str) -> list[str]:
-    """The user's keys that recording reads besides `user_keys`: photos the sweeper failed
-    (with the run they were swept in), and finished photos by when they finished."""
+def _run_keys(user_id: str) -> list[str]:
+    """The user's keys the scripts take first: `user_keys` but the queues, then the photos
+    the sweeper failed (with the run they were swept in) and finished photos by when they
+    finished."""
     tag = f"{{{user_id}}}"
-    return [f"swept:{tag}", f"finished:{tag}"]
+    return [*user_keys(user_id)[:4], f"swept:{tag}", f"finished:{tag}"]
+
+
+def _queue_keys(user_id: str) -> list[str]:
+    """The user's queue per stage, in the pipeline's order."""
+    return user_keys(user_id)[4:]
 
 
 def _attempt_keys(user_id: str, photo_id: str, stage: str) -> list[str]:
@@ -344,7 +344,7 @@ class PhotoStore:
         self,
         user_id: str,
         photo_id: str,
-        state: PhotoState,
+        state: str,
         *,
         faces: int = 0,
         reason: str | None = None,
@@ -361,14 +361,14 @@ class PhotoStore:
         delivery is answered with) and ends the stage's claim on the photo. `swept`: the
         sweeper records a `timed_out` failure, which a later completion undoes.
         """
-        allowed, counter, timestamp_field = _TRANSITIONS[state]
+        stage = PIPELINE.stage_of(state)
         at = time.time() if at is None else at
         failure = ""
         if reason is not None:
             failure = json.dumps(
                 {
                     "photo_id": photo_id,
-                    "stage": state.value,
+                    "stage": str(state),
                     "reason": reason,
                     "detail": detail[:300],
                     "at": at,
@@ -376,9 +376,7 @@ class PhotoStore:
             )
         args = [
             photo_id,
-            state.value,
-            counter,
-            timestamp_field,
+            str(state),
             repr(at),
             faces,
             failure,
@@ -389,28 +387,27 @@ class PhotoStore:
             int(self._settings.reply_ttl_s),
             int(self._settings.retention_s),
             "1" if swept else "",
-            *allowed,
+            *_PIPELINE_ARGS,
         ]
         keys = [
-            *user_keys(user_id),
-            *_record_keys(user_id),
-            *_attempt_keys(user_id, photo_id, state.pipeline_stage or state.value),
+            *_run_keys(user_id),
+            *_attempt_keys(user_id, photo_id, stage.name if stage else str(state)),
+            *_queue_keys(user_id),
         ]
         span = _tracer.start_as_current_span(
-            "status.write", attributes={"photo.id": photo_id, "status.stage": state.value}
+            "status.write", attributes={"photo.id": photo_id, "status.stage": str(state)}
         )
         with span, _transient():
             self._redis.zadd(ACTIVE_USERS, {user_id: at}, gt=True)
             applied = bool(self._record(keys=keys, args=args))
-            if applied and state.pipeline_stage is not None:
-                self._add_sample(state.pipeline_stage, StageSample(at, duration_ms, reason))
+            if applied and stage is not None:
+                self._add_sample(stage.name, StageSample(at, duration_ms, reason))
         return applied
 
-    def claim(self, user_id: str, photo_id: str, done: PhotoState) -> Claim:
-        """Claim a photo for the stage that ends in `done`, unless it finished that stage
-        already or another delivery holds it (see Claim)."""
-        allowed, _, _ = _TRANSITIONS[done]
-        stage = done.pipeline_stage or done.value
+    def claim(self, user_id: str, photo_id: str, stage: Stage) -> Claim:
+        """Claim a photo for `stage`, unless it finished that stage already or another
+        delivery holds it (see Claim)."""
+        allowed = PIPELINE.entered_from(stage.done)
         token = os.urandom(8).hex()
         args = [
             photo_id,
@@ -422,8 +419,8 @@ class PhotoStore:
         ]
         keys = [
             user_keys(user_id)[0],
-            _record_keys(user_id)[0],
-            *_attempt_keys(user_id, photo_id, stage),
+            _run_keys(user_id)[4],
+            *_attempt_keys(user_id, photo_id, stage.name),
         ]
         with _transient():
             outcome, detail = self._claim(keys=keys, args=args)
@@ -431,19 +428,20 @@ class PhotoStore:
             return Claim(outcome, token, reply=json.loads(detail) if detail else None)
         return Claim(outcome, token, crashes=int(detail) if detail else 0)
 
-    def release(self, user_id: str, photo_id: str, done: PhotoState, claim: Claim) -> None:
+    def release(self, user_id: str, photo_id: str, stage: Stage, claim: Claim) -> None:
         """Give back a claim whose attempt ended without recording (a transient failure)."""
-        _, lease, attempts = _attempt_keys(user_id, photo_id, done.pipeline_stage or done.value)
+        _, lease, attempts = _attempt_keys(user_id, photo_id, stage.name)
         with _transient():
             self._release(keys=[lease, attempts], args=[claim.token])
 
     def declare_upload(self, user_id: str, expected: int, at: float | None = None) -> int:
         """The front end is about to upload `expected` photos; returns the run's photo count."""
         at = time.time() if at is None else at
-        args = [expected, repr(at), self._settings.upload_declaration_ttl_s]
+        args = [expected, repr(at), self._settings.upload_declaration_ttl_s, *_PIPELINE_ARGS]
+        keys = [*_run_keys(user_id), *_queue_keys(user_id)]
         with _transient():
             self._redis.zadd(ACTIVE_USERS, {user_id: at}, gt=True)
-            return int(self._declare(keys=user_keys(user_id), args=args))
+            return int(self._declare(keys=keys, args=args))
 
     def sweep(self, now: float | None = None) -> int:
         """Fail as `timed_out` the photos that waited longer than the deadline for a stage,
@@ -457,27 +455,26 @@ class PhotoStore:
             users = self._redis.zrange(ACTIVE_USERS, 0, -1)
             pipe = self._redis.pipeline(transaction=False)
             for user_id in users:
-                for queue in user_keys(user_id)[4:]:
+                for queue in _queue_keys(user_id):
                     pipe.zrangebyscore(queue, "-inf", cutoff, start=0, num=_SWEPT_PER_QUEUE)
             overdue = pipe.execute()
         swept = 0
         per_user = iter(overdue)
         for user_id in users:
-            for stage in STAGES:
+            for stage in PIPELINE:
                 for photo_id in next(per_user):
                     swept += self._time_out(user_id, photo_id, stage, now)
         return swept
 
-    def _time_out(self, user_id: str, photo_id: str, stage: str, now: float) -> bool:
-        detail = f"waited over {self._settings.pending_deadline_s:g} s for {stage}"
+    def _time_out(self, user_id: str, photo_id: str, stage: Stage, now: float) -> bool:
+        detail = f"waited over {self._settings.pending_deadline_s:g} s for {stage.name}"
         failed = self.record(
-            user_id, photo_id, _TIMED_OUT_AS[stage], reason="timed_out", detail=detail, at=now,
-            swept=True,
-        )  # fmt: skip
+            user_id, photo_id, stage.failed, reason="timed_out", detail=detail, at=now, swept=True
+        )
         if failed:
             with photo_context(user_id, photo_id):
                 log.warning(
-                    "%s failed: timed_out: %s", stage, detail, extra={"reason": "timed_out"}
+                    "%s failed: timed_out: %s", stage.name, detail, extra={"reason": "timed_out"}
                 )
         return failed
 

@@ -1,4 +1,4 @@
-"""The HTTP shape shared by the pipeline's stages (thumbnail, embed).
+"""The HTTP shape shared by the pipeline's stages (pipeline.toml).
 
 A stage receives a CloudEvent about one photo, does its work, and replies with the next event:
 - success: status recorded, 200 with the `*.created` CloudEvent (the broker routes it onward);
@@ -38,7 +38,8 @@ from functions.common.event_auth import EventAuthError, EventVerifier
 from functions.common.events import PhotoRef, binary_http, new_event, parse_event, photo_data
 from functions.common.logs import photo_context
 from functions.common.metrics import instrument, observe_stage
-from functions.common.photo_store import Claim, PhotoState, PhotoStore
+from functions.common.photo_store import Claim, PhotoStore
+from functions.common.pipeline import Stage
 from functions.common.request_limits import limit_request_bodies
 from functions.common.telemetry import (
     add_trace_context,
@@ -66,30 +67,26 @@ class StageResult:
     faces: int = 0
 
 
-@dataclass(frozen=True)
-class StageSpec:
-    name: str
-    done: PhotoState
-    failed: PhotoState
-    created_type: str
-    failed_type: str
-    process: Callable[[PhotoRef], StageResult]
+Process = Callable[[PhotoRef], StageResult]
 
 
 def create_stage_app(
-    spec: StageSpec,
+    stage: Stage,
+    process: Process,
     store: PhotoStore,
     limits: RequestLimits | None = None,
     event_auth: EventAuthSettings | None = None,
 ) -> Flask:
-    app = instrument_app(Flask(spec.name))
+    """The stage's app: each event's photo claimed, given to `process`, its outcome recorded
+    and answered with the reply event (pipeline.toml's row `stage` names them)."""
+    app = instrument_app(Flask(stage.name))
     senders = EventVerifier(event_auth or EventAuthSettings.from_env())
-    source = f"/functions/{spec.name}"
-    span_tracer = tracer(f"functions.{spec.name}")
+    source = f"/functions/{stage.name}"
+    span_tracer = tracer(f"functions.{stage.name}")
 
     @app.post("/")
     def handle() -> Response | tuple[Any, ...]:
-        refused = authenticate_sender(senders, spec.name)
+        refused = authenticate_sender(senders, stage.name)
         if refused is not None:
             return refused
         try:
@@ -101,7 +98,7 @@ def create_stage_app(
         with (
             photo_context(photo.user_id, photo.key),
             span_tracer.start_as_current_span(
-                spec.name, context=parent, kind=SpanKind.CONSUMER
+                stage.name, context=parent, kind=SpanKind.CONSUMER
             ) as span,
         ):
             span.set_attribute("cloudevents.event_id", event["id"])
@@ -110,11 +107,11 @@ def create_stage_app(
             span.set_attribute("user.id", photo.user_id)
             started = time.perf_counter()
             try:
-                reply = _run(spec, store, photo, source)
+                reply = _run(stage, process, store, photo, source)
             except TransientError as exc:
-                observe_stage(spec.name, "retried", "transient", time.perf_counter() - started)
+                observe_stage(stage.name, "retried", "transient", time.perf_counter() - started)
                 span.set_status(StatusCode.ERROR, str(exc))
-                detail = f"{spec.name}: will be retried: {exc}"
+                detail = f"{stage.name}: will be retried: {exc}"
                 return jsonify(public_error(log, "temporarily unavailable", detail)), 503
         if reply is None:
             return Response(status=200)
@@ -147,45 +144,49 @@ def authenticate_sender(
     return None
 
 
-def _run(spec: StageSpec, store: PhotoStore, photo: PhotoRef, source: str) -> CloudEvent | None:
+def _run(
+    stage: Stage, process: Process, store: PhotoStore, photo: PhotoRef, source: str
+) -> CloudEvent | None:
     """Process the photo once and record its outcome: status, reply, latency sample, metrics.
     The reply event; None for a duplicate of a photo whose reply is no longer kept."""
-    claim = store.claim(photo.user_id, photo.photo_id, spec.done)
+    claim = store.claim(photo.user_id, photo.photo_id, stage)
     if claim.outcome == "finished":
-        observe_stage(spec.name, "duplicate", "none", 0.0)
-        log.info("%s finished already: answered as the first time", spec.name)
+        observe_stage(stage.name, "duplicate", "none", 0.0)
+        log.info("%s finished already: answered as the first time", stage.name)
         return _replayed(claim.reply, source, photo)
     if claim.outcome == "busy":
         raise TransientError(f"another delivery of {photo.photo_id} is being processed")
     started = time.perf_counter()
     try:
-        result = _process(spec, store, photo, claim)
+        result = _process(stage, process, store, photo, claim)
     except PermanentError as exc:
         seconds = time.perf_counter() - started
-        reply = _reply(spec.failed_type, source, photo, reason=exc.reason, detail=exc.detail)
+        reply = _reply(stage.failed_event, source, photo, reason=exc.reason, detail=exc.detail)
         _settle(
             store,
             photo,
-            spec.failed,
+            stage.failed,
             reply,
             reason=exc.reason,
             detail=exc.detail,
             duration_ms=seconds * 1000,
         )
-        observe_stage(spec.name, "failed", exc.reason, seconds)
+        observe_stage(stage.name, "failed", exc.reason, seconds)
         # The photo's one line saying why it failed: once recorded, no retry comes to log it
         # again.
-        log.warning("%s failed: %s", spec.name, exc, extra={"reason": exc.reason})
+        log.warning("%s failed: %s", stage.name, exc, extra={"reason": exc.reason})
         return reply
     seconds = time.perf_counter() - started
-    reply = _reply(spec.created_type, source, photo, **result.data)
-    _settle(store, photo, spec.done, reply, faces=result.faces, duration_ms=seconds * 1000)
-    observe_stage(spec.name, "done", "none", seconds)
-    log.info("%s done in %.1f ms", spec.name, seconds * 1000)
+    reply = _reply(stage.created, source, photo, **result.data)
+    _settle(store, photo, stage.done, reply, faces=result.faces, duration_ms=seconds * 1000)
+    observe_stage(stage.name, "done", "none", seconds)
+    log.info("%s done in %.1f ms", stage.name, seconds * 1000)
     return reply
 
 
-def _process(spec: StageSpec, store: PhotoStore, photo: PhotoRef, claim: Claim) -> StageResult:
+def _process(
+    stage: Stage, process: Process, store: PhotoStore, photo: PhotoRef, claim: Claim
+) -> StageResult:
     """The stage's work on a claimed photo; a claim whose attempts all crashed fails instead.
     An attempt that ends with an exception gives its claim back: it is no crash."""
     if claim.outcome == "crashed":
@@ -193,17 +194,17 @@ def _process(spec: StageSpec, store: PhotoStore, photo: PhotoRef, claim: Claim) 
             "crashed", f"the worker died on each of the {claim.crashes} attempts on this photo"
         )
     try:
-        return spec.process(photo)
+        return process(photo)
     except PermanentError:
         raise
     except Exception:
-        _release(store, photo, spec.done, claim)
+        _release(store, photo, stage, claim)
         raise
 
 
-def _release(store: PhotoStore, photo: PhotoRef, done: PhotoState, claim: Claim) -> None:
+def _release(store: PhotoStore, photo: PhotoRef, stage: Stage, claim: Claim) -> None:
     try:
-        store.release(photo.user_id, photo.photo_id, done, claim)
+        store.release(photo.user_id, photo.photo_id, stage, claim)
     except TransientError as exc:  # the lease lapses by itself
         log.warning("could not give back the claim on %s: %s", photo.photo_id, exc)
 
@@ -221,7 +222,7 @@ def _replayed(stored: dict[str, Any] | None, source: str, photo: PhotoRef) -> Cl
 
 
 def _settle(
-    store: PhotoStore, photo: PhotoRef, state: PhotoState, reply: CloudEvent, **outcome: Any
+    store: PhotoStore, photo: PhotoRef, state: str, reply: CloudEvent, **outcome: Any
 ) -> None:
     """Record the outcome and the reply, retrying through a short Redis outage: once the side
     effects are done, answering 503 would make the broker do them again."""

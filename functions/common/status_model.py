@@ -2,18 +2,49 @@
 
 A run starts when a photo arrives (or an upload is declared) while the user's previous run is
 finished, and is finished when every photo of it, including photos declared but not yet
-arrived, has ended (embedded, or failed at either stage).
+arrived, has ended (done at the last stage, or failed at any stage).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+from functions.common.pipeline import IDLE_PHASE, PIPELINE
 
-def _left(expected: int, done: int, failed: int) -> int:
-    """Photos a stage still owes: expected, less those it finished either way."""
-    return max(0, expected - done - failed)
+
+@dataclass(frozen=True)
+class StageCounts:
+    """Photos a stage finished: done, or failed for good."""
+
+    done: int = 0
+    failed: int = 0
+
+
+def _pending(photos: int, stages: Mapping[str, StageCounts]) -> dict[str, int]:
+    """Photos each stage still owes: those the stage before it passed on (every photo, for
+    the first), less those it finished either way."""
+    pending, owed = {}, photos
+    for stage in PIPELINE:
+        counts = stages.get(stage.name, StageCounts())
+        pending[stage.name] = max(0, owed - counts.done - counts.failed)
+        owed = counts.done
+    return pending
+
+
+def _counts(
+    uploaded: int, stages: Mapping[str, StageCounts], photos: int, faces: int
+) -> dict[str, int]:
+    """The status body's counts: uploaded, each stage's done, failed and pending, faces."""
+    pending = _pending(photos, stages)
+    counts = {"uploaded": uploaded}
+    for stage in PIPELINE:
+        finished = stages.get(stage.name, StageCounts())
+        counts[stage.done_counter] = finished.done
+        counts[stage.failed_counter] = finished.failed
+        counts[stage.pending_counter] = pending[stage.name]
+    return counts | {"faces": faces}
 
 
 @dataclass(frozen=True)
@@ -23,11 +54,8 @@ class RunStatus:
     started_at: float | None
     expected: int
     uploaded: int
-    thumbnails_done: int
-    thumbnails_failed: int
-    embeddings_done: int
-    embeddings_failed: int
-    faces: int
+    stages: Mapping[str, StageCounts] = field(default_factory=dict)
+    faces: int = 0
     # Times of the run's newest stage completions, newest first: at most `eta_window` of
     # them, and one more that marks where that window starts.
     completions: tuple[float, ...] = ()
@@ -39,30 +67,34 @@ class RunStatus:
         return max(self.uploaded, self.expected)
 
     @property
-    def thumbnails_pending(self) -> int:
-        return _left(self.photos, self.thumbnails_done, self.thumbnails_failed)
+    def pending(self) -> dict[str, int]:
+        """Photos each stage still owes the run, by stage name."""
+        return _pending(self.photos, self.stages)
 
     @property
-    def embeddings_pending(self) -> int:
-        return _left(self.thumbnails_done, self.embeddings_done, self.embeddings_failed)
+    def counts(self) -> dict[str, int]:
+        return _counts(self.uploaded, self.stages, self.photos, self.faces)
+
+    @property
+    def failed(self) -> int:
+        return sum(counts.failed for counts in self.stages.values())
 
     @property
     def finished(self) -> bool:
-        return not (self.thumbnails_pending or self.embeddings_pending)
+        return not any(self.pending.values())
 
     @property
     def work_total(self) -> int:
-        """Stage completions the run needs: a thumbnail per photo, an embedding per thumbnail."""
-        return 2 * self.photos - self.thumbnails_failed
+        """Stage completions the run needs: each stage, every photo no stage before it failed."""
+        total, failed_before = 0, 0
+        for stage in PIPELINE:
+            total += self.photos - failed_before
+            failed_before += self.stages.get(stage.name, StageCounts()).failed
+        return total
 
     @property
     def work_done(self) -> int:
-        return (
-            self.thumbnails_done
-            + self.thumbnails_failed
-            + self.embeddings_done
-            + self.embeddings_failed
-        )
+        return sum(counts.done + counts.failed for counts in self.stages.values())
 
     @property
     def progress(self) -> float:
@@ -98,30 +130,22 @@ class UserStatus:
 
     user_id: str
     uploaded: int
-    thumbnails_done: int
-    thumbnails_failed: int
-    embeddings_done: int
-    embeddings_failed: int
+    stages: Mapping[str, StageCounts]
     faces: int
     timestamps: dict[str, float]
     failures: list[dict[str, Any]]
     run: RunStatus
 
     @property
-    def thumbnails_pending(self) -> int:
-        return _left(self.uploaded, self.thumbnails_done, self.thumbnails_failed)
-
-    @property
-    def embeddings_pending(self) -> int:
-        return _left(self.thumbnails_done, self.embeddings_done, self.embeddings_failed)
+    def counts(self) -> dict[str, int]:
+        """Lifetime counts, as the status body's `counts`."""
+        return _counts(self.uploaded, self.stages, self.uploaded, self.faces)
 
     @property
     def phase(self) -> str:
-        if self.run.thumbnails_pending:
-            return "processing"
-        if self.run.embeddings_pending:
-            return "indexing"
-        return "idle"
+        """The phase of the first stage the run still waits for; idle when it waits for none."""
+        pending = self.run.pending
+        return next((stage.phase for stage in PIPELINE if pending[stage.name]), IDLE_PHASE)
 
 
 @dataclass(frozen=True)

@@ -11,19 +11,21 @@ from __future__ import annotations
 from flask import Flask
 
 from functions.common.config import EmbedSettings, LambdaSettings, StatusSettings, StorageSettings
-from functions.common.events import EMBEDDING_CREATED, EMBEDDING_FAILED
 from functions.common.lambda_client import DatabaseLambda
 from functions.common.metrics import MODEL_LOAD_SECONDS
-from functions.common.photo_store import PhotoState, PhotoStore
-from functions.common.stage_app import StageSpec, create_stage_app
+from functions.common.photo_store import PhotoStore
+from functions.common.pipeline import PIPELINE
+from functions.common.stage_app import create_stage_app
 from functions.common.storage import ObjectStore
 from functions.common.telemetry import configure_tracing
 from functions.embed.models import FaceAnalyzer
 from functions.embed.service import EmbedService
 
+STAGE = PIPELINE["embed"]
+
 
 def create_app() -> Flask:
-    configure_tracing("embed")
+    configure_tracing(STAGE.name)
     settings = EmbedSettings.from_env()
     analyzer = FaceAnalyzer(settings)
     with MODEL_LOAD_SECONDS.labels(settings.model_pack).time():
@@ -34,12 +36,5 @@ def create_app() -> Flask:
         ObjectStore(StorageSettings.from_env()),
         DatabaseLambda(LambdaSettings.from_env()),
     )
-    spec = StageSpec(
-        name="embed",
-        done=PhotoState.EMBEDDING,
-        failed=PhotoState.EMBEDDING_FAILED,
-        created_type=EMBEDDING_CREATED,
-        failed_type=EMBEDDING_FAILED,
-        process=service.process,
-    )
-    return create_stage_app(spec, PhotoStore.from_settings(StatusSettings.from_env()))
+    store = PhotoStore.from_settings(StatusSettings.from_env())
+    return create_stage_app(STAGE, service.process, store)

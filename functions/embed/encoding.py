@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 
 from functions.common.config import EmbedSettings
-from functions.common.events import EMBEDDING_CREATED, PhotoRef, lambda_payload
+from functions.common.events import PhotoRef, lambda_payload
+from functions.common.pipeline import PIPELINE
 from functions.embed.models import Face
 
 _EMBEDDING_DTYPE = np.dtype("<f4")
@@ -30,7 +31,7 @@ def embedding_payload(
     """The `embedding.created` invocation of the database Lambda; `size` is the photo's
     displayed (width, height), the frame of every box and landmark."""
     return lambda_payload(
-        EMBEDDING_CREATED,
+        PIPELINE["embed"].created,
         photo,
         model={
             "pack": settings.model_pack,

@@ -40,10 +40,11 @@ from functions.common.config import (
 )
 from functions.common.errors import TransientError
 from functions.common.event_auth import EventVerifier
-from functions.common.events import OBJECT_CREATED, THUMBNAIL_CREATED, PhotoRef, parse_event
+from functions.common.events import PhotoRef, parse_event
 from functions.common.logs import photo_context
 from functions.common.metrics import instrument
-from functions.common.photo_store import PhotoState, PhotoStore
+from functions.common.photo_store import PhotoStore
+from functions.common.pipeline import PIPELINE
 from functions.common.request_limits import limit_request_bodies
 from functions.common.stage_app import authenticate_sender
 from functions.common.telemetry import configure_tracing, instrument_app, public_error
@@ -68,14 +69,6 @@ log = logging.getLogger(__name__)
 OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
 DEAD_LETTER_PATH = "/v1/dead-letter"
 MAX_DECLARED_UPLOAD = 100_000
-
-# The failure an undeliverable event marks, by the event's type: the first the photo can
-# still enter. An upload whose thumbnail was made but whose reply was lost never reaches embed,
-# so it fails there.
-_DEAD_LETTER_STATES = {
-    OBJECT_CREATED: (PhotoState.THUMBNAIL_FAILED, PhotoState.EMBEDDING_FAILED),
-    THUMBNAIL_CREATED: (PhotoState.EMBEDDING_FAILED,),
-}
 
 
 @cache
@@ -197,7 +190,9 @@ def _add_dead_letter_sink(app: Flask, photos: PhotoStore) -> None:
         try:
             event = parse_event(request.headers, request.get_data())
             photo = PhotoRef.from_data(event.data)
-            states = _DEAD_LETTER_STATES[event["type"]]
+            # The failure it marks: the first the photo can still enter (a photo whose
+            # stage finished but whose reply was lost fails at the next stage).
+            states = PIPELINE.dead_letter_states(event["type"])
         except (ValueError, KeyError, TypeError) as exc:
             return jsonify(error=f"bad dead-lettered event: {exc}"), 400
         error = event.get("knativeerrorcode") or "no response"
@@ -207,20 +202,22 @@ def _add_dead_letter_sink(app: Flask, photos: PhotoStore) -> None:
             recorded = _mark_failed(photos, photo, states, error)
             if recorded is None:  # a duplicate dead letter, or the stage did finish
                 log.info("dead letter for a photo that ended already: %s", destination)
-                return jsonify(recorded=states[0].value), 200
+                return jsonify(recorded=states[0]), 200
             # The photo's one failure line.
             failure = {"reason": "delivery_failed"}
             message = "%s failed: delivery_failed: %s answered %s after all retries"
-            log.warning(message, recorded.pipeline_stage, destination, error, extra=failure)
-        return jsonify(recorded=recorded.value), 200
+            stage = PIPELINE.stage_of(recorded)
+            log.warning(message, stage and stage.name, destination, error, extra=failure)
+        return jsonify(recorded=recorded), 200
 
 
 def _mark_failed(
-    photos: PhotoStore, photo: PhotoRef, states: tuple[PhotoState, ...], error: str
-) -> PhotoState | None:
+    photos: PhotoStore, photo: PhotoRef, states: tuple[str, ...], error: str
+) -> str | None:
     """Fail the photo at the first of `states` it can still enter; None when it ended already."""
     for state in states:
-        detail = f"the {state.pipeline_stage} stage answered {error} after all retries"
+        stage = PIPELINE.stage_of(state)
+        detail = f"the {stage and stage.name} stage answered {error} after all retries"
         if photos.record(
             photo.user_id, photo.photo_id, state, reason="delivery_failed", detail=detail
         ):

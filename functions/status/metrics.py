@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from functions.common.config import THRESHOLD_KEYS
 from functions.common.errors import TransientError
+from functions.common.pipeline import THRESHOLD_KEYS
 from functions.common.status_model import PipelineSnapshot
 from functions.status.overview import PERCENTILES, StageHealth, stages_health
 from functions.status.thresholds import Thresholds

@@ -7,11 +7,15 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from functions.common.config import STAGES
+from functions.common.pipeline import PIPELINE
 from functions.common.status_model import Backlog, PipelineSnapshot, StageSample, UserStatus
 from functions.status.thresholds import Thresholds
 
 THROUGHPUT_WINDOW_S = 60.0
+# The stages as the dashboard draws them, in order: a user row's `<counted_as>_done` counts.
+PIPELINE_SHOWN = [
+    {"name": stage.name, "label": stage.label, "counted_as": stage.counted_as} for stage in PIPELINE
+]
 PERCENTILES = {"p50": 50, "p95": 95, "p99": 99}
 
 
@@ -77,7 +81,7 @@ def stages_health(snapshot: PipelineSnapshot, thresholds: Thresholds) -> dict[st
         stage: stage_health(
             snapshot.samples[stage], snapshot.backlog[stage], thresholds[stage], snapshot.now
         )
-        for stage in STAGES
+        for stage in PIPELINE.names
     }
 
 
@@ -88,9 +92,8 @@ def user_row(status: UserStatus) -> dict[str, Any]:
         "phase": status.phase,
         "progress": round(run.progress, 4),
         "uploaded": run.uploaded,
-        "thumbnails_done": run.thumbnails_done,
-        "embeddings_done": run.embeddings_done,
-        "failed": run.thumbnails_failed + run.embeddings_failed,
+        **{stage.done_counter: run.stages[stage.name].done for stage in PIPELINE},
+        "failed": run.failed,
         "eta_s": run.eta_s,
     }
 
@@ -102,6 +105,7 @@ def overview_body(
     users = sorted(snapshot.users, key=lambda pair: (pair[0].phase == "idle", -pair[1]))
     return {
         "generated_at": snapshot.now,
+        "pipeline": PIPELINE_SHOWN,
         "stages": {
             stage: health.as_json() for stage, health in stages_health(snapshot, thresholds).items()
         },

@@ -25,7 +25,8 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 from werkzeug.http import HTTP_STATUS_CODES, parse_etags
 
 from functions.common.metrics import REQUEST_STARTED, RequestMetrics
-from functions.common.status_model import RunStatus, UserStatus
+from functions.common.pipeline import PIPELINE
+from functions.common.status_model import UserStatus
 from functions.status.auth import TokenVerifier, Unauthorized, bearer_token
 from functions.status.cors import CorsPolicy
 from functions.status.security_headers import SECURITY_HEADERS
@@ -34,11 +35,7 @@ from functions.status.status_reader import StatusReader
 STATUS_PATH = "/v1/status"
 POLL_ERROR = "status.poll_error"
 
-MESSAGES = {
-    "processing": "Processing your photos",
-    "indexing": "Indexing with AI",
-    "idle": "",
-}
+MESSAGES = PIPELINE.messages()
 
 
 @dataclass(frozen=True)
@@ -59,26 +56,13 @@ def status_body(status: UserStatus) -> dict[str, Any]:
         "run": {
             "started_at": run.started_at,
             "expected": run.photos,
-            **_counts(run),
+            **run.counts,
             "progress": round(run.progress, 4),
             "eta_s": run.eta_s,
         },
-        "counts": _counts(status),
+        "counts": status.counts,
         "timestamps": status.timestamps,
         "failures": status.failures,
-    }
-
-
-def _counts(counted: RunStatus | UserStatus) -> dict[str, int]:
-    return {
-        "uploaded": counted.uploaded,
-        "thumbnails_done": counted.thumbnails_done,
-        "thumbnails_failed": counted.thumbnails_failed,
-        "thumbnails_pending": counted.thumbnails_pending,
-        "embeddings_done": counted.embeddings_done,
-        "embeddings_failed": counted.embeddings_failed,
-        "embeddings_pending": counted.embeddings_pending,
-        "faces": counted.faces,
     }
 
 

@@ -14,17 +14,23 @@ from contextlib import AbstractContextManager
 
 import redis
 
-from functions.common.config import STAGES, StatusSettings
+from functions.common.config import StatusSettings
 from functions.common.photo_store import (
     ACTIVE_USERS,
-    COUNTERS,
     TIMESTAMPS,
     decode_sample,
     samples_key,
     user_keys,
 )
+from functions.common.pipeline import PIPELINE
 from functions.common.redis_client import unavailable_as_transient
-from functions.common.status_model import Backlog, PipelineSnapshot, RunStatus, UserStatus
+from functions.common.status_model import (
+    Backlog,
+    PipelineSnapshot,
+    RunStatus,
+    StageCounts,
+    UserStatus,
+)
 from functions.status.admin_store import THRESHOLDS, thresholds_from_hash
 
 _FAILURES_SHOWN = 10
@@ -49,6 +55,16 @@ return removed
 """
 
 
+def _stage_counts(fields: dict[str, str], prefix: str = "") -> dict[str, StageCounts]:
+    return {
+        stage.name: StageCounts(
+            int(fields.get(prefix + stage.done_counter, 0)),
+            int(fields.get(prefix + stage.failed_counter, 0)),
+        )
+        for stage in PIPELINE
+    }
+
+
 def _run_status(
     fields: dict[str, str], completions: list[str], now: float, eta_window: int
 ) -> RunStatus:
@@ -56,7 +72,9 @@ def _run_status(
     return RunStatus(
         started_at=float(fields["run_started_at"]) if "run_started_at" in fields else None,
         expected=int(fields.get("run_expected", 0)) if declared_until >= now else 0,
-        **{name: int(fields.get(f"run_{name}", 0)) for name in COUNTERS},
+        uploaded=int(fields.get("run_uploaded", 0)),
+        stages=_stage_counts(fields, "run_"),
+        faces=int(fields.get("run_faces", 0)),
         completions=tuple(float(t) for t in completions),
         eta_window=eta_window,
     )
@@ -98,7 +116,9 @@ class StatusReader:
     ) -> UserStatus:
         return UserStatus(
             user_id=user_id,
-            **{name: int(fields.get(name, 0)) for name in COUNTERS},
+            uploaded=int(fields.get("uploaded", 0)),
+            stages=_stage_counts(fields),
+            faces=int(fields.get("faces", 0)),
             timestamps={name: float(fields[name]) for name in TIMESTAMPS if name in fields},
             failures=[json.loads(item) for item in failures],
             run=_run_status(fields, completions, now, self._settings.eta_completions),
@@ -116,7 +136,7 @@ class StatusReader:
             pipe.zrevrange(ACTIVE_USERS, 0, -1, withscores=True)
             pipe.hgetall(THRESHOLDS)
             pipe.info("memory")
-            for stage in STAGES:
+            for stage in PIPELINE.names:
                 pipe.zrangebyscore(samples_key(stage), since, "+inf")
             active, thresholds, memory, *samples = pipe.execute()
             users, backlog = self._active_users(active, now)
@@ -127,7 +147,7 @@ class StatusReader:
             backlog=backlog,
             samples={
                 stage: [decode_sample(member) for member in members]
-                for stage, members in zip(STAGES, samples, strict=True)
+                for stage, members in zip(PIPELINE.names, samples, strict=True)
             },
             thresholds=thresholds_from_hash(thresholds),
             memory_used=int(memory["used_memory"]),
@@ -147,12 +167,13 @@ class StatusReader:
                 pipe.zrange(queue, 0, 0, withscores=True)
         replies = pipe.execute()
         users = []
-        backlog = {stage: Backlog() for stage in STAGES}
-        per_user = 2 + 2 * len(STAGES)
+        backlog = {stage: Backlog() for stage in PIPELINE.names}
+        per_user = 2 + 2 * len(PIPELINE)
         for index, (user_id, last_active) in enumerate(active):
             fields, completions, *queues = replies[index * per_user : (index + 1) * per_user]
             users.append((self._user_status(user_id, fields, completions, [], now), last_active))
-            for stage, pending, head in zip(STAGES, queues[0::2], queues[1::2], strict=True):
+            queue_heads = zip(PIPELINE.names, queues[0::2], queues[1::2], strict=True)
+            for stage, pending, head in queue_heads:
                 backlog[stage] = backlog[stage].add(pending, head[0][1] if head else None)
         return users, backlog
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from functions.common.config import STAGES, THRESHOLD_KEYS
+from functions.common.pipeline import PIPELINE, THRESHOLD_KEYS
 
 # Far above any sensible delay; keeps a typo from disabling an alert for good.
 MAX_THRESHOLD = 1e9
@@ -19,8 +19,8 @@ def validate_change(body: Any) -> Thresholds:
         raise ValueError("thresholds must be a JSON object keyed by stage")
     change: Thresholds = {}
     for stage, values in body.items():
-        if stage not in STAGES:
-            raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+        if stage not in PIPELINE.names:
+            raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(PIPELINE.names)}")
         if not isinstance(values, dict):
             raise ValueError(f"{stage}: must be an object with {', '.join(THRESHOLD_KEYS)}")
         for key, value in values.items():

@@ -6,9 +6,10 @@ import hashlib
 import posixpath
 
 from functions.common.config import ThumbnailSettings
-from functions.common.events import MAX_KEY_BYTES, THUMBNAIL_CREATED, PhotoRef, lambda_payload
+from functions.common.events import MAX_KEY_BYTES, PhotoRef, lambda_payload
 from functions.common.lambda_client import DatabaseLambda
 from functions.common.memory_budget import MemoryBudget
+from functions.common.pipeline import PIPELINE
 from functions.common.stage_app import StageResult
 from functions.common.storage import ObjectStore
 from functions.common.timing import StepTimer
@@ -74,7 +75,7 @@ class ThumbnailService:
         with timer.step("lambda"):
             self._database.invoke(
                 lambda_payload(
-                    THUMBNAIL_CREATED,
+                    PIPELINE["thumbnail"].created,
                     photo,
                     content_type=thumbnail.source_content_type,
                     **result,

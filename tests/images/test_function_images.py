@@ -19,18 +19,20 @@ import requests
 from devstack import b2_sender
 from devstack.sample_photos import sample_photo
 from functions.common.events import (
-    EMBEDDING_CREATED,
     OBJECT_CREATED,
-    THUMBNAIL_CREATED,
     PhotoRef,
     binary_http,
     new_event,
     parse_event,
     photo_data,
 )
+from functions.common.pipeline import PIPELINE
 from functions.status.app import DEAD_LETTER_PATH
 from tests.images.conftest import BUCKET, JWT_SECRET, UID, WEBHOOK_SECRET, Backends, Container
 from tests.knative_manifests import find, knative_service, literal_env, rendered
+
+EMBEDDING_CREATED = PIPELINE["embed"].created
+THUMBNAIL_CREATED = PIPELINE["thumbnail"].created
 
 pytestmark = pytest.mark.images
 

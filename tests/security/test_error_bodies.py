@@ -21,7 +21,7 @@ from functions.common.photo_store import PhotoStore
 from functions.common.seen_events import SeenEvents
 from functions.common.stage_app import StageResult, create_stage_app
 from functions.status.app import create_app as create_status_app
-from functions.thumbnail.app import stage_spec
+from functions.thumbnail.app import STAGE
 from tests.security.helpers import (
     TRACE_ID,
     WEBHOOK_SECRET,
@@ -60,8 +60,12 @@ def test_a_redis_outage_503_from_the_status_api_names_no_host_and_carries_a_trac
 def test_a_redis_outage_503_from_a_stage_names_no_host_and_carries_a_trace_id(
     serve, refused_port, caplog
 ):
-    spec = stage_spec(lambda photo: StageResult(data={}))
-    url = serve(create_stage_app(spec, PhotoStore(dead_redis(refused_port), StatusSettings())))
+    def process(photo):
+        return StageResult(data={})
+
+    url = serve(
+        create_stage_app(STAGE, process, PhotoStore(dead_redis(refused_port), StatusSettings()))
+    )
     photo = PhotoRef("photos", "ann/1.jpg", "v1", "ann")
     headers, body = binary_http(new_event(OBJECT_CREATED, "/test", photo, photo_data(photo)))
     with caplog.at_level(logging.WARNING):

@@ -19,10 +19,11 @@ from functions.common.config import DeadLetterSettings, EventAuthSettings, Statu
 from functions.common.errors import TransientError
 from functions.common.event_auth import EventAuthError, EventVerifier
 from functions.common.events import OBJECT_CREATED, PhotoRef, binary_http, new_event, photo_data
-from functions.common.photo_store import PhotoState, PhotoStore
+from functions.common.photo_store import PhotoStore
+from functions.common.pipeline import PhotoState
 from functions.common.stage_app import StageResult, create_stage_app
 from functions.status.app import create_app
-from functions.thumbnail.app import stage_spec
+from functions.thumbnail.app import STAGE
 from tests.status_fixtures import (  # noqa: F401 - fixtures
     admin_settings,
     auth_settings,
@@ -76,7 +77,7 @@ def work():
 @pytest.fixture
 def stage(redis_client, work, jwks_url):
     store = PhotoStore(redis_client, StatusSettings())
-    return create_stage_app(stage_spec(work), store, event_auth=settings(jwks_url)).test_client()
+    return create_stage_app(STAGE, work, store, event_auth=settings(jwks_url)).test_client()
 
 
 # -- a stage ------------------------------------------------------------------------------------
@@ -137,7 +138,7 @@ def test_a_stage_answers_503_when_the_issuer_keys_cannot_be_fetched(
 ):
     store = PhotoStore(redis_client, StatusSettings())
     unreachable = settings(f"http://127.0.0.1:{refused_port}/openid/v1/jwks")
-    app = create_stage_app(stage_spec(work), store, event_auth=unreachable).test_client()
+    app = create_stage_app(STAGE, work, store, event_auth=unreachable).test_client()
     response = deliver(app, sa_token(rsa_key))
     assert response.status_code == 503
     assert "127.0.0.1" not in response.get_data(as_text=True)
@@ -147,7 +148,7 @@ def test_a_stage_answers_503_when_the_issuer_keys_cannot_be_fetched(
 def test_by_default_a_stage_takes_events_without_a_token(redis_client, work, monkeypatch):
     monkeypatch.delenv("EVENT_AUTH_ISSUER", raising=False)
     store = PhotoStore(redis_client, StatusSettings())
-    app = create_stage_app(stage_spec(work), store).test_client()
+    app = create_stage_app(STAGE, work, store).test_client()
     assert deliver(app).status_code == 200
     assert work.calls == 1
 

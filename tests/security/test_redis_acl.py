@@ -19,7 +19,8 @@ import pytest
 import redis
 
 from functions.common.config import AdminSettings, StatusSettings
-from functions.common.photo_store import PhotoState, PhotoStore
+from functions.common.photo_store import PhotoStore
+from functions.common.pipeline import PIPELINE, PhotoState
 from functions.common.seen_events import SeenEvents
 from functions.status.admin_store import LoginBrake, SessionStore, ThresholdStore
 from functions.status.status_reader import StatusReader
@@ -153,11 +154,11 @@ def test_the_receiver_accepts_uploads_and_remembers_events(server):
 def test_a_stage_claims_records_and_releases_photos(server):
     store_as(server, "receiver").record("bob", "b.jpg", PhotoState.UPLOADED, at=T0)
     stage = store_as(server, "stage")
-    claim = stage.claim("bob", "b.jpg", PhotoState.THUMBNAIL)
+    claim = stage.claim("bob", "b.jpg", PIPELINE["thumbnail"])
     stage.record("bob", "b.jpg", PhotoState.THUMBNAIL, at=T0 + 1)
-    stage.release("bob", "b.jpg", PhotoState.THUMBNAIL, claim)
+    stage.release("bob", "b.jpg", PIPELINE["thumbnail"], claim)
     stage.record("bob", "b.jpg", PhotoState.EMBEDDING, faces=2, at=T0 + 2)
-    assert stage.claim("bob", "b.jpg", PhotoState.EMBEDDING) is not None
+    assert stage.claim("bob", "b.jpg", PIPELINE["embed"]) is not None
 
 
 def test_status_reads_users_the_pipeline_and_sweeps(server):

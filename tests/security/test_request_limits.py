@@ -18,7 +18,7 @@ from functions.common.events import OBJECT_CREATED, PhotoRef, binary_http, new_e
 from functions.common.photo_store import PhotoStore
 from functions.common.seen_events import SeenEvents
 from functions.common.stage_app import StageResult, create_stage_app
-from functions.thumbnail.app import stage_spec
+from functions.thumbnail.app import STAGE
 from tests.security.helpers import (  # noqa: F401 - fixtures
     WEBHOOK_SECRET,
     raw_exchange,
@@ -79,12 +79,15 @@ def test_a_17_kib_upload_declaration_is_refused_413(serve, app):
 
 def test_a_65_kib_cloudevent_to_a_stage_is_refused_413_unprocessed(serve, redis_server):
     calls = []
-    spec = stage_spec(lambda photo: calls.append(photo) or StageResult(data={}))
+
+    def process(photo):
+        return calls.append(photo) or StageResult(data={})
+
     stage_store = PhotoStore(redis.Redis.from_url(redis_server), StatusSettings())
     photo = PhotoRef("photos", "ann/1.jpg", "v1", "ann")
     event = new_event(OBJECT_CREATED, "/test", photo, photo_data(photo, padding="p" * 65 * 1024))
     headers, body = binary_http(event)
-    url = serve(create_stage_app(spec, stage_store))
+    url = serve(create_stage_app(STAGE, process, stage_store))
     assert requests.post(url, data=body, headers=headers, timeout=5).status_code == 413
     assert calls == []
 
