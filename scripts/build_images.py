@@ -6,8 +6,9 @@ stand-ins (local-tools) and Redis from Debian's package, tagged `photo-pipeline/
 
 Standard library only: it runs with any Python 3.11, without the development virtualenv.
 
-- Dockerfiles: thumbnail, status and b2-receiver are targets of functions/Dockerfile, told apart
-  by build arguments (IMAGES: the lock, the package copied); embed has its own.
+- Dockerfiles: thumbnail, status, b2-receiver and local-tools are targets of
+  functions/Dockerfile, told apart by build arguments (IMAGES: the lock, the package copied);
+  embed and redis have their own.
 
 - Base image: the Dockerfiles' default (debian:bookworm-slim pinned by digest) when it is
   present or can be pulled; otherwise scripts/make-base-image.sh makes a Debian bookworm image
@@ -62,8 +63,9 @@ class Image:
     deployed: bool = True  # a Knative Service runs it (scripts/deploy builds and pushes it)
 
 
-# thumbnail, status and b2-receiver: one Dockerfile, a target each; the build arguments name
-# the lock it installs and the package it copies (APP, and APP_FILES where only part of it).
+# thumbnail, status, b2-receiver and local-tools: one Dockerfile, a target each; the build
+# arguments name the lock it installs and the package it copies (APP, and APP_FILES where only
+# part of it; APP_DATA, one more file).
 FUNCTION_DOCKERFILE = "functions/Dockerfile"
 IMAGES = (
     Image(
@@ -86,7 +88,20 @@ IMAGES = (
         {"LOCK": "receiver", "APP": "eventing", "APP_FILES": "*.py"},
         target="b2-receiver",
     ),
-    Image("local-tools", "scripts/Dockerfile", deployed=False),
+    # compose's stand-ins: [_lo]*.py is exactly devstack's __init__, local_broker,
+    # lambda_standin and otlp_receiver (tests/test_images.py checks), and the broker's triggers.
+    Image(
+        "local-tools",
+        FUNCTION_DOCKERFILE,
+        {
+            "LOCK": "local-tools",
+            "APP": "devstack",
+            "APP_FILES": "[_lo]*.py",
+            "APP_DATA": "eventing/triggers.yaml",
+        },
+        target="local-tools",
+        deployed=False,
+    ),
     Image("redis", "docker/redis/Dockerfile", deployed=False),
 )
 NAMES = tuple(image.name for image in IMAGES)

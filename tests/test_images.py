@@ -2,8 +2,9 @@
 runs them: make test-images): hadolint passes; every image is multi-stage on BASE_IMAGE (the
 pinned Debian by default) with Debian's Python, installs its hashed lock through BuildKit
 secrets, runs as uid 10001 and serves its app with gunicorn on $PORT, and copies every project
-module its app imports (thumbnail, status and b2-receiver are targets of one Dockerfile, told
-apart by build arguments); compose runs those images as Knative does and wires the same stack."""
+module its app imports (thumbnail, status, b2-receiver and the local stand-ins are targets of one
+Dockerfile, told apart by build arguments); compose runs those images as Knative does and wires
+the same stack."""
 
 from __future__ import annotations
 
@@ -234,30 +235,57 @@ def modules_run(image: Image) -> list[str]:
     return [served_module(image), *built]
 
 
-@pytest.mark.parametrize("name", DOCKERFILES)
-def test_image_copies_every_project_module_its_app_and_build_import(name):
-    image = DEPLOYED[name]
+def not_copied(image: Image, modules: list[str]) -> list[str]:
+    """The project files that importing `modules` loads and `image` does not copy."""
     copied = copied_paths(image)
-    imported = {path for module in modules_run(image) for path in project_files_imported(module)}
-    missing = [
+    imported = {path for module in modules for path in project_files_imported(module)}
+    return [
         path
         for path in sorted(imported)
         if not any(path == source or path.startswith(source.rstrip("/") + "/") for source in copied)
     ]
-    assert missing == []
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_image_copies_every_project_module_its_app_and_build_import(name):
+    image = DEPLOYED[name]
+    assert not_copied(image, modules_run(image)) == []
+
+
+@pytest.mark.parametrize("image", IMAGES, ids=lambda image: image.name)
+def test_image_never_copies_the_whole_build_context(image):
+    # A COPY source that is only an argument, empty for this image, copies the whole context.
+    assert not {"", "."} & set(copied_paths(image))
 
 
 def test_images_of_the_shared_dockerfile_copy_only_their_own_package():
     shared = [image for image in IMAGES if image.dockerfile == FUNCTION_DOCKERFILE]
     assert {image.target for image in shared} == {image.name for image in shared}
-    packages = {"functions/thumbnail", "functions/status", "functions/embed", "eventing"}
-    for image in shared:
+    packages = {"functions/embed", *(image.build_args["APP"] for image in shared)}
+    for image in (image for image in shared if image.deployed):
         app = image.build_args["APP"]
         assert served_module(image).replace(".", "/").startswith(app + "/")
         own = [path for path in copied_paths(image) if path.startswith(tuple(packages))]
         assert own and all(path.startswith(app) for path in own), image.name
     receiver = copied_paths(IMAGE["b2-receiver"])
     assert not any(path.endswith(".yaml") for path in receiver)  # its .py, not the manifests
+
+
+def test_local_tools_image_copies_the_stand_ins_and_the_brokers_triggers_only():
+    image = IMAGE["local-tools"]
+    assert (image.dockerfile, image.target) == (FUNCTION_DOCKERFILE, "local-tools")
+    assert not image.deployed
+    stand_ins = ["devstack.local_broker", "devstack.lambda_standin", "devstack.otlp_receiver"]
+    own = {
+        path for path in copied_paths(image) if not path.startswith(("functions/", "requirements/"))
+    }
+    modules = {module.replace(".", "/") + ".py" for module in stand_ins}
+    assert own == {"devstack/__init__.py", *modules, "eventing/triggers.yaml"}
+    assert not_copied(image, stand_ins) == []
+    command = COMPOSE["services"]["broker"]["command"]
+    assert image.build_args["APP_DATA"] == command[command.index("--triggers") + 1]
+    command = json.loads(image_last(image, "CMD"))
+    assert command == ["python", "-m", "devstack.local_broker", "--help"]
 
 
 def test_embed_image_bakes_the_model_pack_where_the_service_loads_it_by_default():
@@ -372,6 +400,7 @@ def test_compose_runs_the_images_make_images_builds_from_their_dockerfiles():
         name: service["build"]["dockerfile"]
         for name, service in COMPOSE["services"].items()
         if service.get("build", {}).get("dockerfile") in DOCKERFILES.values()
+        and service["build"].get("target") != "local-tools"
     }
     assert built == DOCKERFILES
     for name in DOCKERFILES:
@@ -382,6 +411,33 @@ def test_compose_runs_the_images_make_images_builds_from_their_dockerfiles():
         assert service["build"].get("target") == (image.local_target or image.target)
         args = service["build"]["args"]
         assert args == {"BASE_IMAGE": f"${{BASE_IMAGE:-{DEFAULT_BASE_IMAGE}}}", **image.build_args}
+
+
+def test_compose_builds_local_tools_as_make_images_does():
+    image = IMAGE["local-tools"]
+    build = COMPOSE["x-local-tools"]["build"]
+    assert build["context"] == "."
+    assert (build["dockerfile"], build["target"]) == (image.dockerfile, image.target)
+    base = f"${{BASE_IMAGE:-{DEFAULT_BASE_IMAGE}}}"
+    assert build["args"] == {"BASE_IMAGE": base, **image.build_args}
+    assert COMPOSE["x-local-tools"]["image"] == "photo-pipeline/local-tools:${TAG:-dev}"
+
+
+@pytest.mark.parametrize("name", FUNCTION_SERVICES)
+def test_compose_runs_each_function_with_its_knative_services_workers_and_threads(name):
+    environment = COMPOSE["services"][name].get("environment", {})
+    for variable, value in literal_env(knative_service(name)).items():
+        if variable in ("WEB_CONCURRENCY", "GUNICORN_THREADS"):
+            assert environment.get(variable) == value, variable
+
+
+@pytest.mark.parametrize("name", FUNCTION_SERVICES)
+def test_compose_sets_no_setting_to_another_value_than_the_knative_service(name):
+    environment = COMPOSE["services"][name].get("environment", {})
+    knative = literal_env(knative_service(name))
+    assert {
+        v: environment[v] for v in knative if v in environment and environment[v] != knative[v]
+    } == {}
 
 
 @pytest.mark.parametrize("name", FUNCTION_SERVICES)
