@@ -21,12 +21,12 @@ import redis
 import requests
 
 from devstack.stack import LocalStack, fetch_status
-from functions.common.config import ThumbnailSettings
 from functions.common.events import PhotoRef
 from functions.common.photo_store import user_keys
 from functions.common.pipeline import PIPELINE
 from functions.thumbnail.app import STAGE as THUMBNAIL
 from functions.thumbnail.service import thumbnail_key
+from functions.thumbnail.settings import ThumbnailSettings
 
 FAILED = frozenset(stage.failed for stage in PIPELINE)
 LAST_DONE = PIPELINE.stages[-1].done

@@ -52,11 +52,11 @@ from devstack import make_test_model_pack
 from devstack.make_test_model_pack import DETECTOR_FILE, RECOGNIZER_FILE, draw_face
 from devstack.sample_photos import sample_photo
 from devstack.stack import ROOT, LocalStack, StackConfig
-from functions.common.config import EmbedSettings
 from functions.common.storage import ObjectStore
 from functions.embed import runtime
 from functions.embed.decode import decode_photo
 from functions.embed.models import FaceAnalyzer
+from functions.embed.settings import EmbedSettings
 from scripts.reference_graphs import PACK_NAME, cached_pack, multiply_accumulates
 
 PHOTO_SIZE = (4032, 3024)

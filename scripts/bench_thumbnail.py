@@ -37,10 +37,10 @@ from PIL import Image, ImageDraw
 
 from devstack.make_test_model_pack import build_pack
 from devstack.stack import LocalStack, StackConfig
-from functions.common.config import ThumbnailSettings
 from functions.common.events import OBJECT_CREATED, PhotoRef, binary_http, new_event, photo_data
 from functions.common.pipeline import PIPELINE
 from functions.thumbnail.imaging import make_thumbnail
+from functions.thumbnail.settings import ThumbnailSettings
 from scripts.sharp_dimensions import SHARP_DIR
 
 THUMBNAIL_CREATED = PIPELINE["thumbnail"].created

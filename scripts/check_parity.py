@@ -28,12 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
-from functions.common.config import EmbedSettings, StorageSettings
+from functions.common.config import StorageSettings
 from functions.common.errors import PermanentError, TransientError
 from functions.common.storage import ObjectStore
 from functions.embed.decode import decode_photo
 from functions.embed.encoding import embedding_from_base64
 from functions.embed.models import Face, FaceAnalyzer
+from functions.embed.settings import EmbedSettings
 
 MIN_IOU = 0.5
 WORST_SHOWN = 10

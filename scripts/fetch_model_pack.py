@@ -30,7 +30,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from functions.common.config import EmbedSettings
+from functions.embed.settings import EmbedSettings
 
 
 @dataclass(frozen=True)

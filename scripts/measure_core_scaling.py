@@ -24,8 +24,8 @@ import onnxruntime as ort
 
 from devstack.make_test_model_pack import DETECTOR_FILE, RECOGNIZER_FILE
 from devstack.stack import ROOT
-from functions.common.config import EmbedSettings
 from functions.embed import runtime
+from functions.embed.settings import EmbedSettings
 from scripts.reference_graphs import CROP, cached_pack
 
 DETECTION_INPUT = (1, 3, 640, 640)

@@ -37,9 +37,9 @@ from PIL import Image
 from devstack.make_test_model_pack import build_pack, draw_face
 from devstack.sample_photos import sample_photo
 from devstack.stack import ROOT
-from functions.common.config import EmbedSettings
 from functions.embed.decode import DecodedPhoto, decode_photo
 from functions.embed.models import FaceAnalyzer, load_task_models
+from functions.embed.settings import EmbedSettings
 from scripts.bench_thumbnail import psnr
 from scripts.check_parity import cosine
 from scripts.reference_graphs import PACK_NAME, cached_pack

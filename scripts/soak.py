@@ -42,13 +42,14 @@ from devstack import fault_proxy, reconcile
 from devstack.processes import usage_with_children
 from devstack.sample_photos import sample_photo
 from devstack.stack import ROOT, LocalStack, StackConfig, fetch_status, model_root_or_test_pack
-from functions.common.config import ThumbnailSettings
 from functions.common.events import PhotoRef
+from functions.common.pipeline import PIPELINE
+from functions.thumbnail.settings import ThumbnailSettings
 from scripts import demo
 
 MB = 1 << 20
 DISTINCT_PHOTOS = 12  # generated once, uploaded again and again under new keys
-WATCHED = ("receiver", "broker", "thumbnail", "embed", "status", "status-dead-letter", "redis")
+WATCHED = ("receiver", "broker", *PIPELINE.names, "status", "status-dead-letter", "redis")
 
 # `action:target`: a worker killed, a server restarted, or a fault proxy's window.
 FAULT_KINDS = (

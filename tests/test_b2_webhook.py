@@ -15,7 +15,7 @@ SETTINGS = ReceiverSettings(
     sink_url="http://127.0.0.1:9",
     user_id_pattern=re.compile(r"^(?P<user_id>[^/]+)/"),
     image_extensions=frozenset({"jpg", "jpeg", "png", "heic"}),
-    thumbnail_prefix="thumbnails/",
+    thumbnail_key_template="thumbnails/{key}.jpg",
 )
 BODY = b'{"events": []}'
 
@@ -160,8 +160,8 @@ def test_a_malformed_event_is_ignored_and_the_rest_of_its_batch_kept(malformed):
 
 
 def test_an_empty_thumbnail_prefix_is_refused_so_the_loop_guard_cannot_be_off():
-    with pytest.raises(ValueError, match="thumbnail prefix"):
-        SETTINGS.replace(thumbnail_prefix="")
+    with pytest.raises(ValueError, match="fixed prefix"):
+        SETTINGS.replace(thumbnail_key_template="{key}.jpg")
 
 
 @pytest.mark.parametrize("template", ["{user_id}/thumbs/{key_stem}.jpg", "{key}.thumb.jpg"])

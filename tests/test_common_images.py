@@ -14,11 +14,13 @@ import pytest
 from PIL import Image
 
 from devstack import photos
-from functions.common.config import EmbedSettings, InputLimits, ThumbnailSettings
+from functions.common.config import InputLimits
 from functions.common.errors import PermanentError
 from functions.common.images import ACCEPTED_FORMATS
 from functions.embed.decode import decode_photo
+from functions.embed.settings import EmbedSettings
 from functions.thumbnail.imaging import make_thumbnail
+from functions.thumbnail.settings import ThumbnailSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES: dict[str, Callable[[bytes, InputLimits], object]] = {
@@ -104,7 +106,9 @@ def test_both_stages_fail_a_bad_photo_with_the_same_reason(name):
 # uses plus HEADROOM, and prints how the stage ended.
 UNDER_MEMORY_CAP = """
 import resource, sys
-from functions.common.config import EmbedSettings, InputLimits, ThumbnailSettings
+from functions.common.config import InputLimits
+from functions.embed.settings import EmbedSettings
+from functions.thumbnail.settings import ThumbnailSettings
 from functions.common.errors import PermanentError, TransientError
 from functions.embed.decode import decode_photo
 from functions.thumbnail.imaging import make_thumbnail

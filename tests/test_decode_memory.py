@@ -16,10 +16,12 @@ import pytest
 from PIL import Image
 
 from devstack import photos
-from functions.common.config import EmbedSettings, InputLimits, ThumbnailSettings
+from functions.common.config import InputLimits
 from functions.common.memory_budget import MIB
 from functions.embed.decode import decode_peak_bytes
+from functions.embed.settings import EmbedSettings
 from functions.thumbnail.imaging import thumbnail_peak_bytes
+from functions.thumbnail.settings import ThumbnailSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,7 +70,8 @@ def photo_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 MEASURE = """
 import ctypes, io, json, sys
 from PIL import Image
-from functions.common.config import EmbedSettings, ThumbnailSettings
+from functions.embed.settings import EmbedSettings
+from functions.thumbnail.settings import ThumbnailSettings
 from functions.embed.decode import decode_photo
 from functions.thumbnail.imaging import make_thumbnail
 
@@ -145,7 +148,7 @@ UNDER_MEMORY_CAP = """
 import io, json, resource, sys, threading
 from concurrent.futures import ThreadPoolExecutor
 from PIL import Image
-from functions.common.config import ThumbnailSettings
+from functions.thumbnail.settings import ThumbnailSettings
 from functions.common.errors import PermanentError
 from functions.common.events import PhotoRef
 from functions.thumbnail.service import ThumbnailService

@@ -8,9 +8,10 @@ import pytest
 from PIL import Image, ImageOps
 
 from devstack.sample_photos import sample_photo
-from functions.common.config import EmbedSettings, InputLimits
+from functions.common.config import InputLimits
 from functions.common.errors import PermanentError
 from functions.embed.decode import PhotoHeader, decode_photo, jpeg_reduction
+from functions.embed.settings import EmbedSettings
 from tests.embed_photos import multi_picture
 
 SETTINGS = EmbedSettings()

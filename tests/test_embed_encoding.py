@@ -5,10 +5,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from functions.common.config import EmbedSettings
 from functions.common.events import PhotoRef
 from functions.embed.encoding import embedding_from_base64, embedding_payload, face_to_payload
 from functions.embed.models import Face
+from functions.embed.settings import EmbedSettings
 
 PHOTO = PhotoRef(bucket="photos", key="user42/a.jpg", version_id="4_z1", user_id="user42")
 

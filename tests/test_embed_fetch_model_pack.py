@@ -14,8 +14,8 @@ import pytest
 
 from devstack.make_test_model_pack import DETECTOR_FILE, RECOGNIZER_FILE
 from devstack.stack import ROOT
-from functions.common.config import EmbedSettings
 from functions.embed.models import FaceAnalyzer
+from functions.embed.settings import EmbedSettings
 from scripts.fetch_model_pack import PACKS, FetchError, PackFile, PackSource, fetch_pack, main
 
 EMBEDDING_DOC = ROOT / "docs" / "embedding.md"

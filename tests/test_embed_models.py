@@ -12,7 +12,6 @@ from PIL import Image
 
 from devstack.make_test_model_pack import DETECTOR_FILE, RECOGNIZER_FILE, draw_face
 from devstack.sample_photos import face_layout, sample_photo
-from functions.common.config import EmbedSettings
 from functions.embed import runtime
 from functions.embed.decode import decode_photo
 from functions.embed.models import (
@@ -21,6 +20,7 @@ from functions.embed.models import (
     ModelPackError,
     load_task_models,
 )
+from functions.embed.settings import EmbedSettings
 from scripts.check_parity import cosine
 from tests.embed_photos import scene
 

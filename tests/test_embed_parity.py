@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from insightface.app import FaceAnalysis
 
-from functions.common.config import EmbedSettings
 from functions.embed.decode import decode_photo
 from functions.embed.models import FaceAnalyzer
+from functions.embed.settings import EmbedSettings
 from scripts.check_parity import cosine
 from tests.embed_photos import encode, multi_picture, scene
 

@@ -11,7 +11,7 @@ import pytest
 from devstack.make_test_model_pack import RECOGNIZER_FILE
 from devstack.sample_photos import face_layout, sample_photo
 from devstack.stack import GUNICORN_CONF, ROOT, free_port
-from functions.common.config import EmbedSettings, LambdaSettings, StorageSettings
+from functions.common.config import LambdaSettings, StorageSettings
 from functions.common.events import PhotoRef
 from functions.common.lambda_client import DatabaseLambda
 from functions.common.storage import ObjectStore
@@ -19,6 +19,7 @@ from functions.embed.app import create_app
 from functions.embed.encoding import embedding_from_base64
 from functions.embed.models import FaceAnalyzer, ModelPackError
 from functions.embed.service import EmbedService
+from functions.embed.settings import EmbedSettings
 from tests.stack_fixtures import lambda_invocations
 
 

@@ -1,8 +1,8 @@
 import onnxruntime as ort
 import pytest
 
-from functions.common.config import EmbedSettings
 from functions.embed import runtime
+from functions.embed.settings import EmbedSettings
 
 
 def test_defaults_are_the_production_batch_jobs_parameters():

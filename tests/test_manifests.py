@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from devstack.local_broker import Delivery, parse_duration
-from functions.common.config import DeadLetterSettings, EmbedSettings, EventAuthSettings
+from functions.common.config import DeadLetterSettings, EventAuthSettings
+from functions.embed.settings import EmbedSettings
 from scripts.deploy import EXAMPLE_SECRETS, referenced_secret_keys
 from scripts.kustomize_render import KustomizationError, read_env_file, render
 from tests.knative_manifests import (

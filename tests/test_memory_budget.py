@@ -8,10 +8,11 @@ import time
 import pytest
 
 from devstack import photos
-from functions.common.config import InputLimits, ThumbnailSettings
+from functions.common.config import InputLimits
 from functions.common.errors import PermanentError, TransientError
 from functions.common.memory_budget import MIB, MemoryBudget
 from functions.thumbnail.imaging import thumbnail_peak_bytes
+from functions.thumbnail.settings import ThumbnailSettings
 from tests.knative_manifests import container, find, knative_service, literal_env, rendered
 
 WAIT_S = 5.0

@@ -13,10 +13,10 @@ import requests
 from PIL import Image
 
 from devstack.sample_photos import sample_photo
-from functions.common.config import ThumbnailSettings
 from functions.common.events import OBJECT_CREATED, PhotoRef, binary_http, new_event, photo_data
 from functions.thumbnail.imaging import thumbnail_size
 from functions.thumbnail.service import thumbnail_key
+from functions.thumbnail.settings import ThumbnailSettings
 from tests.stack_fixtures import (
     broker_stats,
     deliver,

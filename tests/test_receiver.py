@@ -31,7 +31,7 @@ def settings_for(sink_url, sink_ca_certs=None, answer_within_s=2.5):
         sink_url=sink_url,
         user_id_pattern=re.compile(r"^(?P<user_id>[^/]+)/"),
         image_extensions=frozenset({"jpg", "png"}),
-        thumbnail_prefix="thumbnails/",
+        thumbnail_key_template="thumbnails/{key}.jpg",
         publish_timeout_s=2,
         answer_within_s=answer_within_s,
         sink_ca_certs=sink_ca_certs,

@@ -11,10 +11,10 @@ from insightface.model_zoo.model_zoo import ModelRouter
 from devstack import make_test_model_pack
 from devstack.make_test_model_pack import DETECTOR_FILE, RECOGNIZER_FILE
 from devstack.sample_photos import face_layout, sample_photo
-from functions.common.config import EmbedSettings
 from functions.embed import runtime
 from functions.embed.decode import decode_photo
 from functions.embed.models import FaceAnalyzer
+from functions.embed.settings import EmbedSettings
 from scripts.reference_graphs import (
     PACK_NAME,
     cached_pack,

@@ -8,9 +8,10 @@ import pytest
 from PIL import Image, ImageCms, JpegImagePlugin
 
 from devstack import photos
-from functions.common.config import InputLimits, ThumbnailSettings
+from functions.common.config import InputLimits
 from functions.common.errors import PermanentError
 from functions.thumbnail.imaging import Thumbnail, make_thumbnail, thumbnail_size
+from functions.thumbnail.settings import ThumbnailSettings
 
 SETTINGS = ThumbnailSettings()
 SHARP_TABLE = json.loads((Path(__file__).parent / "data" / "sharp_dimensions.json").read_text())

@@ -1,8 +1,8 @@
 """Where the thumbnail stage stores each photo's thumbnail."""
 
-from functions.common.config import ThumbnailSettings
 from functions.common.events import PhotoRef
 from functions.thumbnail.service import thumbnail_key
+from functions.thumbnail.settings import ThumbnailSettings
 
 
 def default_key(key):

@@ -11,9 +11,10 @@ import pytest
 from devstack.b2_sender import object_created
 from devstack.sample_photos import sample_photo
 from eventing.b2_webhook import parse_notification
-from functions.common.config import ReceiverSettings, ThumbnailSettings
+from functions.common.config import ReceiverSettings
 from functions.common.events import PhotoRef
 from functions.thumbnail.service import thumbnail_key
+from functions.thumbnail.settings import ThumbnailSettings
 from tests.stack_fixtures import deliver, lambda_invocations, upload, wait_until_idle
 
 USER = "yuki"

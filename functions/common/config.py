@@ -113,8 +113,8 @@ def env(
 
 # -- the settings models ------------------------------------------------------------------------
 
-# Set while `from_env()` builds settings, so the sections it builds meanwhile (`limits`, the
-# receiver's thumbnail prefix) read the environment too.
+# Set while `from_env()` builds settings, so the sections it builds meanwhile (`limits`) read
+# the environment too.
 _READING_ENV: ContextVar[bool] = ContextVar("_READING_ENV", default=False)
 
 
@@ -157,7 +157,7 @@ def _one_line(settings: type[BaseSettings], exc: ValidationError) -> str:
     return "; ".join(lines)
 
 
-class _Settings(BaseSettings):
+class Settings(BaseSettings):
     """A settings section: frozen, read from the environment only by `from_env()` (through
     `_Environment` instead of pydantic-settings' own env source, which would read it on every
     construction and parse lists as JSON)."""
@@ -208,7 +208,7 @@ class _Settings(BaseSettings):
         return type(self)(**(values | changes))
 
 
-class StorageSettings(_Settings):
+class StorageSettings(Settings):
     """The S3-compatible object store (Backblaze B2 in production)."""
 
     endpoint_url: OptionalStr = env(
@@ -233,7 +233,7 @@ class StorageSettings(_Settings):
     max_attempts: Int = env("S3_MAX_ATTEMPTS", 3, "attempts per request (client retries)")
 
 
-class LambdaSettings(_Settings):
+class LambdaSettings(Settings):
     """The existing database-update Lambda ("Lambda 2"), invoked synchronously."""
 
     function_name: str = env(
@@ -250,7 +250,7 @@ class LambdaSettings(_Settings):
     max_attempts: Int = env("DB_LAMBDA_MAX_ATTEMPTS", 2, "attempts per invoke")
 
 
-class StatusSettings(_Settings):
+class StatusSettings(Settings):
     """The Redis status store, written by every stage and read by the status function."""
 
     redis_url: str = env(
@@ -305,7 +305,7 @@ class StatusSettings(_Settings):
     )
 
 
-class DeadLetterSettings(_Settings):
+class DeadLetterSettings(Settings):
     """The Triggers' dead-letter sink (`POST /v1/dead-letter`, which marks a photo failed). Off
     by default: only the cluster-local `status-dead-letter` Service turns it on, so nobody
     outside the cluster can reach it through the public `status` Service."""
@@ -318,7 +318,7 @@ class DeadLetterSettings(_Settings):
     )
 
 
-class EventAuthSettings(_Settings):
+class EventAuthSettings(Settings):
     """Who may deliver events to the stages and the dead-letter sink. With Knative Eventing's
     `authentication-oidc` on, the broker sends each delivery with `Authorization: Bearer`, a
     Kubernetes service-account token of the Trigger's OIDC identity (`sub`
@@ -407,7 +407,7 @@ def _secret(variable: str, description: str, doc_default: str = "unset") -> Any:
     )
 
 
-class AuthSettings(_Settings):
+class AuthSettings(Settings):
     """Bearer tokens of the status API: HS256 JWTs from the app's backend, or RS256 via JWKS.
 
     Fail closed: a token is accepted only from `issuer` for `audience` (JWT_ISSUER,
@@ -459,7 +459,7 @@ def threshold_variable(stage: str, key: str) -> str:
     return f"THRESHOLD_{stage.upper()}_{key.upper()}"
 
 
-class AdminSettings(_Settings):
+class AdminSettings(Settings):
     """The admin API and dashboard: login, sessions, admin tokens, and the default acceptable
     delay per stage.
 
@@ -583,7 +583,7 @@ class AdminSettings(_Settings):
 MIB = 1024 * 1024
 
 
-class InputLimits(_Settings):
+class InputLimits(Settings):
     """The most an uploaded photo may weigh, in bytes and in pixels (read from its header),
     before any stage decodes it; over either it fails as `too_large`. And the memory the photos
     a pod decodes at once may take together (functions/common/memory_budget.py): a photo whose
@@ -640,127 +640,10 @@ class InputLimits(_Settings):
         return self.memory_budget_bytes // self.workers
 
 
-class ThumbnailSettings(_Settings):
-    """How thumbnails are made; defaults reproduce the old sharp Lambda."""
-
-    max_width: Int = env("THUMBNAIL_MAX_WIDTH", 400, "width of the box the thumbnail fits inside")
-    max_height: Int = env(
-        "THUMBNAIL_MAX_HEIGHT", 400, "height of the box the thumbnail fits inside"
-    )
-    quality: Int = env("THUMBNAIL_QUALITY", 80, "JPEG quality")
-    background: Rgb = env(
-        "THUMBNAIL_BACKGROUND",
-        (255, 255, 255),
-        "colour transparent pixels are flattened onto",
-        doc_default="`#ffffff`",
-    )
-    # `{key}`, not `{key_stem}`: IMG_1.HEIC and IMG_1.JPG must not share a thumbnail.
-    key_template: str = env(
-        "THUMBNAIL_KEY_TEMPLATE",
-        "thumbnails/{key}.jpg",
-        "thumbnail key; `{key}`, `{key_stem}`, `{user_id}`, filled with the exact key; its fixed "
-        "prefix, which must not be empty, is ignored by the receiver (loop guard); a result over "
-        "B2's 1024-byte key limit becomes `<prefix>_long/<sha256 hex of the key>.jpg` (see "
-        "[payloads.md](payloads.md))",
-    )
-    limits: InputLimits = Field(
-        default_factory=InputLimits, description="the input limits (InputLimits)"
-    )
-
-    @model_validator(mode="after")
-    def _check(self) -> Self:
-        if not self.key_prefix:
-            raise ValueError(
-                "THUMBNAIL_KEY_TEMPLATE must start with a fixed prefix such as `thumbnails/`: "
-                "the receiver ignores keys under it, or every thumbnail written back would be "
-                f"thumbnailed again; got {self.key_template!r}"
-            )
-        return self
-
-    @property
-    def key_prefix(self) -> str:
-        """The fixed prefix of every thumbnail key; the receiver ignores keys under it."""
-        return self.key_template.split("{", 1)[0]
-
-
-REQUIRED_MODULES = ("detection", "recognition")
-OPTIONAL_MODULES = ("genderage", "landmark_2d_106", "landmark_3d_68")
-
-
-class EmbedSettings(_Settings):
-    """Face detection + recognition. Every value that changes an embedding defaults to what the
-    production batch job runs: insightface 0.7.3's `FaceAnalysis(name="buffalo_l")`,
-    `prepare(ctx_id=0, det_size=(640, 640))`, `get(cv2.imread(path))`."""
-
-    model_root: Path = env(
-        "MODEL_ROOT", Path("/models"), "folder of model packs: the pack is `MODEL_ROOT/MODEL_PACK`"
-    )
-    model_pack: str = env("MODEL_PACK", "buffalo_l", "the pack's folder: its `*.onnx` files")
-    modules: StrList = env(
-        "MODEL_MODULES",
-        REQUIRED_MODULES,
-        "pack modules that run, by insightface task name: "
-        f"{', '.join(REQUIRED_MODULES)} and any of {', '.join(OPTIONAL_MODULES)} (these add face "
-        "attributes and change no embedding; see [embedding.md](embedding.md))",
-    )
-    det_size: Int = env("DET_SIZE", 640, "detector input size (a positive multiple of 32)")
-    det_thresh: Float = env("DET_THRESH", 0.5, "detection score threshold")
-    nms_thresh: Float = env("DET_NMS_THRESH", 0.4, "detection NMS threshold")
-    max_faces: Int = env(
-        "MAX_FACES",
-        100,
-        "faces kept per photo, best detection score first; production keeps every face",
-    )
-    normalize_embeddings: Bool = env(
-        "EMBEDDING_NORMALIZE", False, "store L2-normalised instead of raw embeddings"
-    )
-    decode_shrink: Bool = env(
-        "DECODE_SHRINK_ON_LOAD",
-        False,
-        "decode JPEGs far larger than the detector needs at 1/2, 1/4 or 1/8 scale, keeping the "
-        "long side at least `DECODE_MIN_SIDE`; off reproduces production's full decode",
-    )
-    decode_min_side: Int = env(
-        "DECODE_MIN_SIDE", 1280, "the long side a shrunk decode keeps at least"
-    )
-    providers: StrList = env(
-        "ORT_PROVIDERS",
-        ("CUDAExecutionProvider", "CPUExecutionProvider"),
-        "onnxruntime execution providers, in order (those the build lacks are skipped)",
-    )
-    intra_op_threads: Int = env("ORT_INTRA_OP_THREADS", 2, "onnxruntime intra-op threads")
-    limits: InputLimits = Field(
-        default_factory=InputLimits, description="the input limits (InputLimits)"
-    )
-
-    @model_validator(mode="after")
-    def _check(self) -> Self:
-        missing = [name for name in REQUIRED_MODULES if name not in self.modules]
-        unknown = [name for name in self.modules if name not in REQUIRED_MODULES + OPTIONAL_MODULES]
-        if missing or unknown:
-            raise ValueError(
-                f"MODEL_MODULES must hold {', '.join(REQUIRED_MODULES)} and only these besides: "
-                f"{', '.join(OPTIONAL_MODULES)}; got {', '.join(self.modules)}"
-            )
-        if self.det_size <= 0 or self.det_size % 32:
-            raise ValueError(f"DET_SIZE must be a positive multiple of 32, got {self.det_size}")
-        if self.max_faces < 1:
-            raise ValueError(f"MAX_FACES must be at least 1, got {self.max_faces}")
-        return self
-
-    @property
-    def model_dir(self) -> Path:
-        return self.model_root / self.model_pack
-
-    @property
-    def optional_modules(self) -> tuple[str, ...]:
-        return tuple(name for name in self.modules if name not in REQUIRED_MODULES)
-
-
 KIB = 1024
 
 
-class RequestLimits(_Settings):
+class RequestLimits(Settings):
     """The largest request body each HTTP endpoint reads, in bytes; a larger one is answered
     413 before it is read (Content-Length over it) or once it passes it (chunked)."""
 
@@ -796,9 +679,16 @@ class RequestLimits(_Settings):
 
 
 IMAGE_EXTENSIONS = "jpg,jpeg,png,webp,heic,heif,avif,tif,tiff,gif,bmp"
+# `{key}`, not `{key_stem}`: IMG_1.HEIC and IMG_1.JPG must not share a thumbnail.
+THUMBNAIL_KEY_TEMPLATE = "thumbnails/{key}.jpg"
 
 
-class ReceiverSettings(_Settings):
+def fixed_prefix(template: str) -> str:
+    """The part of a key template before its first `{field}`."""
+    return template.split("{", 1)[0]
+
+
+class ReceiverSettings(Settings):
     """The B2 event-notification webhook receiver. It fails closed: it refuses to start
     without B2_WEBHOOK_SECRETS (`require_signed_webhooks`) unless local tooling opts out with
     B2_WEBHOOK_ALLOW_UNSIGNED=true."""
@@ -823,10 +713,13 @@ class ReceiverSettings(_Settings):
         "comma-separated extensions of the keys processed (any case)",
         doc_default=f"`{IMAGE_EXTENSIONS}`",
     )
-    # The receiver's loop guard: THUMBNAIL_KEY_TEMPLATE's fixed prefix.
-    thumbnail_prefix: str = Field(
-        default_factory=lambda: ThumbnailSettings().key_prefix,
-        description="keys under it are ignored: `THUMBNAIL_KEY_TEMPLATE`'s fixed prefix",
+    # The receiver's loop guard: keys under the fixed prefix of the thumbnail stage's
+    # THUMBNAIL_KEY_TEMPLATE are what the pipeline wrote, never uploads.
+    thumbnail_key_template: str = env(
+        "THUMBNAIL_KEY_TEMPLATE",
+        THUMBNAIL_KEY_TEMPLATE,
+        "the thumbnail stage's key template (functions/thumbnail/settings.py): keys under its "
+        "fixed prefix are ignored",
     )
     publish_timeout_s: Float = env("PUBLISH_TIMEOUT_S", 2.0, "per-event publish timeout (s)")
     answer_within_s: Float = env(
@@ -865,12 +758,20 @@ class ReceiverSettings(_Settings):
     @model_validator(mode="after")
     def _check(self) -> Self:
         if not self.thumbnail_prefix:
-            raise ValueError("the thumbnail prefix (the receiver's loop guard) must not be empty")
+            raise ValueError(
+                "THUMBNAIL_KEY_TEMPLATE must start with a fixed prefix such as `thumbnails/` (the "
+                f"receiver's loop guard); got {self.thumbnail_key_template!r}"
+            )
         if self.dedup_window_s < 0.001:
             raise ValueError(
                 f"WEBHOOK_DEDUP_WINDOW_S must be at least 0.001 s, got {self.dedup_window_s}"
             )
         return self
+
+    @property
+    def thumbnail_prefix(self) -> str:
+        """Keys under it are the thumbnails the pipeline wrote: ignored."""
+        return fixed_prefix(self.thumbnail_key_template)
 
     def require_signed_webhooks(self) -> None:
         """ValueError, so the receiver does not start, when it would accept unsigned webhooks

@@ -17,7 +17,6 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     generate_latest,
 )
@@ -73,12 +72,6 @@ RECEIVER_EVENTS_FAILED = Counter(
     "retries it) or `unexpected` (a bug: logged with its traceback, the batch answered by the "
     "other events).",
     ["kind"],
-)
-MODEL_LOAD_SECONDS = Gauge(
-    "embed_model_load_seconds",
-    "Seconds the embed function took to load its model pack at start-up.",
-    ["pack"],
-    multiprocess_mode="livemax",
 )
 
 

@@ -9,10 +9,10 @@ never becomes ready.
 from __future__ import annotations
 
 from flask import Flask
+from prometheus_client import Gauge
 
-from functions.common.config import EmbedSettings, LambdaSettings, StatusSettings, StorageSettings
+from functions.common.config import LambdaSettings, StatusSettings, StorageSettings
 from functions.common.lambda_client import DatabaseLambda
-from functions.common.metrics import MODEL_LOAD_SECONDS
 from functions.common.photo_store import PhotoStore
 from functions.common.pipeline import PIPELINE
 from functions.common.stage_app import create_stage_app
@@ -20,8 +20,15 @@ from functions.common.storage import ObjectStore
 from functions.common.telemetry import configure_tracing
 from functions.embed.models import FaceAnalyzer
 from functions.embed.service import EmbedService
+from functions.embed.settings import EmbedSettings
 
 STAGE = PIPELINE["embed"]
+MODEL_LOAD_SECONDS = Gauge(
+    "embed_model_load_seconds",
+    "Seconds the embed function took to load its model pack at start-up.",
+    ["pack"],
+    multiprocess_mode="livemax",
+)
 
 
 def create_app() -> Flask:

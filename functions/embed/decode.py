@@ -10,7 +10,6 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
-from functions.common.config import EmbedSettings
 from functions.common.errors import PermanentError
 from functions.common.images import (
     ORIENTATION_TRANSPOSE,
@@ -23,6 +22,7 @@ from functions.common.images import (
     pillow_bytes_per_pixel,
     tiff_block_bytes,
 )
+from functions.embed.settings import EmbedSettings
 
 # cv2.imdecode decodes these exactly as cv2.imread does, EXIF orientation included; the rest
 # (HEIC, AVIF, GIF, ...) go through Pillow. A multi-picture JPEG (MPO) is a JPEG here, as it is to

@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from functions.common.config import EmbedSettings
 from functions.common.events import PhotoRef, lambda_payload
 from functions.common.pipeline import PIPELINE
 from functions.embed.models import Face
+from functions.embed.settings import EmbedSettings
 
 _EMBEDDING_DTYPE = np.dtype("<f4")
 

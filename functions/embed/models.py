@@ -19,10 +19,10 @@ from insightface.app.common import Face as InsightfaceFace
 from insightface.model_zoo.model_zoo import ModelRouter
 from insightface.utils import face_align
 
-from functions.common.config import EmbedSettings
 from functions.common.telemetry import tracer
 from functions.embed import runtime
 from functions.embed.decode import DecodedPhoto
+from functions.embed.settings import EmbedSettings
 
 # insightface 0.7.3 (pinned: production's parameters) aligns faces with scikit-image's
 # SimilarityTransform.estimate, deprecated since 0.26: a warning line per face otherwise.

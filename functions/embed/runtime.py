@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import onnxruntime as ort
 
-from functions.common.config import EmbedSettings
+from functions.embed.settings import EmbedSettings
 
 CPU = "CPUExecutionProvider"
 

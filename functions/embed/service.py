@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functions.common.config import EmbedSettings
 from functions.common.events import PhotoRef
 from functions.common.lambda_client import DatabaseLambda
 from functions.common.memory_budget import MemoryBudget
@@ -12,6 +11,7 @@ from functions.common.timing import StepTimer
 from functions.embed.decode import decode_peak_bytes, decode_photo
 from functions.embed.encoding import embedding_payload
 from functions.embed.models import FaceAnalyzer
+from functions.embed.settings import EmbedSettings
 
 
 class EmbedService:

@@ -4,12 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from functions.common.config import (
-    LambdaSettings,
-    StatusSettings,
-    StorageSettings,
-    ThumbnailSettings,
-)
+from functions.common.config import LambdaSettings, StatusSettings, StorageSettings
 from functions.common.lambda_client import DatabaseLambda
 from functions.common.photo_store import PhotoStore
 from functions.common.pipeline import PIPELINE
@@ -17,6 +12,7 @@ from functions.common.stage_app import create_stage_app
 from functions.common.storage import ObjectStore
 from functions.common.telemetry import configure_tracing
 from functions.thumbnail.service import ThumbnailService
+from functions.thumbnail.settings import ThumbnailSettings
 
 STAGE = PIPELINE["thumbnail"]
 

@@ -17,7 +17,6 @@ from functools import lru_cache
 
 from PIL import Image, ImageCms
 
-from functions.common.config import ThumbnailSettings
 from functions.common.errors import PermanentError
 from functions.common.images import (
     ORIENTATION_TRANSPOSE,
@@ -30,6 +29,7 @@ from functions.common.images import (
     pillow_bytes_per_pixel,
     tiff_block_bytes,
 )
+from functions.thumbnail.settings import ThumbnailSettings
 
 log = logging.getLogger(__name__)
 

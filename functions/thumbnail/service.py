@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import posixpath
 
-from functions.common.config import ThumbnailSettings
 from functions.common.events import MAX_KEY_BYTES, PhotoRef, lambda_payload
 from functions.common.lambda_client import DatabaseLambda
 from functions.common.memory_budget import MemoryBudget
@@ -14,6 +13,7 @@ from functions.common.stage_app import StageResult
 from functions.common.storage import ObjectStore
 from functions.common.timing import StepTimer
 from functions.thumbnail.imaging import make_thumbnail, thumbnail_peak_bytes
+from functions.thumbnail.settings import ThumbnailSettings
 
 
 def thumbnail_key(template: str, photo: PhotoRef) -> str:

@@ -24,7 +24,7 @@ def receiver_settings(sink_url: str = "http://127.0.0.1:9", **overrides) -> Rece
         "sink_url": sink_url,
         "user_id_pattern": re.compile(r"^(?P<user_id>[^/]+)/"),
         "image_extensions": frozenset({"jpg"}),
-        "thumbnail_prefix": "thumbnails/",
+        "thumbnail_key_template": "thumbnails/{key}.jpg",
         **overrides,
     }
     return ReceiverSettings(**fields)
