@@ -28,9 +28,11 @@ lock:
 	@$(BIN)/python -m pip install -q uv==0.13.9
 	$(BIN)/python -m scripts.lock $(ARGS)
 
-# Regenerates docs/configuration.md's settings tables from functions/common/config.py.
+# Regenerates what is generated from code: docs/configuration.md's settings tables (the
+# settings models) and functions/status/openapi.yaml (functions/status/schemas.py).
 docs: install
 	$(BIN)/python -m scripts.gen_config_docs
+	$(BIN)/python -m scripts.gen_openapi
 
 demo: install
 	$(BIN)/python -m scripts.demo $(ARGS)

@@ -171,9 +171,7 @@ class Acceptor:
                 RECEIVER_EVENTS_DUPLICATE.inc()
                 return False
             self.publisher.publish(_upload_event(upload))
-            self.store.record(
-                photo.user_id, photo.photo_id, UPLOADED, at=photo.uploaded_at
-            )
+            self.store.record(photo.user_id, photo.photo_id, UPLOADED, at=photo.uploaded_at)
             self.seen.remember(upload.event_id)
             return True
 

@@ -22,6 +22,7 @@ from devstack import b2_sender
 from devstack.sample_photos import sample_photo
 from devstack.stack import ROOT, LocalStack, StackConfig, fetch_status, model_root_or_test_pack
 from functions.common.config import ReceiverSettings
+from functions.common.pipeline import IDLE_PHASE, PIPELINE
 from functions.status.overview import percentile
 from scripts.compose_stack import ComposeStack
 
@@ -143,33 +144,40 @@ def bar(done: int, total: int) -> str:
 
 
 def render(uploads: list[Upload], statuses: dict[str, dict]) -> list[str]:
+    """A line per user: a progress bar per stage, then the status function's message.
+
+    A stage expects the photos that no stage before it failed."""
     lines = []
     for upload in uploads:
         status = statuses.get(upload.user_id, {})
         counts = status.get("counts", {})
-        total = len(upload.photos)
-        thumbs = counts.get("thumbnails_done", 0) + counts.get("thumbnails_failed", 0)
-        embeds = counts.get("embeddings_done", 0) + counts.get("embeddings_failed", 0)
-        expected_embeds = total - counts.get("thumbnails_failed", 0)
+        expected = len(upload.photos)
+        line = f"{upload.user_id:8}"
+        for stage in PIPELINE:
+            failed = counts.get(stage.failed_counter, 0)
+            finished = counts.get(stage.done_counter, 0) + failed
+            line += f" {stage.counted_as} {bar(finished, expected)} {finished:4}/{expected:<4}"
+            expected -= failed
         message = status.get("message") or ("done" if is_settled(upload, status) else "uploading")
-        lines.append(
-            f"{upload.user_id:8} thumbnails {bar(thumbs, total)} {thumbs:4}/{total:<4}"
-            f" embeddings {bar(embeds, expected_embeds)} {embeds:4}/{expected_embeds:<4} {message}"
-        )
+        lines.append(f"{line} {message}")
     return lines
 
 
 def ended(counts: dict[str, int]) -> int:
-    """Photos whose way through the pipeline has ended: embedded, or failed at either stage."""
-    return counts["embeddings_done"] + counts["thumbnails_failed"] + counts["embeddings_failed"]
+    """Photos whose way through the pipeline has ended: done with the last stage, or failed at
+    any stage."""
+    last_done = counts[PIPELINE.stages[-1].done_counter]
+    return last_done + sum(counts[stage.failed_counter] for stage in PIPELINE)
 
 
 def is_settled(upload: Upload, status: dict) -> bool:
+    """The user's photos all passed through the first stage (the others follow while the
+    phase is not idle)."""
     if upload.finished_at is None or not status:
         return False
-    counts = status["counts"]
-    accounted = counts["thumbnails_done"] + counts["thumbnails_failed"]
-    return status["phase"] == "idle" and accounted >= len(upload.photos) - len(upload.errors)
+    counts, first = status["counts"], PIPELINE.stages[0]
+    accounted = counts[first.done_counter] + counts[first.failed_counter]
+    return status["phase"] == IDLE_PHASE and accounted >= len(upload.photos) - len(upload.errors)
 
 
 def watch(stack: LocalStack, uploads: list[Upload], timeout_s: float) -> dict[str, dict]:
@@ -198,43 +206,55 @@ def watch(stack: LocalStack, uploads: list[Upload], timeout_s: float) -> dict[st
         time.sleep(0.25)
 
 
+def summary_columns() -> list[str]:
+    """The summary's headers after the user's: per stage its done count and the seconds from
+    the end of the upload to its last completion."""
+    done = [stage.counted_as for stage in PIPELINE]
+    seconds = [f"→{stage.counted_as} s" for stage in PIPELINE]
+    return ["photos", *done, "faces", "drawn", "failed", "lost", *seconds]
+
+
+def table_row(user: str, cells: list[Any]) -> str:
+    """A row of the summary: the user, then each cell right-aligned under its column's header."""
+    row = [
+        f"{cell:>{len(header)}.2f}" if isinstance(cell, float) else f"{cell:>{len(header)}}"
+        for cell, header in zip(cells, summary_columns(), strict=True)
+    ]
+    return f"{user:8} " + " ".join(row)
+
+
 def summarize(uploads: list[Upload], statuses: dict[str, dict], lambda_calls: list) -> int:
-    header = (
-        f"{'user':8} {'photos':>6} {'thumbs':>6} {'embeds':>6} {'faces':>5} {'drawn':>5}"
-        f" {'failed':>6} {'lost':>4} {'→thumbs s':>9} {'→embeds s':>9}"
-    )
+    header = table_row("user", summary_columns())
     print("\n" + header + "\n" + "-" * len(header))
-    totals = {"photos": 0, "thumbs": 0, "embeds": 0, "failed": 0, "lost": 0}
+    photos = failed = lost = 0
+    done = dict.fromkeys(PIPELINE.names, 0)
     for upload in uploads:
         status = statuses[upload.user_id]
         counts, stamps = status["counts"], status["timestamps"]
-        failed = counts["thumbnails_failed"] + counts["embeddings_failed"]
-        lost = len(upload.photos) - ended(counts)
+        user_done = [counts[stage.done_counter] for stage in PIPELINE]
+        user_failed = sum(counts[stage.failed_counter] for stage in PIPELINE)
+        user_lost = len(upload.photos) - ended(counts)
         drawn = sum(p.faces_drawn or 0 for p in upload.photos)
-        to_thumbs = stamps.get("last_thumbnail_at", upload.finished_at) - upload.finished_at
-        to_embeds = stamps.get("last_embedding_at", upload.finished_at) - upload.finished_at
-        print(
-            f"{upload.user_id:8} {len(upload.photos):6} {counts['thumbnails_done']:6}"
-            f" {counts['embeddings_done']:6} {counts['faces']:5} {drawn:5} {failed:6}"
-            f" {lost:4} {max(0.0, to_thumbs):9.2f} {max(0.0, to_embeds):9.2f}"
-        )
+        to_stage = [
+            max(0.0, stamps.get(stage.finished_at, upload.finished_at) - upload.finished_at)
+            for stage in PIPELINE
+        ]
+        cells = [len(upload.photos), *user_done, counts["faces"], drawn, user_failed, user_lost]
+        print(table_row(upload.user_id, [*cells, *to_stage]))
         for error in upload.errors:
             print(f"  upload error: {error}")
         for failure in status["failures"]:
             print(f"  failed: {failure['photo_id']} ({failure['reason']}: {failure['detail']})")
-        totals["photos"] += len(upload.photos)
-        totals["thumbs"] += counts["thumbnails_done"]
-        totals["embeds"] += counts["embeddings_done"]
-        totals["failed"] += failed
-        totals["lost"] += lost
+        photos += len(upload.photos)
+        for stage, stage_done in zip(PIPELINE, user_done, strict=True):
+            done[stage.name] += stage_done
+        failed += user_failed
+        lost += user_lost
     print(f"\ndatabase Lambda stand-in received {len(lambda_calls)} invocations")
     print(per_photo_latency(uploads, lambda_calls))
-    print(
-        f"demo: {totals['thumbs']}/{totals['photos']} thumbnails, "
-        f"{totals['embeds']}/{totals['photos']} embeddings, {totals['failed']} failed, "
-        f"{totals['lost']} lost"
-    )
-    return 1 if totals["lost"] else 0
+    stages = ", ".join(f"{done[stage.name]}/{photos} {stage.counted_as}" for stage in PIPELINE)
+    print(f"demo: {stages}, {failed} failed, {lost} lost")
+    return 1 if lost else 0
 
 
 def per_photo_latency(uploads: list[Upload], lambda_calls: list[dict]) -> str:
@@ -245,7 +265,8 @@ def per_photo_latency(uploads: list[Upload], lambda_calls: list[dict]) -> str:
         if isinstance(call["payload"], dict)
     }
     parts = []
-    for stage, event in (("thumbnails", "thumbnail.created"), ("embeddings", "embedding.created")):
+    for stage in PIPELINE:
+        event = stage.created  # the stage's reply, which the database Lambda is called for
         seconds = sorted(
             called[event, photo.key] - photo.webhook_sent_at
             for upload in uploads
@@ -254,7 +275,9 @@ def per_photo_latency(uploads: list[Upload], lambda_calls: list[dict]) -> str:
         )
         if seconds:
             p50, p95 = percentile(seconds, 50), percentile(seconds, 95)
-            parts.append(f"{stage} p50 {p50:.2f} s, p95 {p95:.2f} s, max {seconds[-1]:.2f} s")
+            parts.append(
+                f"{stage.counted_as} p50 {p50:.2f} s, p95 {p95:.2f} s, max {seconds[-1]:.2f} s"
+            )
     return "per photo, webhook to database Lambda: " + ("; ".join(parts) or "none")
 
 

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from devstack.sample_photos import sample_photo
 from devstack.stack import ROOT, LocalStack
+from functions.common.pipeline import PIPELINE
 from tests.stack_fixtures import deliver, upload, wait_until_idle
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -35,6 +36,9 @@ USER_ID = "dashboard-user"
 UPDATE_TIMEOUT_MS = 6000
 GENEROUS_P95_MS = "60000"
 TINY_P95_MS = "0.01"
+# A stage the pipeline table does not have (yet): the dashboard must draw it all the same.
+EXTRA_STAGE = {"name": "caption", "label": "Caption", "counted_as": "captions"}
+EXTRA_STAGE_DONE = 7
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +77,8 @@ def page(browser: Browser, stack: LocalStack) -> Iterator[Page]:
     assert script_errors == []
 
 
-@pytest.fixture
-def dashboard(page: Page, stack: LocalStack, processed_photo: str) -> Page:
-    """The page signed in, with the first overview drawn."""
+def sign_in(page: Page, stack: LocalStack) -> None:
+    """Sign in on the dashboard and wait for the first overview to be drawn."""
     page.goto("/admin")
     page.get_by_label("Admin password").fill(stack.config.admin_password)
     # Enter, not a click: the pointer stays off the map, so no tooltip shows until a test hovers.
@@ -83,6 +86,12 @@ def dashboard(page: Page, stack: LocalStack, processed_photo: str) -> Page:
     expect(page.get_by_test_id("star-thumbnail")).to_have_attribute(
         "data-health", re.compile("^(ok|breach)$")
     )
+
+
+@pytest.fixture
+def dashboard(page: Page, stack: LocalStack, processed_photo: str) -> Page:
+    """The page signed in, with the first overview drawn."""
+    sign_in(page, stack)
     return page
 
 
@@ -110,6 +119,23 @@ def save_thumbnail_p95(page: Page, value: str) -> None:
 def save_thumbnail_p95_and_wait(page: Page, value: str) -> None:
     save_thumbnail_p95(page, value)
     expect(page.get_by_test_id("thresholds-status")).to_contain_text("Saved")
+
+
+def with_an_extra_stage(route: Route) -> None:
+    """The stack's real overview, with EXTRA_STAGE after its last stage: in the pipeline, with
+    the last stage's health, its own limits and a count in each user row."""
+    response = route.fetch()
+    if not response.ok:  # not signed in yet: the page shows the sign-in form
+        route.fulfill(response=response)
+        return
+    body = response.json()
+    last = body["pipeline"][-1]["name"]
+    body["pipeline"].append(EXTRA_STAGE)
+    body["stages"][EXTRA_STAGE["name"]] = body["stages"][last]
+    body["thresholds"][EXTRA_STAGE["name"]] = {"p95_ms": 700.0, "backlog_age_s": 180.0}
+    for user in body["users"]:
+        user[f"{EXTRA_STAGE['counted_as']}_done"] = EXTRA_STAGE_DONE
+    route.fulfill(response=response, json=body)
 
 
 def screenshot(page: Page, name: str) -> None:
@@ -205,3 +231,34 @@ def test_a_tiny_thumbnail_p95_limit_turns_its_star_to_breach_and_back(dashboard:
 
     expect(star).to_have_attribute("data-health", "ok", timeout=UPDATE_TIMEOUT_MS)
     expect(star).to_contain_text("OK")
+
+
+@pytest.mark.usefixtures("processed_photo")
+def test_a_third_stage_in_the_overview_gets_a_star_a_users_column_and_threshold_inputs(
+    page: Page, stack: LocalStack
+) -> None:
+    # The stack's status function runs under gunicorn in its own process, where monkeypatching
+    # PIPELINE from here cannot reach: the browser's overview answer gets the third stage.
+    page.route("**/v1/admin/overview", with_an_extra_stage)
+    sign_in(page, stack)
+    name, label = EXTRA_STAGE["name"], EXTRA_STAGE["label"]
+
+    expect(page.locator("#galaxy-map .star")).to_have_count(len(PIPELINE) + 1)
+    star = page.get_by_test_id(f"star-{name}")
+    expect(star).to_have_attribute("data-health", re.compile("^(ok|breach)$"))
+    expect(star).to_contain_text(label)
+    stage_labels = [*(stage.label for stage in PIPELINE), label]
+    headings = ["User", "Phase", "Progress", "Uploaded", *stage_labels, "Failed", "ETA"]
+    expect(page.get_by_test_id("users-table").locator("thead th")).to_have_text(headings)
+    row = page.locator(f'[data-testid="user-row"][data-user-id="{USER_ID}"]')
+    expect(row.locator(f'td[data-stage="{name}"]')).to_have_text(str(EXTRA_STAGE_DONE))
+    form = page.get_by_test_id("thresholds-form")
+    expect(form.locator("legend")).to_have_text(stage_labels)
+    expect(form.get_by_test_id(f"threshold-{name}-p95_ms")).to_be_visible()
+    expect(form.get_by_label("p95 latency (ms)")).to_have_count(len(PIPELINE) + 1)
+    # The limits in force still fill the table's stages' inputs.
+    for stage in PIPELINE:
+        expect(form.get_by_test_id(f"threshold-{stage.name}-p95_ms")).to_have_value(
+            re.compile(r"^\d")
+        )
+    screenshot(page, "dashboard-three-stages.png")

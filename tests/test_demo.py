@@ -8,6 +8,7 @@ import pytest
 import requests
 
 from devstack.sample_photos import sample_photo
+from functions.common.pipeline import PIPELINE, TABLE, Pipeline
 from scripts import demo
 from tests.stack_fixtures import lambda_invocations, run_script
 
@@ -42,13 +43,14 @@ def test_the_demo_ends_with_every_photo_accounted_for_and_the_broken_ones_failed
 
 def test_the_demo_table_has_a_row_per_user_with_their_counts(demo_run):
     _, printed = demo_run
+    stages = len(PIPELINE)
     rows = [line.split() for line in printed if line.startswith("user")]
-    table = [row for row in rows if len(row) == 10 and row[1].isdigit()]
+    # The user; photos, done per stage, faces, drawn, failed, lost; seconds per stage.
+    table = [row for row in rows if len(row) == 6 + 2 * stages and row[1].isdigit()]
     assert [row[0] for row in table] == [f"user{n + 1}" for n in range(USERS)]
-    for _name, *counts, _to_thumbnails, _to_embeddings in table:
-        photos, thumbnails, embeddings, _faces, _drawn, failed, lost = map(int, counts)
-        expected = (PHOTOS + BROKEN, PHOTOS, PHOTOS, BROKEN, 0)
-        assert (photos, thumbnails, embeddings, failed, lost) == expected
+    for row in table:
+        photos, *done, _faces, _drawn, failed, lost = map(int, row[1:-stages])
+        assert (photos, done, failed, lost) == (PHOTOS + BROKEN, [PHOTOS] * stages, BROKEN, 0)
 
 
 def test_the_demo_reports_both_stages_seconds_from_webhook_to_database_lambda(demo_run):
@@ -143,3 +145,57 @@ def test_watching_gives_up_at_the_deadline_while_the_status_function_does_not_an
     monkeypatch.setattr(demo.time, "sleep", lambda seconds: None)
     with pytest.raises(TimeoutError, match="connection refused"):
         demo.watch(stack=None, uploads=[upload_of(("ann/a.jpg", 100.0))], timeout_s=0.05)
+
+
+def with_a_third_stage() -> Pipeline:
+    """Today's table and a stage after its last one."""
+    return Pipeline.from_toml(
+        TABLE.read_text()
+        + f"""
+[[stage]]
+name = "caption"
+trigger = "{PIPELINE.stages[-1].created}"
+done = "captioned"
+failed = "caption_failed"
+created = "caption.created"
+failed_event = "caption.failed"
+counted_as = "captions"
+phase = "captioning"
+message = "Writing captions"
+label = "Caption"
+thresholds = {{ p95_ms = 800.0, backlog_age_s = 120.0 }}
+"""
+    )
+
+
+def test_a_photo_has_not_ended_until_the_last_of_any_number_of_stages_is_done(monkeypatch, capsys):
+    pipeline = with_a_third_stage()
+    monkeypatch.setattr(demo, "PIPELINE", pipeline)
+    first, *middle, last = pipeline.stages
+    # Five photos: one fails at the first stage, one at the last; of the other three, two are
+    # through the last stage and one, done at every stage before it, is still on its way.
+    counts = {"faces": 0}
+    for stage, done, failed in [(first, 4, 1), *((s, 4, 0) for s in middle), (last, 2, 1)]:
+        counts |= {stage.done_counter: done, stage.failed_counter: failed}
+        counts[stage.pending_counter] = 0
+    upload = demo.Upload("ann", [demo.Photo(f"ann/{n}.jpg", b"", 0, 1.0) for n in range(5)])
+    upload.finished_at = 10.0
+    status = {
+        "counts": counts,
+        "timestamps": {stage.finished_at: 12.0 for stage in pipeline},
+        "failures": [],
+        "phase": last.phase,
+        "message": last.message,
+    }
+
+    assert demo.ended(counts) == 4
+
+    [line] = demo.render([upload], {"ann": status})
+    # The last stage expects the four photos the first stage did not fail, and has seen three.
+    assert f" {last.counted_as} " in line and "   3/4    Writing captions" in line
+
+    assert demo.summarize([upload], {"ann": status}, lambda_calls=[]) == 1
+    printed = capsys.readouterr().out.splitlines()
+    assert last.counted_as in printed[1] and printed[1].startswith("user")
+    before = ", ".join(f"4/5 {stage.counted_as}" for stage in (first, *middle))
+    assert printed[-1] == f"demo: {before}, 2/5 captions, 2 failed, 1 lost"

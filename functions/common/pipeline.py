@@ -81,8 +81,7 @@ class Pipeline:
         if not self.stages:
             raise ValueError("the pipeline needs at least one stage")
         names = [stage.name for stage in self.stages]
-        states = [UPLOADED, *self._by_state]
-        for what, values in (("stage name", names), ("state", states)):
+        for what, values in (("stage name", names), ("state", self.states)):
             if len(set(values)) != len(values):
                 raise ValueError(f"each {what} must be unique: {values}")
         expected = OBJECT_CREATED
@@ -103,6 +102,11 @@ class Pipeline:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(self._by_name)
+
+    @property
+    def states(self) -> tuple[str, ...]:
+        """Every state in order: uploaded, then each stage's done and failed."""
+        return (UPLOADED, *(state for stage in self.stages for state in (stage.done, stage.failed)))
 
     def index(self, stage: Stage) -> int:
         return self.stages.index(stage)
@@ -156,6 +160,5 @@ class Pipeline:
 
 PIPELINE = Pipeline.from_toml(TABLE.read_text())
 
-_STATES = (UPLOADED, *(state for stage in PIPELINE for state in (stage.done, stage.failed)))
 # Where a photo is: uploaded, or done or failed at a stage (PhotoState.THUMBNAIL_FAILED, ...).
-PhotoState = StrEnum("PhotoState", {state.upper(): state for state in _STATES})  # type: ignore[misc]
+PhotoState = StrEnum("PhotoState", {state.upper(): state for state in PIPELINE.states})  # type: ignore[misc]

@@ -12,9 +12,17 @@ from functions.common.status_model import Backlog, PipelineSnapshot, StageSample
 from functions.status.thresholds import Thresholds
 
 THROUGHPUT_WINDOW_S = 60.0
-# The stages as the dashboard draws them, in order: a user row's `<counted_as>_done` counts.
+# The stages as the dashboard draws them, in order: a user row's `<counted_as>_done` counts,
+# and the phase (and its message) of a user waiting for the stage.
 PIPELINE_SHOWN = [
-    {"name": stage.name, "label": stage.label, "counted_as": stage.counted_as} for stage in PIPELINE
+    {
+        "name": stage.name,
+        "label": stage.label,
+        "counted_as": stage.counted_as,
+        "phase": stage.phase,
+        "message": stage.message,
+    }
+    for stage in PIPELINE
 ]
 PERCENTILES = {"p50": 50, "p95": 95, "p99": 99}
 

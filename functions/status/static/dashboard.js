@@ -3,8 +3,9 @@
 
 import { UnauthorizedError, adminApi } from "./api.js";
 import { toEpochMs } from "./format.js";
-import { GalaxyMap, STAGES } from "./galaxy.js";
+import { GalaxyMap } from "./galaxy.js";
 import { MetricsHistory } from "./history.js";
+import { stagesOf } from "./pipeline.js";
 import { Poller } from "./poller.js";
 import { StageDetail } from "./stage-detail.js";
 import { ThresholdsForm } from "./thresholds.js";
@@ -21,7 +22,7 @@ const loginError = byId("login-error");
 const password = byId("login-password");
 const connection = byId("connection");
 const logoutButton = byId("logout");
-const usersBody = byId("users-body");
+const usersTable = byId("users-table");
 
 const history = new MetricsHistory(HISTORY_SAMPLES);
 const galaxy = new GalaxyMap(byId("galaxy-map"), byId("star-tooltip"), openStage);
@@ -38,10 +39,14 @@ async function refresh() {
     const overview = await adminApi.overview();
     if (dashboardView.hidden) showDashboard();
     latest = overview;
+    const stages = stagesOf(overview);
     history.record(overview);
     galaxy.update(overview);
+    // A stage gone from the pipeline takes its zoomed view with it.
+    if (detail.stageId && !galaxy.stageLabel(detail.stageId)) closeStage();
     detail.update(overview, history);
-    renderUsers(usersBody, overview.users ?? []);
+    renderUsers(usersTable, stages, overview.users ?? []);
+    thresholdsForm.layout(stages, overview.thresholds);
     const updated = new Date(toEpochMs(overview.generated_at)).toLocaleTimeString();
     showConnection("live", `Live · updated ${updated}`);
   } catch (error) {
@@ -76,9 +81,8 @@ function showConnection(state, text) {
 }
 
 function openStage(stageId) {
-  const stage = STAGES.find((candidate) => candidate.id === stageId);
   galaxy.zoomTo(stageId);
-  detail.open(stageId, stage.label, latest, history);
+  detail.open(stageId, galaxy.stageLabel(stageId) ?? stageId, latest, history);
 }
 
 function closeStage() {

@@ -1,22 +1,34 @@
 // The galaxy map: the pipeline drawn as a constellation, one star per stage. A star's glow
 // follows the stage's throughput and its colour the stage's health against the thresholds.
+// The stages are the overview's `pipeline` list: the stars are laid out from their count.
 
 import { fillDefinitions, htmlElement } from "./dom.js";
 import { formatHealth, formatMs, formatRate, formatSeconds } from "./format.js";
+import { stagesKey, stagesOf } from "./pipeline.js";
 import { seededRandom, svgElement } from "./svg.js";
 
 const VIEW = { x: 0, y: 0, width: 1200, height: 500 };
 const SOURCE = { label: "Uploads", caption: "B2 webhooks", x: 170, y: 300 };
-export const STAGES = [
-  { id: "thumbnail", label: "Thumbnail", x: 600, y: 190 },
-  { id: "embed", label: "Embed", x: 1010, y: 300 },
-];
+// The stars share the span from the source to `lastX` evenly, in pipeline order; they zigzag,
+// the first (and every other one after it) raised to `raisedY`, the rest on the source's level.
+const ROUTE = { lastX: 1010, raisedY: 190 };
 // Throughput at which a star glows its fullest; below it the glow grows logarithmically.
 const FULL_GLOW_PER_MIN = 600;
 // A zoomed view is ZOOM.width wide with the star at ZOOM.anchor of it, leaving room for the
 // stage's charts on the right.
 const ZOOM = { width: 600, anchor: 0.27, durationMs: 700 };
 const SKY_STARS = 240;
+
+/** Where each of `stages` ([{name, label}], in pipeline order) stands on the map. */
+export function layoutStars(stages) {
+  const step = (ROUTE.lastX - SOURCE.x) / Math.max(1, stages.length);
+  return stages.map((stage, index) => ({
+    id: stage.name,
+    label: stage.label,
+    x: Math.round(SOURCE.x + step * (index + 1)),
+    y: index % 2 === 0 ? ROUTE.raisedY : SOURCE.y,
+  }));
+}
 
 /** 0 for an idle stage, 1 at FULL_GLOW_PER_MIN and above. */
 export function glowStrength(perMinute) {
@@ -28,8 +40,10 @@ export class GalaxyMap {
   #svg;
   #tooltip;
   #onSelect;
+  #route;
   #stars = new Map();
   #flows = new Map();
+  #layout = stagesKey([]);
   #viewBox = { ...VIEW };
   #overview = null;
   #hovered = null;
@@ -42,13 +56,21 @@ export class GalaxyMap {
     this.#setViewBox(VIEW);
     drawDefinitions(svg);
     drawSky(svg);
-    this.#drawRoute();
+    // Empty until the first overview names the stages.
+    this.#route = svgElement("g", { class: "route", "aria-hidden": "true" }, svg);
     drawSource(svg);
-    for (const stage of STAGES) this.#stars.set(stage.id, this.#drawStar(stage));
+  }
+
+  /** The label of a drawn stage (undefined for one the overview does not name). */
+  stageLabel(stageId) {
+    return this.#stars.get(stageId)?.label;
   }
 
   update(overview) {
     this.#overview = overview;
+    const stages = stagesOf(overview);
+    const layout = stagesKey(stages);
+    if (layout !== this.#layout) this.#drawStages(stages, layout);
     for (const [id, star] of this.#stars) {
       const stage = overview.stages?.[id];
       updateStar(star, stage);
@@ -62,6 +84,7 @@ export class GalaxyMap {
 
   zoomTo(stageId) {
     const star = this.#stars.get(stageId);
+    if (!star) return;
     const height = (ZOOM.width * VIEW.height) / VIEW.width;
     this.#hideTooltip();
     this.#svg.dataset.zoomed = stageId;
@@ -86,18 +109,25 @@ export class GalaxyMap {
     this.#stars.get(stageId)?.group.focus();
   }
 
-  #drawRoute() {
-    const thumbnail = STAGES[0];
-    const embed = STAGES[1];
-    const legs = [
-      [thumbnail.id, curve(SOURCE, thumbnail)],
-      [embed.id, curve(thumbnail, embed)],
-    ];
-    const route = svgElement("g", { class: "route", "aria-hidden": "true" }, this.#svg);
-    for (const [stageId, path] of legs) {
-      svgElement("path", { class: "route-line", d: path }, route);
-      this.#flows.set(stageId, svgElement("path", { class: "route-flow", d: path }, route));
+  /** (Re)draw the stars and the route from the source through each of them in order. */
+  #drawStages(stages, layout) {
+    this.#layout = layout;
+    if (this.#hovered) this.#hideTooltip();
+    for (const star of this.#stars.values()) star.group.remove();
+    this.#stars.clear();
+    this.#flows.clear();
+    this.#route.replaceChildren();
+    let previous = SOURCE;
+    for (const star of layoutStars(stages)) {
+      const path = curve(previous, star);
+      svgElement("path", { class: "route-line", d: path }, this.#route);
+      this.#flows.set(star.id, svgElement("path", { class: "route-flow", d: path }, this.#route));
+      this.#stars.set(star.id, this.#drawStar(star));
+      previous = star;
     }
+    const zoomed = this.#svg.dataset.zoomed;
+    if (zoomed && this.#stars.has(zoomed)) this.zoomTo(zoomed);
+    else if (zoomed) this.zoomOut();
   }
 
   #drawStar(stage) {

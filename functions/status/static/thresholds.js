@@ -1,7 +1,16 @@
-// The thresholds form: reads the current limits, PUTs the edited ones, shows the server's
+// The thresholds form: one fieldset per stage of the overview's pipeline, an input per key of
+// its `thresholds`; reads the current limits, PUTs the edited ones, shows the server's
 // validation error as it was given.
 
 import { UnauthorizedError, adminApi } from "./api.js";
+import { htmlElement } from "./dom.js";
+
+// How each threshold key reads, in the order the inputs stand (`id` ends the input's id). A key
+// not named here still gets an input, after these, labelled with its name.
+const FIELDS = {
+  p95_ms: { label: "p95 latency (ms)", id: "p95" },
+  backlog_age_s: { label: "oldest backlog age (s)", id: "backlog" },
+};
 
 export class ThresholdsForm {
   #form;
@@ -9,6 +18,8 @@ export class ThresholdsForm {
   #status;
   #onSaved;
   #onUnauthorized;
+  #layout = "[]";
+  #loaded = null;
 
   constructor(form, { onSaved, onUnauthorized }) {
     this.#form = form;
@@ -22,9 +33,28 @@ export class ThresholdsForm {
     });
   }
 
+  /**
+   * One fieldset per one of `stages` (the overview's pipeline) with an input per key of its
+   * `thresholds`; rebuilt only when those change, so an edit in progress survives each poll.
+   */
+  layout(stages, thresholds) {
+    const fieldsets = stages
+      .map((stage) => ({ stage, keys: thresholdKeys(thresholds?.[stage.name]) }))
+      .filter(({ keys }) => keys.length > 0);
+    const layout = JSON.stringify(
+      fieldsets.map(({ stage, keys }) => [stage.name, stage.label, keys]),
+    );
+    if (layout === this.#layout) return;
+    this.#layout = layout;
+    for (const old of this.#form.querySelectorAll("fieldset")) old.remove();
+    this.#error.before(...fieldsets.map(({ stage, keys }) => stageFieldset(stage, keys)));
+    if (this.#loaded) this.#fill(this.#loaded);
+  }
+
   async load() {
     try {
-      this.#fill(await adminApi.thresholds());
+      this.#loaded = await adminApi.thresholds();
+      this.#fill(this.#loaded);
     } catch (error) {
       this.#fail(error);
     }
@@ -84,6 +114,36 @@ export class ThresholdsForm {
   #inputs() {
     return [...this.#form.querySelectorAll("input[name]")];
   }
+}
+
+/** The keys of one stage's limits, those FIELDS names first and in its order. */
+function thresholdKeys(limits) {
+  const keys = Object.keys(limits ?? {});
+  return [
+    ...Object.keys(FIELDS).filter((key) => keys.includes(key)),
+    ...keys.filter((key) => !(key in FIELDS)),
+  ];
+}
+
+function stageFieldset(stage, keys) {
+  return htmlElement("fieldset", {}, [
+    htmlElement("legend", {}, stage.label),
+    ...keys.map((key) => {
+      const id = `threshold-${stage.name}-${FIELDS[key]?.id ?? key}`;
+      return htmlElement("div", { class: "field" }, [
+        htmlElement("label", { for: id }, FIELDS[key]?.label ?? key),
+        htmlElement("input", {
+          id,
+          name: `${stage.name}.${key}`,
+          type: "number",
+          step: "any",
+          inputmode: "decimal",
+          "aria-describedby": "thresholds-error",
+          "data-testid": `threshold-${stage.name}-${key}`,
+        }),
+      ]);
+    }),
+  ]);
 }
 
 function fieldName(input) {
