@@ -8,8 +8,9 @@ import pytest
 import requests
 
 from devstack.sample_photos import sample_photo
-from functions.common.pipeline import PIPELINE, TABLE, Pipeline
+from functions.common.pipeline import PIPELINE
 from scripts import demo
+from tests.pipelines import with_a_caption_stage
 from tests.stack_fixtures import lambda_invocations, run_script
 
 USERS, PHOTOS, BROKEN = 2, 3, 1
@@ -147,29 +148,8 @@ def test_watching_gives_up_at_the_deadline_while_the_status_function_does_not_an
         demo.watch(stack=None, uploads=[upload_of(("ann/a.jpg", 100.0))], timeout_s=0.05)
 
 
-def with_a_third_stage() -> Pipeline:
-    """Today's table and a stage after its last one."""
-    return Pipeline.from_toml(
-        TABLE.read_text()
-        + f"""
-[[stage]]
-name = "caption"
-trigger = "{PIPELINE.stages[-1].created}"
-done = "captioned"
-failed = "caption_failed"
-created = "caption.created"
-failed_event = "caption.failed"
-counted_as = "captions"
-phase = "captioning"
-message = "Writing captions"
-label = "Caption"
-thresholds = {{ p95_ms = 800.0, backlog_age_s = 120.0 }}
-"""
-    )
-
-
 def test_a_photo_has_not_ended_until_the_last_of_any_number_of_stages_is_done(monkeypatch, capsys):
-    pipeline = with_a_third_stage()
+    pipeline = with_a_caption_stage()
     monkeypatch.setattr(demo, "PIPELINE", pipeline)
     first, *middle, last = pipeline.stages
     # Five photos: one fails at the first stage, one at the last; of the other three, two are

@@ -20,24 +20,10 @@ from pathlib import Path
 import pytest
 
 from functions.common.pipeline import PIPELINE
+from tests.pipelines import CAPTION_ROW
 
 ROOT = Path(__file__).resolve().parent.parent
 COPIED = ("functions", "eventing", "devstack", "knative")
-
-STAGE_ROW = f"""
-[[stage]]
-name = "caption"
-trigger = "{PIPELINE.stages[-1].created}"
-done = "captioned"
-failed = "caption_failed"
-created = "caption.created"
-failed_event = "caption.failed"
-counted_as = "captions"
-phase = "captioning"
-message = "Writing captions"
-label = "Caption"
-thresholds = {{ p95_ms = 100.0, backlog_age_s = 30.0 }}
-"""
 
 HANDLER = """
 from functions.common.config import StatusSettings
@@ -118,7 +104,7 @@ with LocalStack(config) as stack:
 def add_caption_stage(tree: Path) -> None:
     """What a developer adds for a new stage: the row, the handler, the Trigger."""
     with (tree / "functions/common/pipeline.toml").open("a") as table:
-        table.write(STAGE_ROW)
+        table.write(CAPTION_ROW)
     (tree / "functions/caption").mkdir()
     (tree / "functions/caption/__init__.py").write_text("")
     (tree / "functions/caption/app.py").write_text(HANDLER)

@@ -18,7 +18,7 @@ import yaml
 from openapi_spec_validator import validate
 from pydantic import ValidationError
 
-from functions.common.pipeline import PIPELINE, TABLE, PhotoState, Pipeline
+from functions.common.pipeline import PIPELINE, PhotoState
 from functions.common.status_model import (
     Backlog,
     PipelineSnapshot,
@@ -35,30 +35,10 @@ from functions.status.status_reader import StatusReader
 from functions.status.thresholds import in_force, validate_change
 from scripts import gen_openapi
 from scripts.gen_openapi import DOCUMENT, build_document, render
+from tests.pipelines import with_a_caption_stage
 from tests.status_fixtures import store  # noqa: F401 - fixture
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def with_a_third_stage() -> Pipeline:
-    """Today's table and a stage after its last one."""
-    return Pipeline.from_toml(
-        TABLE.read_text()
-        + f"""
-[[stage]]
-name = "caption"
-trigger = "{PIPELINE.stages[-1].created}"
-done = "captioned"
-failed = "caption_failed"
-created = "caption.created"
-failed_event = "caption.failed"
-counted_as = "captions"
-phase = "captioning"
-message = "Writing captions"
-label = "Caption"
-thresholds = {{ p95_ms = 800.0, backlog_age_s = 120.0 }}
-"""
-    )
 
 
 def test_the_document_on_disk_is_what_the_generator_makes_now():
@@ -83,7 +63,7 @@ def test_the_yaml_is_the_document_and_the_same_on_every_run():
     assert all(len(line) <= 100 and line == line.rstrip() for line in text.splitlines())
 
 
-@pytest.mark.parametrize("pipeline", [PIPELINE, with_a_third_stage()], ids=["today", "3 stages"])
+@pytest.mark.parametrize("pipeline", [PIPELINE, with_a_caption_stage()], ids=["today", "3 stages"])
 def test_the_generated_document_is_valid_openapi(pipeline):
     validate(build_document(pipeline))
 
@@ -222,7 +202,7 @@ def test_a_server_error_body_is_an_instance_of_the_generic_error():
 
 
 def test_a_stage_added_to_the_pipeline_is_in_the_generated_document():
-    pipeline = with_a_third_stage()
+    pipeline = with_a_caption_stage()
     added = pipeline.stages[-1]
     document = build_document(pipeline)
     components = document["components"]["schemas"]

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from functions.common.events import OBJECT_CREATED
-from functions.common.pipeline import PIPELINE, TABLE, PhotoState, Pipeline
+from functions.common.pipeline import PIPELINE, PhotoState
+from tests.pipelines import CAPTION_ROW, with_a_caption_stage
 
 ROOT = Path(__file__).resolve().parent.parent
 # Code that must take the stages from the table: shared and status code, the receiver, the
@@ -24,21 +25,6 @@ ALLOWED = {
     # The TEST pack's recognizer names its output tensor as buffalo_l's does.
     "devstack/make_test_model_pack.py": {"embedding"},
 }
-
-THIRD_ROW = """
-[[stage]]
-name = "caption"
-trigger = "embedding.created"
-done = "captioned"
-failed = "caption_failed"
-created = "caption.created"
-failed_event = "caption.failed"
-counted_as = "captions"
-phase = "captioning"
-message = "Writing captions"
-label = "Caption"
-thresholds = { p95_ms = 100.0, backlog_age_s = 30.0 }
-"""
 
 
 def stage_words() -> set[str]:
@@ -74,21 +60,21 @@ def test_the_pipeline_starts_from_b2s_upload_and_each_stage_from_the_reply_befor
 
 
 def test_a_stage_whose_trigger_is_not_the_reply_before_it_is_refused():
-    row = THIRD_ROW.replace('trigger = "embedding.created"', 'trigger = "thumbnail.created"')
+    row = CAPTION_ROW.replace('trigger = "embedding.created"', 'trigger = "thumbnail.created"')
     with pytest.raises(ValueError, match=r"caption: trigger must be 'embedding\.created'"):
-        Pipeline.from_toml(TABLE.read_text() + row)
+        with_a_caption_stage(row)
 
 
 def test_a_state_used_by_two_stages_is_refused():
-    row = THIRD_ROW.replace('done = "captioned"', 'done = "thumbnail"')
+    row = CAPTION_ROW.replace('done = "captioned"', 'done = "thumbnail"')
     with pytest.raises(ValueError, match="each state must be unique"):
-        Pipeline.from_toml(TABLE.read_text() + row)
+        with_a_caption_stage(row)
 
 
 def test_a_stage_without_both_thresholds_is_refused():
-    row = THIRD_ROW.replace(", backlog_age_s = 30.0", "")
+    row = CAPTION_ROW.replace(", backlog_age_s = 30.0", "")
     with pytest.raises(ValueError, match="thresholds must be p95_ms, backlog_age_s"):
-        Pipeline.from_toml(TABLE.read_text() + row)
+        with_a_caption_stage(row)
 
 
 def test_photo_states_are_uploaded_then_each_stages_done_and_failed():
@@ -97,14 +83,14 @@ def test_photo_states_are_uploaded_then_each_stages_done_and_failed():
 
 
 def test_a_photo_enters_a_stage_only_from_upload_or_an_earlier_stage():
-    three = Pipeline.from_toml(TABLE.read_text() + THIRD_ROW)
+    three = with_a_caption_stage()
     first, second, _ = three.stages
     assert three.entered_from("captioned") == ("", "uploaded", first.done, second.done)
     assert three.entered_from("uploaded") == ("",)
 
 
 def test_an_undeliverable_event_fails_its_stage_first_then_the_ones_after():
-    three = Pipeline.from_toml(TABLE.read_text() + THIRD_ROW)
+    three = with_a_caption_stage()
     failed = [stage.failed for stage in three]
     assert three.dead_letter_states(OBJECT_CREATED) == tuple(failed)
     assert three.dead_letter_states(three.stages[0].created) == tuple(failed[1:])
@@ -113,6 +99,6 @@ def test_an_undeliverable_event_fails_its_stage_first_then_the_ones_after():
 
 
 def test_a_photo_is_final_when_failed_or_done_with_the_last_stage():
-    three = Pipeline.from_toml(TABLE.read_text() + THIRD_ROW)
+    three = with_a_caption_stage()
     final = [state for state in three.states if three.is_final(state)]
     assert final == [*(stage.failed for stage in three.stages[:2]), "captioned", "caption_failed"]
