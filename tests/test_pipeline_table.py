@@ -91,11 +91,10 @@ def test_a_photo_enters_a_stage_only_from_upload_or_an_earlier_stage():
 
 def test_an_undeliverable_event_fails_its_stage_first_then_the_ones_after():
     three = with_a_caption_stage()
-    failed = [stage.failed for stage in three]
-    assert three.dead_letter_states(OBJECT_CREATED) == tuple(failed)
-    assert three.dead_letter_states(three.stages[0].created) == tuple(failed[1:])
+    assert three.dead_letter_stages(OBJECT_CREATED) == three.stages
+    assert three.dead_letter_stages(three.stages[0].created) == three.stages[1:]
     with pytest.raises(KeyError):
-        three.dead_letter_states("caption.created")
+        three.dead_letter_stages("caption.created")
 
 
 def test_a_photo_is_final_when_failed_or_done_with_the_last_stage():

@@ -142,12 +142,12 @@ class Pipeline:
         earlier = [done.done for done in self.stages[: self.index(stage)]]
         return ("", UPLOADED, *earlier)
 
-    def dead_letter_states(self, event_type: str) -> tuple[str, ...]:
-        """The failures an undeliverable `event_type` can mark, first the one it was meant to
-        end: a photo whose reply was lost further on (its stage did finish) fails later."""
+    def dead_letter_stages(self, event_type: str) -> tuple[Stage, ...]:
+        """The stages an undeliverable `event_type` can fail a photo at, first the one it was
+        meant for: a photo whose reply was lost further on (its stage did finish) fails later."""
         for index, stage in enumerate(self.stages):
             if stage.trigger == event_type:
-                return tuple(later.failed for later in self.stages[index:])
+                return self.stages[index:]
         raise KeyError(f"no stage is triggered by {event_type!r}")
 
     def default_thresholds(self) -> dict[str, dict[str, float]]:

@@ -44,7 +44,7 @@ from functions.common.events import PhotoRef, parse_event
 from functions.common.logs import photo_context
 from functions.common.metrics import instrument
 from functions.common.photo_store import PhotoStore
-from functions.common.pipeline import PIPELINE
+from functions.common.pipeline import PIPELINE, Stage
 from functions.common.request_limits import limit_request_bodies
 from functions.common.stage_app import authenticate_sender
 from functions.common.telemetry import configure_tracing, instrument_app, public_error
@@ -190,38 +190,35 @@ def _add_dead_letter_sink(app: Flask, photos: PhotoStore) -> None:
         try:
             event = parse_event(request.headers, request.get_data())
             photo = PhotoRef.from_data(event.data)
-            # The failure it marks: the first the photo can still enter (a photo whose
-            # stage finished but whose reply was lost fails at the next stage).
-            states = PIPELINE.dead_letter_states(event["type"])
+            stages = PIPELINE.dead_letter_stages(event["type"])
         except (ValueError, KeyError, TypeError) as exc:
             return jsonify(error=f"bad dead-lettered event: {exc}"), 400
         error = event.get("knativeerrorcode") or "no response"
         # The destination is an in-cluster address: the log gets it, the user's status does not.
         destination = event.get("knativeerrordest") or "subscriber"
         with photo_context(photo.user_id, photo.key):
-            recorded = _mark_failed(photos, photo, states, error)
-            if recorded is None:  # a duplicate dead letter, or the stage did finish
+            failed_at = _mark_failed(photos, photo, stages, error)
+            if failed_at is None:  # a duplicate dead letter, or the stage did finish
                 log.info("dead letter for a photo that ended already: %s", destination)
-                return jsonify(recorded=states[0]), 200
+                return jsonify(recorded=stages[0].failed), 200
             # The photo's one failure line.
             failure = {"reason": "delivery_failed"}
             message = "%s failed: delivery_failed: %s answered %s after all retries"
-            stage = PIPELINE.stage_of(recorded)
-            log.warning(message, stage and stage.name, destination, error, extra=failure)
-        return jsonify(recorded=recorded), 200
+            log.warning(message, failed_at.name, destination, error, extra=failure)
+        return jsonify(recorded=failed_at.failed), 200
 
 
 def _mark_failed(
-    photos: PhotoStore, photo: PhotoRef, states: tuple[str, ...], error: str
-) -> str | None:
-    """Fail the photo at the first of `states` it can still enter; None when it ended already."""
-    for state in states:
-        stage = PIPELINE.stage_of(state)
-        detail = f"the {stage and stage.name} stage answered {error} after all retries"
+    photos: PhotoStore, photo: PhotoRef, stages: tuple[Stage, ...], error: str
+) -> Stage | None:
+    """Fail the photo at the first of `stages` it has not passed (a photo whose stage finished
+    but whose reply was lost fails at the next); None when it ended already."""
+    for stage in stages:
+        detail = f"the {stage.name} stage answered {error} after all retries"
         if photos.record(
-            photo.user_id, photo.photo_id, state, reason="delivery_failed", detail=detail
+            photo.user_id, photo.photo_id, stage.failed, reason="delivery_failed", detail=detail
         ):
-            return state
+            return stage
     return None
 
 
