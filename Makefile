@@ -9,7 +9,7 @@ ARGS ?=
 export ORT_DISABLE_TELEMETRY := 1
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: install lock docs demo loadtest soak deploy test lint bench-thumbnail bench-embed bench-status clean audit fresh-check images test-images demo-compose
+.PHONY: install lock docs demo loadtest soak capacity deploy test lint bench-thumbnail bench-embed bench-status clean audit fresh-check images test-images demo-compose
 
 install: $(STAMP)
 	@scripts/install-system-deps.sh
@@ -76,6 +76,11 @@ bench-thumbnail: install
 	@scripts/install-system-deps.sh --node
 	@cd scripts/sharp && { test node_modules/.package-lock.json -nt package-lock.json || npm ci --no-audit --no-fund; }
 	$(BIN)/python -m scripts.bench_thumbnail $(ARGS)
+
+# The UAT on a Knative cluster, predicted from the manifests and the stages' measured costs
+# (docs/capacity.md).
+capacity: install
+	$(BIN)/python -m scripts.capacity $(ARGS)
 
 bench-embed: install
 	$(BIN)/python -m scripts.bench_embed $(ARGS)
