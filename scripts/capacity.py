@@ -28,7 +28,7 @@ A discrete-time simulation (0.5 s steps) of what the manifests ask Knative for:
 
 The stage costs come from the benchmarks' result files under var/bench/ where present (the
 last `make bench-thumbnail` / `make bench-embed` on this machine class), else from the
-defaults below, which docs/benchmarks.md's rows measured; the output says which it used.
+defaults below, measured on this machine class; the output says which it used.
 """
 
 from __future__ import annotations
@@ -57,9 +57,12 @@ MAX_SCALE_UP_RATE = 1000.0
 MAX_SCALE_DOWN_RATE = 2.0
 SCALE_TO_ZERO_GRACE_S = 30.0
 
-# CPU-seconds per photo where no bench result file is there: docs/benchmarks.md's 2-vCPU runs
-# (random-weight buffalo_l-architecture graphs for embed; a one-face 12 MP photo).
-DEFAULT_CPU_S = {"thumbnail": 0.08, "embed": {2: 0.55, 4: 0.71}}
+# CPU-seconds per photo where no bench result file is there. Thumbnail: the function's median
+# time per 12 MP photo on the local stack (`function_p50_ms=49.9`, docs/benchmarks.md), an upper
+# bound as it includes waiting on S3 and the Lambda. Embed: detection, one face and the decode
+# at 2 and 4 cores times the cores (docs/embedding.md, "Sizing the embed pod"; random-weight
+# graphs of buffalo_l's architectures).
+DEFAULT_CPU_S = {"thumbnail": 0.05, "embed": {2: 0.55, 4: 0.71}}
 # Seconds from a pod's creation to ready: image cached, gunicorn up; embed loads its model.
 DEFAULT_POD_START_S = {"thumbnail": 3.0, "embed": 12.0}
 
@@ -179,7 +182,7 @@ def measured_cpu_s(stage: str, pod_vcpu: int) -> tuple[float, str]:
             return float(result[key]), f"{path.relative_to(ROOT)} ({result.get('date', '?')})"
     default = DEFAULT_CPU_S[stage]
     value = default[pod_vcpu] if isinstance(default, dict) else default
-    return value, "default (docs/benchmarks.md)"
+    return value, "the defaults measured here (scripts/capacity.py, DEFAULT_CPU_S)"
 
 
 def simulate(load: Load, stages: tuple[StageCapacity, ...], cluster: Cluster) -> Prediction:
