@@ -1,33 +1,52 @@
 """Times make_thumbnail against the old Lambda's sharp pipeline on the same photos, and compares.
 
 Both sides do the same job, in memory, one image at a time: fit a 400 px box, JPEG quality 80.
-sharp runs in one node process (scripts/sharp/thumbnail.js) that times itself, so node start-up
-is not counted. Per photo: the median time of each side over --repeat runs, whether the output
-sizes are equal, and the PSNR of our thumbnail against sharp's. The last line sums it up:
+sharp runs in one long-lived node process (scripts/sharp/thumbnail.js --serve) that times itself,
+so node start-up and the pipe are not counted. The two sides are timed interleaved, photo by
+photo: after one untimed run of each, every repetition times sharp and ours back to back, sharp
+first on even repetitions and ours first on odd ones, so load that drifts during the run weighs
+on both alike; both run on one CPU (--cpu, by default the idlest when the run starts), so that
+a busy process elsewhere on the machine competes with both alike too. Our decoding alone is
+timed in the same rounds, next to ours. Per photo: the median time of each side over --repeat
+rounds, their ratio (ours over sharp), the floor (our decoding alone over sharp's whole
+thumbnail: what no work after decoding can go below), whether the output sizes are equal, and
+the PSNR of our thumbnail against sharp's. Per format (JPEG, PNG, WebP): the median of its
+photos' ratios. The last line sums it up:
 
     jpeg12mp_ms        median over the 12 MP JPEGs of our median time (sharp_... likewise)
-    jpeg_ratio         our total time over sharp's, summed over the JPEG photos' medians
-    mixed_ratio        the same over every photo
+    jpeg_ratio         the median of the JPEG photos' ratios (each ours over sharp, of medians)
+    mixed_ratio        the median of every photo's ratio
+    worst_jpeg_ratio   the highest JPEG photo's ratio
+    png_ratio / webp_ratio
+                       the median of the PNG (WebP) photos' ratios
     dims_equal         photos whose thumbnail size equals sharp's / photos
     psnr_min_db        the lowest PSNR of ours against sharp's
     function_p50_ms / function_p95_ms
                        latency of the whole thumbnail function on the local stack, per photo:
                        CloudEvent in, download from the S3 server, resize, upload, database
-                       Lambda, status write, reply (every photo x --repeat, sequentially)
+                       Lambda, status write, reply (every photo x --repeat, sequentially);
+                       left out with --no-function
 
-Run with `make bench-thumbnail ARGS='--repeat 9'`.
+Before 2026-12-06 sharp's runs were all timed before all of ours, and jpeg_ratio and mixed_ratio
+were total time over total time, which the slow progressive JPEG dominated.
+
+Run with `make bench-thumbnail ARGS='--repeat 21'`; `--photos jpeg-12mp-a webp-8mp` for a subset.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import io
 import json
 import math
+import os
 import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,8 +57,10 @@ from PIL import Image, ImageDraw
 from devstack.make_test_model_pack import build_pack
 from devstack.stack import LocalStack, StackConfig
 from functions.common.events import OBJECT_CREATED, PhotoRef, binary_http, new_event, photo_data
+from functions.common.images import open_image
 from functions.common.pipeline import PIPELINE
-from functions.thumbnail.imaging import make_thumbnail
+from functions.thumbnail import imaging
+from functions.thumbnail.imaging import _decoded, make_thumbnail
 from functions.thumbnail.settings import ThumbnailSettings
 from scripts.sharp_dimensions import SHARP_DIR
 
@@ -59,16 +80,46 @@ class Photo:
 @dataclass(frozen=True)
 class Result:
     photo: Photo
-    ours_ms: float
-    sharp_ms: float
+    ours_ms: tuple[float, ...]  # one per repetition, paired with sharp_ms by index
+    sharp_ms: tuple[float, ...]
     dims_equal: bool
     psnr_db: float
+    decode_ms: tuple[float, ...] = ()  # our decoding alone, timed along with the pair
+
+    @property
+    def floor(self) -> float:
+        """Our decoding alone over sharp's whole thumbnail: the least our ratio could be."""
+        return statistics.median(self.decode_ms) / self.sharp_median if self.decode_ms else math.nan
+
+    @property
+    def ours_median(self) -> float:
+        return statistics.median(self.ours_ms)
+
+    @property
+    def sharp_median(self) -> float:
+        return statistics.median(self.sharp_ms)
+
+    @property
+    def ratio(self) -> float:
+        """Ours over sharp, of the medians of the interleaved runs."""
+        return self.ours_median / self.sharp_median
+
+    @property
+    def format(self) -> str:
+        return "jpeg" if self.photo.kind.startswith("jpeg") else self.photo.kind
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeat", type=int, default=7, help="runs per photo and side")
+    parser.add_argument("--repeat", type=int, default=15, help="timed rounds per photo")
     parser.add_argument("--out-dir", type=Path, help="keep the photos and both thumbnails here")
+    parser.add_argument("--photos", nargs="+", metavar="NAME", help="only these photos")
+    parser.add_argument(
+        "--no-function", action="store_true", help="skip the whole function on the local stack"
+    )
+    parser.add_argument(
+        "--cpu", type=int, help="the CPU both sides are timed on (default: the idlest); -1: any"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -76,15 +127,20 @@ def main() -> None:
         for folder in ("photos", "sharp", "ours"):
             (out_dir / folder).mkdir(parents=True, exist_ok=True)
         print("generating photos ...", flush=True)
-        photos = photo_set()
-        results = compare(photos, out_dir, args.repeat)
-        print(f"whole function on the local stack: {len(photos)} photos x {args.repeat} ...")
-        function_ms = time_function(photos, Path(scratch), args.repeat)
+        photos = [p for p in photo_set() if not args.photos or p.name in args.photos]
+        cpu = _idlest_cpu() if args.cpu is None else args.cpu
+        print(f"timing on CPU {cpu} ...", flush=True)
+        results = compare(photos, out_dir, args.repeat, cpu)
+        function_ms = []
+        if not args.no_function:
+            print(f"whole function on the local stack: {len(photos)} photos x {args.repeat} ...")
+            function_ms = time_function(photos, Path(scratch), args.repeat)
     print_table(results)
-    print(
-        f"whole function: p50 {_percentile(function_ms, 50):.1f} ms, "
-        f"p95 {_percentile(function_ms, 95):.1f} ms over {len(function_ms)} requests"
-    )
+    if function_ms:
+        print(
+            f"whole function: p50 {_percentile(function_ms, 50):.1f} ms, "
+            f"p95 {_percentile(function_ms, 95):.1f} ms over {len(function_ms)} requests"
+        )
     print(summary_line(results, function_ms))
 
 
@@ -143,42 +199,125 @@ def _encoded(name: str, kind: str, image: Image.Image, format: str, **params: ob
     return Photo(name, kind, output.getvalue(), image.size)
 
 
-def compare(photos: list[Photo], out_dir: Path, repeat: int) -> list[Result]:
-    paths = []
-    for photo in photos:
-        path = out_dir / "photos" / f"{photo.name}.{_extension(photo)}"
-        path.write_bytes(photo.data)
-        paths.append(path)
-    print(f"sharp: {len(photos)} photos x {repeat} ...", flush=True)
-    sharp = run_sharp(paths, out_dir / "sharp", repeat)
-    print(f"ours: {len(photos)} photos x {repeat} ...", flush=True)
+def compare(photos: list[Photo], out_dir: Path, repeat: int, cpu: int = -1) -> list[Result]:
+    """Times sharp and ours interleaved, photo by photo, and compares their thumbnails.
+
+    Both sides run on `cpu` (and sharp's node process with all its threads): they never run at
+    once, and whatever else runs on the machine then competes with both alike, where on
+    different CPUs one side could share its CPU with a busy process and the other not.
+    """
     results = []
-    for photo, path in zip(photos, paths, strict=True):
-        ours_ms, ours = time_ours(photo.data, repeat)
-        (out_dir / "ours" / f"{path.stem}.jpg").write_bytes(ours)
-        theirs = (out_dir / "sharp" / f"{path.stem}.jpg").read_bytes()
-        dims_equal, psnr_db = similarity(ours, theirs)
-        results.append(Result(photo, ours_ms, sharp[str(path)], dims_equal, psnr_db))
+    with _on_cpu(cpu), SharpServer(out_dir / "sharp") as sharp:
+        for photo in photos:
+            path = out_dir / "photos" / f"{photo.name}.{_extension(photo)}"
+            path.write_bytes(photo.data)
+            print(f"{photo.name}: {repeat} pairs ...", flush=True)
+            made: list[bytes] = []
+            timings = interleaved(
+                repeat,
+                {
+                    "sharp": functools.partial(sharp.thumbnail, path),
+                    "ours": functools.partial(_time_ours, photo.data, made),
+                    "decode": functools.partial(_time_decoding, photo.data),
+                },
+            )
+            (out_dir / "ours" / f"{path.stem}.jpg").write_bytes(made[-1])
+            theirs = (out_dir / "sharp" / f"{path.stem}.jpg").read_bytes()
+            dims_equal, psnr_db = similarity(made[-1], theirs)
+            ours_ms, sharp_ms, decode_ms = (
+                tuple(timings[side]) for side in ("ours", "sharp", "decode")
+            )
+            results.append(Result(photo, ours_ms, sharp_ms, dims_equal, psnr_db, decode_ms))
     return results
 
 
-def run_sharp(paths: list[Path], out_dir: Path, repeat: int) -> dict[str, float]:
-    """Each photo's median time in sharp; the thumbnails are written to out_dir."""
-    command = ["node", "thumbnail.js", "--repeat", str(repeat), "--out-dir", str(out_dir)]
-    run = subprocess.run(
-        [*command, *map(str, paths)], cwd=SHARP_DIR, capture_output=True, text=True, check=True
-    )
-    lines = [json.loads(line) for line in run.stdout.splitlines()]
-    return {line["path"]: statistics.median(line["ms"]) for line in lines}
+def _idlest_cpu(seconds: float = 1.0) -> int:
+    """The CPU this process may run on that was idle the most over the next `seconds`."""
+
+    def idle() -> dict[int, int]:
+        # /proc/stat: "cpuN user nice system idle iowait ..." in clock ticks since boot.
+        with open("/proc/stat") as stat:
+            rows = [line.split() for line in stat if line.startswith("cpu") and line[3].isdigit()]
+        return {int(row[0][3:]): int(row[4]) + int(row[5]) for row in rows}
+
+    before = idle()
+    time.sleep(seconds)
+    after = idle()
+    allowed = os.sched_getaffinity(0)
+    return max(allowed, key=lambda cpu: after.get(cpu, 0) - before.get(cpu, 0))
 
 
-def time_ours(data: bytes, repeat: int) -> tuple[float, bytes]:
-    timings = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        thumbnail = make_thumbnail(data, SETTINGS)
-        timings.append((time.perf_counter() - started) * 1000)
-    return statistics.median(timings), thumbnail.data
+@contextlib.contextmanager
+def _on_cpu(cpu: int) -> Iterator[None]:
+    """This process, and the processes it starts meanwhile, on `cpu` only (-1: unchanged)."""
+    if cpu < 0:
+        yield
+        return
+    allowed = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, allowed)
+
+
+def interleaved(repeat: int, sides: dict[str, Callable[[], float]]) -> dict[str, list[float]]:
+    """Milliseconds of each side (each returns its own), `repeat` rounds of them run back to
+    back, after one untimed run of each; in the given order in even rounds, reversed in odd."""
+    for run in sides.values():
+        run()
+    timings: dict[str, list[float]] = {name: [] for name in sides}
+    order = list(sides)
+    for index in range(repeat):
+        for name in order if index % 2 == 0 else reversed(order):
+            timings[name].append(sides[name]())
+    return timings
+
+
+class SharpServer:
+    """The sharp pipeline in one warm node process: thumbnail(path) makes one, timed by node."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self._command = ["node", "thumbnail.js", "--serve", "--out-dir", str(out_dir)]
+
+    def __enter__(self) -> SharpServer:
+        self._process = subprocess.Popen(
+            self._command, cwd=SHARP_DIR, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._process.stdin.close()
+        self._process.wait(timeout=30)
+
+    def thumbnail(self, path: Path) -> float:
+        """The milliseconds sharp took; its thumbnail is written to the out_dir."""
+        self._process.stdin.write(f"{path}\n")
+        self._process.stdin.flush()
+        line = self._process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the sharp server ended (exit status {self._process.wait()})")
+        answer = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(f"sharp: {path}: {answer['error']}")
+        return answer["ms"][0]
+
+
+def _time_decoding(data: bytes) -> float:
+    """Milliseconds make_thumbnail spends opening and decoding `data` (at a reduced scale
+    where it decodes at one), without resampling, converting or encoding."""
+    started = time.perf_counter()
+    with open_image(data, SETTINGS.limits) as image:
+        _decoded(image, data, (SETTINGS.max_width, SETTINGS.max_height))
+    return (time.perf_counter() - started) * 1000
+
+
+def _time_ours(data: bytes, outputs: list[bytes]) -> float:
+    started = time.perf_counter()
+    thumbnail = make_thumbnail(data, SETTINGS)
+    elapsed = (time.perf_counter() - started) * 1000
+    outputs[:] = [thumbnail.data]
+    return elapsed
 
 
 def time_function(photos: list[Photo], scratch: Path, repeat: int) -> list[float]:
@@ -189,9 +328,12 @@ def time_function(photos: list[Photo], scratch: Path, repeat: int) -> list[float
     with LocalStack(config) as stack, requests.Session() as http:
         for photo in photos:
             key = f"bench/photos/{photo.name}.{_extension(photo)}"
-            stored = stack.s3().put_object(Bucket=config.bucket, Key=key, Body=photo.data)
-            ref = PhotoRef(config.bucket, key, stored["VersionId"], "bench", size=len(photo.data))
             for _ in range(repeat):
+                # A new version each time: a repeated one is answered from its first reply.
+                stored = stack.s3().put_object(Bucket=config.bucket, Key=key, Body=photo.data)
+                ref = PhotoRef(
+                    config.bucket, key, stored["VersionId"], "bench", size=len(photo.data)
+                )
                 headers, body = binary_http(
                     new_event(OBJECT_CREATED, "bench", ref, photo_data(ref))
                 )
@@ -224,34 +366,61 @@ def similarity(ours: bytes, theirs: bytes) -> tuple[bool, float]:
 
 def print_table(results: list[Result]) -> None:
     header = f"{'photo':<20} {'input':>11} {'ours ms':>8} {'sharp ms':>9} {'ratio':>6}"
-    print(f"{header} {'dims':>5} {'PSNR dB':>8}")
+    print(f"{header} {'decode ms':>10} {'floor':>6} {'dims':>5} {'PSNR dB':>8}")
     for r in results:
         size = "x".join(map(str, r.photo.size))
+        decode_ms = statistics.median(r.decode_ms) if r.decode_ms else math.nan
         print(
-            f"{r.photo.name:<20} {size:>11} {r.ours_ms:>8.1f} {r.sharp_ms:>9.1f} "
-            f"{r.ours_ms / r.sharp_ms:>6.2f} {'yes' if r.dims_equal else 'NO':>5} "
-            f"{r.psnr_db:>8.1f}"
+            f"{r.photo.name:<20} {size:>11} {r.ours_median:>8.1f} {r.sharp_median:>9.1f} "
+            f"{r.ratio:>6.2f} {decode_ms:>10.1f} {r.floor:>6.2f} "
+            f"{'yes' if r.dims_equal else 'NO':>5} {r.psnr_db:>8.1f}"
         )
+    webp = "libvips (pyvips), scaled" if imaging.pyvips is not None else "Pillow, whole"
+    print(f"our WebP decoding: {webp}")
+    print(f"{'format':<8} {'photos':>6} {'ratio':>6} {'worst':>6}")
+    for format, ratios in format_ratios(results).items():
+        print(f"{format:<8} {len(ratios):>6} {statistics.median(ratios):>6.2f} {max(ratios):>6.2f}")
+
+
+def format_ratios(results: list[Result]) -> dict[str, list[float]]:
+    """Each format's photos' ratios, in the order the formats first appear."""
+    ratios: dict[str, list[float]] = {}
+    for r in results:
+        ratios.setdefault(r.format, []).append(r.ratio)
+    return ratios
 
 
 def summary_line(results: list[Result], function_ms: list[float]) -> str:
     twelve = [r for r in results if r.photo.kind == "jpeg12mp"]
-    jpegs = [r for r in results if r.photo.kind.startswith("jpeg")]
-    return (
-        "bench thumbnail: "
-        f"jpeg12mp_ms={statistics.median(r.ours_ms for r in twelve):.1f} "
-        f"sharp_jpeg12mp_ms={statistics.median(r.sharp_ms for r in twelve):.1f} "
-        f"jpeg_ratio={_ratio(jpegs):.2f} "
-        f"mixed_ratio={_ratio(results):.2f} "
-        f"dims_equal={sum(r.dims_equal for r in results)}/{len(results)} "
-        f"psnr_min_db={min(r.psnr_db for r in results):.1f} "
-        f"function_p50_ms={_percentile(function_ms, 50):.1f} "
-        f"function_p95_ms={_percentile(function_ms, 95):.1f}"
+    by_format = format_ratios(results)
+    fields = {
+        "jpeg12mp_ms": _median(r.ours_median for r in twelve),
+        "sharp_jpeg12mp_ms": _median(r.sharp_median for r in twelve),
+        "jpeg_ratio": _median(by_format.get("jpeg", [])),
+        "mixed_ratio": _median(r.ratio for r in results),
+        "worst_jpeg_ratio": max(by_format.get("jpeg", [math.nan])),
+        "png_ratio": _median(by_format.get("png", [])),
+        "webp_ratio": _median(by_format.get("webp", [])),
+    }
+    line = " ".join(
+        f"{key}={value:.1f}" if key.endswith("_ms") else f"{key}={value:.2f}"
+        for key, value in fields.items()
     )
+    line += (
+        f" dims_equal={sum(r.dims_equal for r in results)}/{len(results)}"
+        f" psnr_min_db={min(r.psnr_db for r in results):.1f}"
+    )
+    if function_ms:
+        line += (
+            f" function_p50_ms={_percentile(function_ms, 50):.1f}"
+            f" function_p95_ms={_percentile(function_ms, 95):.1f}"
+        )
+    return f"bench thumbnail: {line}"
 
 
-def _ratio(results: list[Result]) -> float:
-    return sum(r.ours_ms for r in results) / sum(r.sharp_ms for r in results)
+def _median(values: Iterable[float]) -> float:
+    values = list(values)
+    return statistics.median(values) if values else math.nan
 
 
 def _extension(photo: Photo) -> str:

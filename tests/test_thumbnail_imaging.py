@@ -4,12 +4,14 @@ import resource
 import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image, ImageCms, JpegImagePlugin
 
 from devstack import photos
 from functions.common.config import InputLimits
 from functions.common.errors import PermanentError
+from functions.thumbnail import imaging
 from functions.thumbnail.imaging import Thumbnail, make_thumbnail, thumbnail_size
 from functions.thumbnail.settings import ThumbnailSettings
 
@@ -381,3 +383,134 @@ def test_image_format_outside_the_accepted_list_is_unsupported():
         thumbnail(photos.encode(photos.scene(64, 64), "ICO"))
 
     assert error.value.reason == "unsupported"
+
+
+def resampled_sizes(monkeypatch, data: bytes) -> tuple[Thumbnail, list[tuple[int, int]]]:
+    """The thumbnail of `data`, and the size of each image Pillow resampled on the way: the
+    first is the decoded image."""
+    sizes = []
+    resize = Image.Image.resize
+
+    def spy(self, size, *args, **kwargs):
+        sizes.append(self.size)
+        return resize(self, size, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "resize", spy)
+    return thumbnail(data), sizes
+
+
+def as_thumbnail(image: Image.Image) -> Image.Image:
+    """`image` encoded as make_thumbnail encodes, and decoded again."""
+    output = io.BytesIO()
+    image.save(output, "JPEG", quality=80, subsampling="4:2:0")
+    return Image.open(output)
+
+
+def psnr(a: Image.Image, b: Image.Image) -> float:
+    first = np.asarray(a.convert("RGB"), dtype=np.float64)
+    second = np.asarray(b.convert("RGB"), dtype=np.float64)
+    return float(10 * np.log10(255**2 / np.mean((first - second) ** 2)))
+
+
+def test_a_baseline_12_mp_jpeg_is_decoded_at_an_eighth_and_keeps_sharps_size(monkeypatch):
+    result, sizes = resampled_sizes(monkeypatch, photos.jpeg(4032, 3024))
+
+    assert sizes[0] == (504, 378)
+    assert (result.width, result.height) == (400, 300)
+
+
+def test_a_jpeg_sharp_decodes_at_half_is_decoded_at_a_quarter_and_keeps_sharps_size(monkeypatch):
+    # sharp takes 1/2 here, not 1/4, as the shrink (4.8) is barely over 4.
+    result, sizes = resampled_sizes(monkeypatch, photos.jpeg(1920, 1080))
+
+    assert sizes[0] == (480, 270)
+    assert (result.width, result.height) == (400, 225)
+
+
+def test_a_jpeg_is_never_decoded_smaller_than_its_thumbnail(monkeypatch):
+    # sharp decodes 1/2 (900x400) for a 400x178 thumbnail; 1/4 would be 450x200, 1/8 225x100.
+    result, sizes = resampled_sizes(monkeypatch, photos.jpeg(1800, 800))
+
+    assert sizes[0] == (450, 200)
+    assert (result.width, result.height) == (400, 178)
+
+
+def test_a_jpeg_decoded_below_sharps_scale_looks_as_if_decoded_at_sharps():
+    data = photos.encode(photos.scene(1920, 1080), "JPEG", quality=95)
+    at_sharps_scale = Image.open(io.BytesIO(data))
+    at_sharps_scale.draft("RGB", (960, 540))
+
+    result = thumbnail(data)
+
+    expected = at_sharps_scale.resize((400, 225), Image.Resampling.LANCZOS)
+    assert psnr(decoded(result), as_thumbnail(expected)) >= 40
+
+
+def test_a_large_png_reduced_in_two_steps_looks_like_sharps_resampling():
+    scene = photos.scene(2000, 1500)
+
+    result = thumbnail(photos.encode(scene, "PNG"))
+
+    # libvips: a box filter down to at most twice the size, then Lanczos.
+    expected = scene.resize((400, 300), Image.Resampling.LANCZOS, reducing_gap=2.0)
+    assert psnr(decoded(result), as_thumbnail(expected)) >= 40
+
+
+@pytest.mark.skipif(imaging.pyvips is None, reason="libvips (pyvips) is not installed")
+def test_with_libvips_a_webp_is_decoded_already_scaled_as_sharp_has_libwebp_do(monkeypatch):
+    # The shrink is 4.08: libwebp scales 1632x1224 to 400x300 while decoding.
+    result, sizes = resampled_sizes(monkeypatch, photos.encode(photos.scene(1632, 1224), "WEBP"))
+
+    assert sizes[0] == (400, 300)
+    assert (result.width, result.height) == (400, 300)
+
+
+def test_without_libvips_a_webp_is_decoded_whole_by_pillow_with_sharps_size(monkeypatch):
+    monkeypatch.setattr(imaging, "pyvips", None)
+
+    result, sizes = resampled_sizes(monkeypatch, photos.encode(photos.scene(1632, 1224), "WEBP"))
+
+    assert sizes[0] == (1632, 1224)
+    assert (result.width, result.height) == (400, 300)
+
+
+@pytest.mark.parametrize(
+    ("mode", "subsampling"),
+    [("RGB", "4:2:0"), ("RGB", "4:2:2"), ("RGB", "4:4:4"), ("L", "4:4:4"), ("CMYK", "4:4:4")],
+)
+def test_a_progressive_jpeg_at_an_eighth_skips_the_scans_it_cannot_show_to_the_same_pixels(
+    monkeypatch, mode, subsampling
+):
+    data = photos.encode(
+        photos.scene(4000, 3000).convert(mode),
+        "JPEG",
+        quality=90,
+        progressive=True,
+        subsampling=subsampling,
+    )
+    lighter = imaging._scans_an_eighth_shows(data)
+    assert lighter is not None
+    assert len(lighter) < len(data) * 0.8
+
+    result = thumbnail(data)
+    monkeypatch.setattr(imaging, "_scans_an_eighth_shows", lambda data: None)
+
+    assert result.data == thumbnail(data).data
+
+
+def test_a_truncated_progressive_jpeg_is_still_corrupt():
+    data = photos.encode(photos.scene(4000, 3000), "JPEG", progressive=True)
+
+    with pytest.raises(PermanentError) as error:
+        thumbnail(data[: len(data) // 2])
+
+    assert error.value.reason == "corrupt"
+
+
+def test_a_progressive_jpeg_decoded_at_a_larger_scale_keeps_every_scan(monkeypatch):
+    seen = []
+    monkeypatch.setattr(imaging, "_scans_an_eighth_shows", seen.append)
+
+    thumbnail(photos.encode(photos.scene(1600, 1200), "JPEG", progressive=True))
+
+    assert seen == []

@@ -3,14 +3,21 @@
 //
 //   node thumbnail.js [--width 400] [--height 400] [--quality 80] [--background '#ffffff']
 //                     [--repeat 1] [--out-dir DIR] IMAGE...
+//   node thumbnail.js --serve [--width ...] [--out-dir DIR]
 //
 // Prints one JSON line per image: {path, width, height, bytes, ms: [one per repetition]}, or
 // {path, error} for an image sharp cannot read (the prebuilt libvips has no HEVC, so no HEIC).
 // Timing covers sharp alone (buffer in, JPEG buffer out), not reading the file or node start-up.
+//
+// With --serve it stays up, warm, for a caller that interleaves sharp's runs with its own: it
+// reads one image path per line on stdin, makes that image's thumbnail once, and answers with
+// one JSON line as above (ms with one entry); the file is read once and kept in memory, and the
+// thumbnail is written to --out-dir each time. It ends when stdin closes.
 'use strict';
 
 const fs = require('node:fs');
 const path = require('node:path');
+const readline = require('node:readline');
 const { parseArgs } = require('node:util');
 const sharp = require('sharp');
 
@@ -23,6 +30,7 @@ const { values: opts, positionals: images } = parseArgs({
     background: { type: 'string', default: '#ffffff' },
     repeat: { type: 'string', default: '1' },
     'out-dir': { type: 'string' },
+    serve: { type: 'boolean', default: false },
   },
 });
 
@@ -36,6 +44,34 @@ function thumbnail (input) {
     .flatten({ background: opts.background })
     .jpeg({ quality: Number(opts.quality) })
     .toBuffer({ resolveWithObject: true });
+}
+
+function save (image, data) {
+  if (opts['out-dir']) {
+    const name = path.basename(image, path.extname(image)) + '.jpg';
+    fs.writeFileSync(path.join(opts['out-dir'], name), data);
+  }
+}
+
+async function serve () {
+  const inputs = new Map();
+  const lines = readline.createInterface({ input: process.stdin, crlfDelay: Infinity });
+  for await (const image of lines) {
+    if (!image) continue;
+    let answer;
+    try {
+      if (!inputs.has(image)) inputs.set(image, fs.readFileSync(image));
+      const start = process.hrtime.bigint();
+      const result = await thumbnail(inputs.get(image));
+      const ms = Number(process.hrtime.bigint() - start) / 1e6;
+      save(image, result.data);
+      const { width, height, size: bytes } = result.info;
+      answer = { path: image, width, height, bytes, ms: [ms] };
+    } catch (err) {
+      answer = { path: image, error: err.message };
+    }
+    process.stdout.write(JSON.stringify(answer) + '\n');
+  }
 }
 
 async function main () {
@@ -53,16 +89,13 @@ async function main () {
       console.log(JSON.stringify({ path: image, error: err.message }));
       continue;
     }
-    if (opts['out-dir']) {
-      const name = path.basename(image, path.extname(image)) + '.jpg';
-      fs.writeFileSync(path.join(opts['out-dir'], name), result.data);
-    }
+    save(image, result.data);
     const { width, height, size: bytes } = result.info;
     console.log(JSON.stringify({ path: image, width, height, bytes, ms }));
   }
 }
 
-main().catch((err) => {
+(opts.serve ? serve() : main()).catch((err) => {
   console.error(err);
   process.exit(1);
 });
