@@ -55,6 +55,7 @@ import requests
 from PIL import Image, ImageDraw
 
 from devstack.make_test_model_pack import build_pack
+from devstack.processes import usage_with_children
 from devstack.stack import LocalStack, StackConfig
 from functions.common.events import OBJECT_CREATED, PhotoRef, binary_http, new_event, photo_data
 from functions.common.images import open_image
@@ -62,9 +63,11 @@ from functions.common.pipeline import PIPELINE
 from functions.thumbnail import imaging
 from functions.thumbnail.imaging import _decoded, make_thumbnail
 from functions.thumbnail.settings import ThumbnailSettings
+from scripts.bench_results import write_result
 from scripts.sharp_dimensions import SHARP_DIR
 
-THUMBNAIL_CREATED = PIPELINE["thumbnail"].created
+STAGE = "thumbnail"
+THUMBNAIL_CREATED = PIPELINE[STAGE].created
 
 SETTINGS = ThumbnailSettings(max_width=400, max_height=400, quality=80)
 
@@ -131,17 +134,20 @@ def main() -> None:
         cpu = _idlest_cpu() if args.cpu is None else args.cpu
         print(f"timing on CPU {cpu} ...", flush=True)
         results = compare(photos, out_dir, args.repeat, cpu)
-        function_ms = []
+        function = FunctionTimes([], math.nan)
         if not args.no_function:
             print(f"whole function on the local stack: {len(photos)} photos x {args.repeat} ...")
-            function_ms = time_function(photos, Path(scratch), args.repeat)
+            function = time_function(photos, Path(scratch), args.repeat)
     print_table(results)
-    if function_ms:
+    if function.ms:
         print(
-            f"whole function: p50 {_percentile(function_ms, 50):.1f} ms, "
-            f"p95 {_percentile(function_ms, 95):.1f} ms over {len(function_ms)} requests"
+            f"whole function: p50 {_percentile(function.ms, 50):.1f} ms, "
+            f"p95 {_percentile(function.ms, 95):.1f} ms over {len(function.ms)} requests, "
+            f"{function.cpu_s_per_photo:.3f} CPU-s per photo"
         )
-    print(summary_line(results, function_ms))
+        saved = write_result("thumbnail", {"cpu_s_per_photo": function.cpu_s_per_photo})
+        print(f"CPU-seconds per photo for make capacity: {saved}")
+    print(summary_line(results, function))
 
 
 def photo_set() -> list[Photo]:
@@ -320,12 +326,20 @@ def _time_ours(data: bytes, outputs: list[bytes]) -> float:
     return elapsed
 
 
-def time_function(photos: list[Photo], scratch: Path, repeat: int) -> list[float]:
-    """Milliseconds per request to the thumbnail function, with the object in the S3 server."""
+@dataclass(frozen=True)
+class FunctionTimes:
+    ms: list[float]  # per request
+    cpu_s_per_photo: float  # the function's processes' CPU time over the requests
+
+
+def time_function(photos: list[Photo], scratch: Path, repeat: int) -> FunctionTimes:
+    """Milliseconds per request to the thumbnail function, with the object in the S3 server,
+    and the CPU-seconds its processes spent per request."""
     build_pack(scratch / "models" / "buffalo_l")  # the stack starts embed too
     config = StackConfig(model_root=scratch / "models", workdir=scratch / "stack")
     timings = []
     with LocalStack(config) as stack, requests.Session() as http:
+        cpu_before = usage_with_children(stack.pids()[STAGE]).cpu_s
         for photo in photos:
             key = f"bench/photos/{photo.name}.{_extension(photo)}"
             for _ in range(repeat):
@@ -342,7 +356,8 @@ def time_function(photos: list[Photo], scratch: Path, repeat: int) -> list[float
                 timings.append((time.perf_counter() - started) * 1000)
                 if response.headers.get("ce-type") != THUMBNAIL_CREATED:
                     raise RuntimeError(f"{key}: {response.status_code} {response.text[:200]}")
-    return timings
+        cpu_s = usage_with_children(stack.pids()[STAGE]).cpu_s - cpu_before
+    return FunctionTimes(timings, cpu_s / len(timings))
 
 
 def _percentile(values: list[float], percent: int) -> float:
@@ -390,7 +405,7 @@ def format_ratios(results: list[Result]) -> dict[str, list[float]]:
     return ratios
 
 
-def summary_line(results: list[Result], function_ms: list[float]) -> str:
+def summary_line(results: list[Result], function: FunctionTimes) -> str:
     twelve = [r for r in results if r.photo.kind == "jpeg12mp"]
     by_format = format_ratios(results)
     fields = {
@@ -410,10 +425,11 @@ def summary_line(results: list[Result], function_ms: list[float]) -> str:
         f" dims_equal={sum(r.dims_equal for r in results)}/{len(results)}"
         f" psnr_min_db={min(r.psnr_db for r in results):.1f}"
     )
-    if function_ms:
+    if function.ms:
         line += (
-            f" function_p50_ms={_percentile(function_ms, 50):.1f}"
-            f" function_p95_ms={_percentile(function_ms, 95):.1f}"
+            f" function_p50_ms={_percentile(function.ms, 50):.1f}"
+            f" function_p95_ms={_percentile(function.ms, 95):.1f}"
+            f" function_cpu_s={function.cpu_s_per_photo:.3f}"
         )
     return f"bench thumbnail: {line}"
 

@@ -34,7 +34,6 @@ defaults below, measured on this machine class; the output says which it used.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from collections import deque
@@ -43,8 +42,9 @@ from pathlib import Path
 
 import yaml
 
+from scripts.bench_results import read_result
+
 ROOT = Path(__file__).resolve().parent.parent
-BENCH_RESULTS = ROOT / "var" / "bench"
 PLOT = ROOT / "var" / "capacity" / "pods.png"
 STEP_S = 0.5
 AUTOSCALER_TICK_S = 2.0
@@ -57,12 +57,12 @@ MAX_SCALE_UP_RATE = 1000.0
 MAX_SCALE_DOWN_RATE = 2.0
 SCALE_TO_ZERO_GRACE_S = 30.0
 
-# CPU-seconds per photo where no bench result file is there. Thumbnail: the function's median
-# time per 12 MP photo on the local stack (`function_p50_ms=49.9`, docs/benchmarks.md), an upper
-# bound as it includes waiting on S3 and the Lambda. Embed: detection, one face and the decode
-# at 2 and 4 cores times the cores (docs/embedding.md, "Sizing the embed pod"; random-weight
-# graphs of buffalo_l's architectures).
-DEFAULT_CPU_S = {"thumbnail": 0.05, "embed": {2: 0.55, 4: 0.71}}
+# CPU-seconds per photo where no bench result file is there. Thumbnail: the function's
+# processes' CPU time per photo on the local stack, `make bench-thumbnail`'s nine photos (12 and
+# 24 MP JPEGs, 1080p, PNG, WebP; `function_cpu_s=0.097` on 2026-12-06). Embed: detection, one
+# face and the decode at 2 and 4 cores times the cores (docs/embedding.md, "Sizing the embed
+# pod"; random-weight graphs of buffalo_l's architectures).
+DEFAULT_CPU_S = {"thumbnail": 0.1, "embed": {2: 0.55, 4: 0.71}}
 # Seconds from a pod's creation to ready: image cached, gunicorn up; embed loads its model.
 DEFAULT_POD_START_S = {"thumbnail": 3.0, "embed": 12.0}
 
@@ -174,12 +174,10 @@ def _seconds(duration: str) -> float:
 def measured_cpu_s(stage: str, pod_vcpu: int) -> tuple[float, str]:
     """CPU-seconds per photo from the stage's bench result file, else the default; and where
     the number came from."""
-    path = BENCH_RESULTS / f"{stage}.json"
-    if path.exists():
-        result = json.loads(path.read_text())
-        key = f"cpu_s_per_photo_{pod_vcpu}vcpu" if stage == "embed" else "cpu_s_per_photo"
-        if key in result:
-            return float(result[key]), f"{path.relative_to(ROOT)} ({result.get('date', '?')})"
+    result = read_result(stage) or {}
+    key = f"cpu_s_per_photo_{pod_vcpu}vcpu" if stage == "embed" else "cpu_s_per_photo"
+    if key in result:
+        return float(result[key]), f"var/bench/{stage}.json ({result['date']}, {result['machine']})"
     default = DEFAULT_CPU_S[stage]
     value = default[pod_vcpu] if isinstance(default, dict) else default
     return value, "the defaults measured here (scripts/capacity.py, DEFAULT_CPU_S)"

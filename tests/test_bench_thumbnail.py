@@ -6,6 +6,7 @@ import os
 import pytest
 
 from scripts.bench_thumbnail import (
+    FunctionTimes,
     Photo,
     Result,
     _idlest_cpu,
@@ -64,7 +65,7 @@ def test_a_formats_ratio_is_the_median_of_its_photos_and_the_worst_jpeg_is_repor
         "png": pytest.approx([1.1]),
         "webp": pytest.approx([1.4]),
     }
-    line = summary_line(results, function_ms=[5.0, 7.0])
+    line = summary_line(results, FunctionTimes(ms=[5.0, 7.0], cpu_s_per_photo=0.04))
     assert line.startswith("bench thumbnail: ")
     fields = dict(field.split("=") for field in line.removeprefix("bench thumbnail: ").split())
     assert fields["jpeg_ratio"] == "0.90"
@@ -74,10 +75,11 @@ def test_a_formats_ratio_is_the_median_of_its_photos_and_the_worst_jpeg_is_repor
     assert fields["mixed_ratio"] == "1.10"
     assert fields["dims_equal"] == "5/5"
     assert fields["function_p50_ms"] == "6.0"
+    assert fields["function_cpu_s"] == "0.040"
 
 
 def test_a_format_with_no_photos_is_left_as_nan():
-    line = summary_line([result("a", "jpeg12mp", [9], [10])], function_ms=[])
+    line = summary_line([result("a", "jpeg12mp", [9], [10])], FunctionTimes([], math.nan))
 
     assert "png_ratio=nan" in line
     assert "function_p50_ms" not in line
