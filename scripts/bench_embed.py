@@ -14,12 +14,18 @@ chroma as phone cameras write them) with 1, 5 and 20 faces. Measured:
     detect         FaceAnalyzer's detector alone on the decoded photo; recognise = analyze -
                    detect (medians)
     stock          FaceAnalysis(allowed_modules=['detection', 'recognition']).get(cv2.imread)
-                   on the one-face photo, after prepare(ctx_id=0, det_size=(640, 640)),
-                   alternating with ours (decode + analyze) so both see the same machine load
+                   on onnxruntime's CPU provider, on the one- and five-face photos, after
+                   prepare(ctx_id=0, det_size=(640, 640)), alternating with ours (decode +
+                   analyze) so both see the same machine load
+    bare           the floor under the in-function time, alternating with it on the one-face
+                   photo: cv2.imdecode alone, and the same two graphs run directly with
+                   InferenceSession.run on the function's providers, provider options, session
+                   options and threads (the detector at 640x640, the recognizer on one face)
 
 The last line sums it up: p95 of the sequential in-function time for the one- and twenty-face
-photos, one-face photos per second with 2 requests at once, and stock_ratio = the stock median
-over ours in the alternating runs.
+photos, one-face photos per second with 2 requests at once, stock_ratio and stock_ratio_5faces
+= the stock median over ours in the alternating runs, overhead_ratio = our median over the sum
+of the bare decode and bare inference medians, and the execution provider that ran.
 
 Run with `make bench-embed ARGS='--repeat 10'`.
 """
@@ -55,12 +61,13 @@ from devstack.stack import ROOT, LocalStack, StackConfig
 from functions.common.storage import ObjectStore
 from functions.embed import runtime
 from functions.embed.decode import decode_photo
-from functions.embed.models import FaceAnalyzer
+from functions.embed.models import FaceAnalyzer, load_task_models
 from functions.embed.settings import EmbedSettings
 from scripts.reference_graphs import PACK_NAME, cached_pack, multiply_accumulates
 
 PHOTO_SIZE = (4032, 3024)
 FACE_COUNTS = (1, 5, 20)
+STOCK_FACE_COUNTS = (1, 5)
 MARKER_SIDE = min(PHOTO_SIZE) // 12
 CONCURRENCY = 2
 T = TypeVar("T")
@@ -128,16 +135,23 @@ def main() -> None:
             for photo in photos
         ]
         marker_ms = _detect_ms(test_pack, photos[0], args.repeat)
-        one_face = scratch / "one-face.jpg"
-        one_face.write_bytes(photos[0].data)
-        print(f"stock FaceAnalysis and ours in turn: 1 photo x {args.repeat} ...", flush=True)
-        stock = compare_with_stock(analyzer, settings, pack, one_face, args.repeat)
+        print(f"ours and the bare floor in turn: 1 photo x {args.repeat} ...", flush=True)
+        overhead = compare_with_bare(analyzer, settings, photos[0], args.repeat)
+        by_faces = {photo.faces: photo for photo in photos}
+        stock = {}
+        for faces in STOCK_FACE_COUNTS:
+            path = scratch / f"{faces}-faces.jpg"
+            path.write_bytes(by_faces[faces].data)
+            print(f"stock FaceAnalysis and ours in turn: {faces}-face photo x {args.repeat} ...")
+            stock[faces] = compare_with_stock(analyzer, settings, pack, path, faces, args.repeat)
     print()
     print_header(pack, settings, args.repeat, load_before)
     print_detector_check(results[0], marker_ms)
     print_table(results)
     print_stock(stock)
-    print(summary_line(results, stock))
+    print_overhead(overhead)
+    print(f"1-minute load average after the run: {os.getloadavg()[0]:.2f}")
+    print(summary_line(results, stock, overhead, runtime.providers(settings)[0]))
 
 
 def pack_settings(pack: Path) -> EmbedSettings:
@@ -226,9 +240,15 @@ class StockComparison:
 
 
 def compare_with_stock(
-    analyzer: FaceAnalyzer, settings: EmbedSettings, pack: Path, path: Path, repeat: int
+    analyzer: FaceAnalyzer,
+    settings: EmbedSettings,
+    pack: Path,
+    path: Path,
+    faces: int,
+    repeat: int,
 ) -> StockComparison:
-    """insightface's FaceAnalysis `get(cv2.imread(path))` on the pack, and ours, in turn."""
+    """insightface's FaceAnalysis `get(cv2.imread(path))` on the pack, on onnxruntime's CPU
+    provider, and ours, in turn."""
 
     def prepared() -> FaceAnalysis:
         app = FaceAnalysis(
@@ -241,14 +261,67 @@ def compare_with_stock(
         return app
 
     app = _quietly(prepared)
-    if len(app.get(cv2.imread(str(path)))) != 1:
-        raise RuntimeError("stock FaceAnalysis did not find the one face")
+    if len(app.get(cv2.imread(str(path)))) != faces:
+        raise RuntimeError(f"stock FaceAnalysis did not find the {faces} faces")
     data = path.read_bytes()
     stock_ms, ours_ms = [], []
     for _ in range(repeat):
         stock_ms.append(_ms(lambda: app.get(cv2.imread(str(path)))))
         ours_ms.append(run_once(analyzer, settings, data).total_ms)
     return StockComparison(stock_ms, ours_ms)
+
+
+@dataclass(frozen=True)
+class BareComparison:
+    """Our in-function times and, alternating with them, the bare decode and inference."""
+
+    ours_ms: list[float]
+    decode_ms: list[float]
+    inference_ms: list[float]
+
+    @property
+    def floor_ms(self) -> float:
+        return statistics.median(self.decode_ms) + statistics.median(self.inference_ms)
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.ours_ms) / self.floor_ms
+
+
+class BareInference:
+    """The pack's detector and recognizer as bare onnxruntime sessions, with the function's
+    providers, provider options and session options: InferenceSession.run and nothing else."""
+
+    def __init__(self, settings: EmbedSettings, faces: int) -> None:
+        models = load_task_models(settings, ["detection", "recognition"])
+        size = settings.det_size
+        width, height = models["recognition"].input_size
+        shapes = {"detection": (1, 3, size, size), "recognition": (faces, 3, height, width)}
+        rng = np.random.default_rng(0)
+        self.runs = []
+        for taskname, shape in shapes.items():
+            session = models[taskname].session
+            blob = rng.uniform(-1, 1, shape).astype(np.float32)
+            self.runs.append((session, {session.get_inputs()[0].name: blob}))
+
+    def __call__(self) -> None:
+        for session, feed in self.runs:
+            session.run(None, feed)
+
+
+def compare_with_bare(
+    analyzer: FaceAnalyzer, settings: EmbedSettings, photo: Photo, repeat: int
+) -> BareComparison:
+    """Ours (decode + analyze), cv2.imdecode alone and the bare graphs, in turn."""
+    bare = BareInference(settings, photo.faces)
+    buffer = np.frombuffer(photo.data, np.uint8)
+    bare()
+    ours_ms, decode_ms, inference_ms = [], [], []
+    for _ in range(repeat):
+        ours_ms.append(run_once(analyzer, settings, photo.data).total_ms)
+        decode_ms.append(_ms(lambda: cv2.imdecode(buffer, cv2.IMREAD_COLOR)))
+        inference_ms.append(_ms(bare))
+    return BareComparison(ours_ms, decode_ms, inference_ms)
 
 
 def _detect_ms(pack: Path, photo: Photo, repeat: int) -> list[float]:
@@ -293,6 +366,12 @@ def print_header(pack: Path, settings: EmbedSettings, repeat: int, load_before: 
         f"({vga:.2f} at 640x480, where SCRFD's 10 GFLOPs are counted)"
     )
     print(f"  {RECOGNIZER_FILE}: IResNet-50, {per_face:.2f} GMAC per face at 112x112")
+    chosen = runtime.providers(settings)
+    options = runtime.provider_options(settings, chosen)
+    named = [
+        f"{name} {option}" if option else name for name, option in zip(chosen, options, strict=True)
+    ]
+    print(f"  providers: {', '.join(named)}")
     print(
         f"  onnxruntime {ort.__version__}, {settings.intra_op_threads} intra-op threads, "
         f"decode_shrink={settings.decode_shrink}, "
@@ -346,22 +425,43 @@ def _stats(load: Load) -> str:
     return f"{statistics.median(totals):>7.1f} {_p95(totals):>7.1f} {load.photos_per_s:>8.2f}"
 
 
-def print_stock(stock: StockComparison) -> None:
+def print_stock(stock: dict[int, StockComparison]) -> None:
+    for faces, comparison in stock.items():
+        print(
+            f"{faces} face(s), stock FaceAnalysis.get(cv2.imread(path)) on the CPU provider and "
+            f"ours in turn: stock median {statistics.median(comparison.stock_ms):.1f} p95 "
+            f"{_p95(comparison.stock_ms):.1f}, ours median "
+            f"{statistics.median(comparison.ours_ms):.1f} p95 {_p95(comparison.ours_ms):.1f}, "
+            f"ratio {comparison.ratio:.2f}"
+        )
+
+
+def print_overhead(overhead: BareComparison) -> None:
     print(
-        "1 face, stock FaceAnalysis.get(cv2.imread(path)) and ours in turn: stock median "
-        f"{statistics.median(stock.stock_ms):.1f} p95 {_p95(stock.stock_ms):.1f}, ours median "
-        f"{statistics.median(stock.ours_ms):.1f} p95 {_p95(stock.ours_ms):.1f}"
+        "1 face, ours and the bare floor in turn: ours median "
+        f"{statistics.median(overhead.ours_ms):.1f}, cv2.imdecode median "
+        f"{statistics.median(overhead.decode_ms):.1f} + bare inference (detector 640x640 + "
+        f"recognizer 1 face) median {statistics.median(overhead.inference_ms):.1f} = "
+        f"{overhead.floor_ms:.1f}, ratio {overhead.ratio:.3f}"
     )
 
 
-def summary_line(results: list[PhotoResult], stock: StockComparison) -> str:
+def summary_line(
+    results: list[PhotoResult],
+    stock: dict[int, StockComparison],
+    overhead: BareComparison,
+    provider: str,
+) -> str:
     by_faces = {r.photo.faces: r for r in results}
     return (
         "bench embed: "
         f"p95_ms_1face={_p95(by_faces[1].sequential.totals):.1f} "
         f"p95_ms_20faces={_p95(by_faces[20].sequential.totals):.1f} "
         f"photos_per_s_1face={by_faces[1].concurrent.photos_per_s:.2f} "
-        f"stock_ratio={stock.ratio:.2f}"
+        f"stock_ratio={stock[1].ratio:.2f} "
+        f"stock_ratio_5faces={stock[5].ratio:.2f} "
+        f"overhead_ratio={overhead.ratio:.3f} "
+        f"provider={provider}"
     )
 
 

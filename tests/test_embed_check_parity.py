@@ -9,12 +9,15 @@ import sys
 
 import cv2
 import numpy as np
+import onnxruntime as ort
 import pytest
 from insightface.app import FaceAnalysis
 
 from devstack.sample_photos import sample_photo
 from devstack.stack import ROOT
-from scripts.check_parity import Report, main
+from functions.embed import runtime
+from functions.embed.models import Face
+from scripts.check_parity import ProviderCheck, Report, main
 
 PHOTOS = {
     "parity/one-face.jpg": sample_photo(11, 1),
@@ -148,3 +151,81 @@ def test_a_sample_whose_faces_cannot_be_paired_fails_even_with_equal_counts():
         photos=1, production_faces=2, service_faces=2, unpaired_production=2, unpaired_service=2
     )
     assert not report.passed(min_cosine=0.9999)
+
+
+def provider_line(output):
+    (line,) = [line for line in output.splitlines() if line.startswith("providers: ")]
+    return line
+
+
+@pytest.mark.skipif(
+    runtime.OPENVINO not in ort.get_available_providers(),
+    reason="this onnxruntime build has no OpenVINO provider",
+)
+def test_openvino_is_compared_with_the_cpu_provider_on_the_same_photos(
+    photos_dir, production_sample, test_model_pack, tmp_path, monkeypatch, capsys
+):
+    sample_path = write_sample(tmp_path / "sample.jsonl", production_sample)
+    monkeypatch.setenv("MODEL_ROOT", str(test_model_pack.parent))
+    monkeypatch.delenv("ORT_PROVIDERS", raising=False)
+
+    code = main(["--sample", str(sample_path), "--photos-dir", str(photos_dir)])
+
+    line = provider_line(capsys.readouterr().out)
+    assert code == 0, line
+    fields = dict(item.split("=") for item in line.split()[4:-1])
+    assert line.startswith("providers: OpenVINOExecutionProvider,CPUExecutionProvider vs ")
+    assert (fields["photos"], fields["faces"], line.split()[-1]) == ("3", "3", "PASS")
+    assert float(fields["cosine_min"]) >= 0.99999
+    assert max(float(fields["box_max_px"]), float(fields["landmark_max_px"])) <= 0.01
+
+
+def test_on_the_cpu_provider_alone_there_is_no_provider_comparison(
+    photos_dir, production_sample, test_model_pack, tmp_path, monkeypatch, capsys
+):
+    sample_path = write_sample(tmp_path / "sample.jsonl", production_sample)
+    monkeypatch.setenv("MODEL_ROOT", str(test_model_pack.parent))
+    monkeypatch.setenv("ORT_PROVIDERS", "CPUExecutionProvider")
+
+    code = main(["--sample", str(sample_path), "--photos-dir", str(photos_dir)])
+
+    assert code == 0
+    assert "no provider comparison" in provider_line(capsys.readouterr().out)
+
+
+def face(box, shift=0.0, embedding=(1.0, 0.0)):
+    return Face(
+        box=tuple(v + shift for v in box),
+        score=0.9,
+        landmarks=((box[0] + shift, box[1]),) * 5,
+        embedding=np.array(embedding, np.float32),
+    )
+
+
+@pytest.mark.parametrize(
+    ("shift", "embedding", "passed"),
+    [
+        (0.005, (1.0, 0.0), True),
+        (0.02, (1.0, 0.0), False),
+        (0.0, (1.0, 0.01), False),  # cosine 0.99995
+    ],
+)
+def test_providers_differing_by_more_than_001_px_or_below_cosine_099999_fail(
+    shift, embedding, passed
+):
+    check = ProviderCheck([runtime.OPENVINO, runtime.CPU])
+    box = (10.0, 20.0, 110.0, 140.0)
+
+    check.add("photo.jpg", [face(box, shift, embedding)], [face(box)])
+
+    assert check.passed(min_cosine=0.99999, max_px=0.01) is passed
+
+
+def test_a_face_only_one_provider_finds_fails_the_provider_comparison():
+    check = ProviderCheck([runtime.OPENVINO, runtime.CPU])
+    box = (10.0, 20.0, 110.0, 140.0)
+
+    check.add("photo.jpg", [face(box), face((300.0, 20.0, 400.0, 140.0))], [face(box)])
+
+    assert (len(check.count_mismatches), check.unpaired) == (1, 1)
+    assert not check.passed(min_cosine=0.99999, max_px=0.01)

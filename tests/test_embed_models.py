@@ -1,9 +1,11 @@
 import io
+import json
 import shutil
 
 import cv2
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from insightface.app import FaceAnalysis
 from insightface.model_zoo import model_zoo
@@ -97,6 +99,53 @@ def test_only_available_providers_are_used():
 def test_no_available_provider_is_an_error():
     with pytest.raises(RuntimeError, match="NoSuchExecutionProvider"):
         runtime.providers(EmbedSettings(providers=("NoSuchExecutionProvider",)))
+
+
+HAS_OPENVINO = runtime.OPENVINO in ort.get_available_providers()
+needs_openvino = pytest.mark.skipif(
+    not HAS_OPENVINO, reason="this onnxruntime build has no OpenVINO provider"
+)
+
+
+def test_openvino_runs_one_inference_at_a_time_on_the_pods_threads_unpinned_in_f32():
+    settings = EmbedSettings(intra_op_threads=3)
+
+    (options,) = runtime.provider_options(settings, [runtime.OPENVINO])
+
+    assert options["device_type"] == "CPU"
+    assert json.loads(options["load_config"]) == {
+        "CPU": {
+            "INFERENCE_NUM_THREADS": "3",
+            "NUM_STREAMS": "1",
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": "f32",
+            "ENABLE_CPU_PINNING": "NO",
+        }
+    }
+
+
+def test_the_cpu_and_cuda_providers_keep_their_default_options():
+    chosen = [runtime.CUDA, runtime.CPU]
+
+    assert runtime.provider_options(EmbedSettings(), chosen) == [{}, {}]
+
+
+@needs_openvino
+def test_sessions_run_on_openvino_with_the_cpu_provider_behind_it(settings):
+    detector = load_task_models(settings, ["detection"])["detection"]
+
+    assert detector.session.get_providers() == [runtime.OPENVINO, runtime.CPU]
+
+
+@needs_openvino
+def test_a_session_openvino_cannot_make_is_made_on_the_cpu_provider(settings, monkeypatch, caplog):
+    monkeypatch.setattr(runtime, "openvino_properties", lambda settings: {"NO_SUCH_PROPERTY": "1"})
+
+    with caplog.at_level("WARNING", logger="functions.embed.models"):
+        detector = load_task_models(settings, ["detection"])["detection"]
+
+    assert detector.session.get_providers() == [runtime.CPU]
+    assert "falling back to ['CPUExecutionProvider']" in caplog.text
 
 
 def test_photo_without_markers_has_no_faces(analyzer, settings):

@@ -8,13 +8,15 @@ buffalo_l in /models), else the generated TEST pack; the photos hold faces for b
 
 import cv2
 import numpy as np
+import onnxruntime as ort
 import pytest
 from insightface.app import FaceAnalysis
 
+from functions.embed import runtime
 from functions.embed.decode import decode_photo
 from functions.embed.models import FaceAnalyzer
 from functions.embed.settings import EmbedSettings
-from scripts.check_parity import cosine
+from scripts.check_parity import PROVIDER_MAX_PX, PROVIDER_MIN_COSINE, cosine
 from tests.embed_photos import encode, multi_picture, scene
 
 MIN_COSINE = 0.9999
@@ -97,6 +99,29 @@ def test_faces_equal_face_analysis_on_the_same_file(
         np.testing.assert_allclose(face.landmarks, reference_face.kps, atol=1.0)
         assert face.score == pytest.approx(reference_face.det_score, abs=1e-4)
         assert cosine(face.embedding, reference_face.embedding) >= MIN_COSINE
+
+
+@pytest.mark.skipif(
+    runtime.OPENVINO not in ort.get_available_providers(),
+    reason="this onnxruntime build has no OpenVINO provider",
+)
+@pytest.mark.parametrize("name", PHOTOS)
+def test_faces_on_openvino_equal_the_cpu_providers(analyzer, settings, name):
+    """The function's default providers (OpenVINO where the build has it) against `analyzer`,
+    on the CPU provider alone as FaceAnalysis runs: far closer than production parity asks."""
+    on_openvino = FaceAnalyzer(settings.replace(providers=EmbedSettings().providers))
+    on_openvino.load()
+    assert on_openvino.detector._model.session.get_providers()[0] == runtime.OPENVINO
+    decoded = decode_photo(PHOTOS[name][0](), settings)
+
+    expected = by_box(analyzer.analyze_photo(decoded))
+    found = by_box(on_openvino.analyze_photo(decoded))
+
+    assert len(found) == len(expected)
+    for face, cpu_face in zip(found, expected, strict=True):
+        np.testing.assert_allclose(face.box, cpu_face.box, atol=PROVIDER_MAX_PX)
+        np.testing.assert_allclose(face.landmarks, cpu_face.landmarks, atol=PROVIDER_MAX_PX)
+        assert cosine(face.embedding, cpu_face.embedding) >= PROVIDER_MIN_COSINE
 
 
 def test_max_faces_keeps_the_faces_with_the_best_scores(analyzer, settings):

@@ -63,11 +63,11 @@ def test_a_switch_that_is_not_true_or_false_is_an_error(monkeypatch):
         EmbedSettings.from_env()
 
 
-def test_default_providers_use_cuda_where_onnxruntime_has_it_and_the_cpu_otherwise():
+def test_default_providers_are_cuda_then_openvino_where_the_build_has_them_then_the_cpu():
     settings = EmbedSettings()
 
-    has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    available = ort.get_available_providers()
 
-    assert runtime.providers(settings) == (
-        ["CUDAExecutionProvider", "CPUExecutionProvider"] if has_cuda else ["CPUExecutionProvider"]
-    )
+    assert runtime.providers(settings) == [
+        name for name in (runtime.CUDA, runtime.OPENVINO) if name in available
+    ] + [runtime.CPU]

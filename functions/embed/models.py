@@ -72,17 +72,17 @@ def load_task_models(settings: EmbedSettings, tasknames: list[str]) -> dict[str,
     FaceAnalysis picks. Each file is opened once, and no further than the last task needs.
 
     `model_zoo.get_model` would drop our session options, so this calls its ModelRouter, which
-    passes them on to onnxruntime.
+    passes them, the providers and their options on to onnxruntime.
     """
     model_dir = settings.model_dir
     if not model_dir.is_dir():
         raise ModelPackError(f"model pack {model_dir} does not exist")
-    providers, options = runtime.providers(settings), runtime.session_options(settings)
+    providers = runtime.providers(settings)
     found: dict[str, Any] = {}
     for path in sorted(model_dir.glob("*.onnx")):
         if set(tasknames) <= found.keys():
             break
-        model = _route(path, providers, options)
+        model = _route(path, providers, settings)
         if model is not None and model.taskname in tasknames:
             found.setdefault(model.taskname, model)
     for taskname in tasknames:
@@ -91,14 +91,34 @@ def load_task_models(settings: EmbedSettings, tasknames: list[str]) -> dict[str,
     return found
 
 
-def _route(path: Path, providers: list[str], options: Any) -> Any:
+def _route(path: Path, providers: list[str], settings: EmbedSettings) -> Any:
+    """insightface's model object for the file, its session on `providers`; if an accelerator
+    provider (OpenVINO, CUDA) cannot make the session, on the CPU provider alone."""
+    try:
+        return _session_model(path, providers, settings)
+    except Exception as exc:  # onnxruntime raises its own types for a broken file
+        fallback = runtime.without_accelerators(providers)
+        if not fallback:
+            raise ModelPackError(f"model file {path} cannot be loaded: {exc}") from exc
+        log.warning(
+            "%s: %s cannot load it (%s); falling back to %s", path.name, providers, exc, fallback
+        )
+    try:
+        return _session_model(path, fallback, settings)
+    except Exception as exc:
+        raise ModelPackError(f"model file {path} cannot be loaded: {exc}") from exc
+
+
+def _session_model(path: Path, providers: list[str], settings: EmbedSettings) -> Any:
     printed = io.StringIO()
     try:
         # insightface prints the providers each session got: to the log instead.
         with contextlib.redirect_stdout(printed):
-            return ModelRouter(str(path)).get_model(providers=providers, sess_options=options)
-    except Exception as exc:  # onnxruntime raises its own types for a broken file
-        raise ModelPackError(f"model file {path} cannot be loaded: {exc}") from exc
+            return ModelRouter(str(path)).get_model(
+                providers=providers,
+                provider_options=runtime.provider_options(settings, providers),
+                sess_options=runtime.session_options(settings),
+            )
     finally:
         for line in printed.getvalue().splitlines():
             log.info("%s: %s", path.name, line)

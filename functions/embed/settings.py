@@ -51,8 +51,10 @@ class EmbedSettings(Settings):
     )
     providers: StrList = env(
         "ORT_PROVIDERS",
-        ("CUDAExecutionProvider", "CPUExecutionProvider"),
-        "onnxruntime execution providers, in order (those the build lacks are skipped)",
+        ("CUDAExecutionProvider", "OpenVINOExecutionProvider", "CPUExecutionProvider"),
+        "onnxruntime execution providers, in order (those the build lacks are skipped): the "
+        "GPU image's build has CUDA, the CPU image's OpenVINO (see "
+        "[embedding.md](embedding.md))",
     )
     intra_op_threads: Int = env("ORT_INTRA_OP_THREADS", 2, "onnxruntime intra-op threads")
     limits: InputLimits = Field(
