@@ -279,13 +279,22 @@ class Stack(ABC):
         return {"Authorization": f"Bearer {mint_token(self.config.jwt_secret, user_id)}"}
 
 
-def service_workers(name: str) -> dict[str, str]:
-    """The gunicorn workers and threads a function's Knative Service runs it with
-    (knative/app/<name>.yaml), so it runs here as it does there; none where it has none."""
+def service_template(name: str) -> dict[str, Any] | None:
+    """The pod template of a function's Knative Service (knative/app/<name>.yaml); None where
+    it has no Service there."""
     manifest = ROOT / "knative" / "app" / f"{name}.yaml"
     if not manifest.exists():
+        return None
+    return yaml.safe_load(manifest.read_text())["spec"]["template"]
+
+
+def service_workers(name: str) -> dict[str, str]:
+    """The gunicorn workers and threads a function's Knative Service runs it with, so it runs
+    here as it does there; none where it has none."""
+    template = service_template(name)
+    if template is None:
         return {}
-    container = yaml.safe_load(manifest.read_text())["spec"]["template"]["spec"]["containers"][0]
+    container = template["spec"]["containers"][0]
     return {
         item["name"]: item["value"]
         for item in container.get("env", [])

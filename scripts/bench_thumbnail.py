@@ -61,7 +61,7 @@ from functions.common.events import OBJECT_CREATED, PhotoRef, binary_http, new_e
 from functions.common.images import open_image
 from functions.common.pipeline import PIPELINE
 from functions.thumbnail import imaging
-from functions.thumbnail.imaging import _decoded, make_thumbnail
+from functions.thumbnail.imaging import decode_scaled, make_thumbnail
 from functions.thumbnail.settings import ThumbnailSettings
 from scripts.bench_results import write_result
 from scripts.sharp_dimensions import SHARP_DIR
@@ -314,7 +314,7 @@ def _time_decoding(data: bytes) -> float:
     where it decodes at one), without resampling, converting or encoding."""
     started = time.perf_counter()
     with open_image(data, SETTINGS.limits) as image:
-        _decoded(image, data, (SETTINGS.max_width, SETTINGS.max_height))
+        decode_scaled(image, data, (SETTINGS.max_width, SETTINGS.max_height))
     return (time.perf_counter() - started) * 1000
 
 

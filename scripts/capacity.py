@@ -40,8 +40,7 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import yaml
-
+from devstack.stack import service_template
 from scripts.bench_results import read_result
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -148,8 +147,7 @@ class Prediction:
 
 def stage_from_manifest(name: str, cpu_s: float, pod_start_s: float, **overrides) -> StageCapacity:
     """A stage as knative/app/<name>.yaml scales it."""
-    service = yaml.safe_load((ROOT / "knative" / "app" / f"{name}.yaml").read_text())
-    template = service["spec"]["template"]
+    template = service_template(name)
     annotations = template["metadata"]["annotations"]
     container = template["spec"]["containers"][0]
     values = {

@@ -202,14 +202,14 @@ def _decode_resized(image: Image.Image, data: bytes, box: tuple[int, int]) -> Im
     """Decodes the first frame and resamples it to sharp's output size, in stored orientation."""
     # The full-size pixels are allocated here: running out of memory is classified too.
     with classify_decode_errors(f"cannot decode the {image.format} data"):
-        decoded, source, size = _decoded(image, data, box)
+        decoded, source, size = decode_scaled(image, data, box)
         eight_bit = _eight_bit(decoded)
         return eight_bit.resize(
             size, Image.Resampling.LANCZOS, box=source, reducing_gap=_REDUCING_GAP
         )
 
 
-def _decoded(
+def decode_scaled(
     image: Image.Image, data: bytes, box: tuple[int, int]
 ) -> tuple[Image.Image, tuple[float, float, float, float], tuple[int, int]]:
     """The first frame decoded, at a reduced size where the format allows; the area of it to
