@@ -390,8 +390,8 @@ def print_table(results: list[Result]) -> None:
             f"{r.ratio:>6.2f} {decode_ms:>10.1f} {r.floor:>6.2f} "
             f"{'yes' if r.dims_equal else 'NO':>5} {r.psnr_db:>8.1f}"
         )
-    webp = "libvips (pyvips), scaled" if imaging.pyvips is not None else "Pillow, whole"
-    print(f"our WebP decoding: {webp}")
+    libvips = ".".join(str(imaging.pyvips.version(part)) for part in range(3))
+    print(f"our WebP decoding: libvips {libvips} (pyvips {imaging.pyvips.__version__}), scaled")
     print(f"{'format':<8} {'photos':>6} {'ratio':>6} {'worst':>6}")
     for format, ratios in format_ratios(results).items():
         print(f"{format:<8} {len(ratios):>6} {statistics.median(ratios):>6.2f} {max(ratios):>6.2f}")

@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 REQUIREMENTS = ROOT / "requirements"
 LOCK_DIR = REQUIREMENTS / "lock"
 # One lock per image, and dev: everything for the tests, the local stack and the benchmarks;
-# build: what pip builds insightface's sdist with (--build-constraint), compiled first, as uv
-# builds it too while resolving the others.
+# build: what pip builds the sdists (insightface, pyvips) with (--build-constraint), compiled
+# first, as uv builds them too while resolving the others.
 BUILD = "build"
 DEV = "dev"
 LOCKS = (BUILD, DEV, "thumbnail", "embed", "embed-gpu", "status", "receiver", "local-tools")

@@ -1,5 +1,5 @@
 """Thumbnails as the old Lambda's sharp pipeline made them, with Pillow and no I/O (and libvips,
-through pyvips where it is installed, to decode WebP at a reduced size as sharp does).
+through pyvips, to decode WebP at a reduced size as sharp does).
 
 The Lambda ran `sharp(input).rotate().resize(w, h, {fit: 'inside', withoutEnlargement: true})
 .flatten({background}).jpeg({quality})`. This module reproduces its output size exactly, including
@@ -17,6 +17,11 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+# libvips (pyvips-binary's) decodes WebP at a reduced size, as sharp does, which Pillow cannot:
+# Pillow's WebP decoding alone takes longer than sharp's whole thumbnail. make bench-thumbnail's
+# webp_ratio (ours over sharp's): 1.27-1.31 with Pillow, 0.95-1.13 with libvips and the same
+# pixels as sharp's (docs/benchmarks.md). A hard dependency: the function does not start without.
+import pyvips
 from PIL import Image, ImageCms
 
 from functions.common.errors import PermanentError
@@ -33,15 +38,8 @@ from functions.common.images import (
 )
 from functions.thumbnail.settings import ThumbnailSettings
 
-try:
-    # Optional: where libvips is installed it decodes WebP at a reduced size, as sharp does,
-    # which Pillow cannot (Pillow's WebP decoding alone takes longer than sharp's thumbnail).
-    import pyvips
-except (ImportError, OSError):  # OSError: pyvips without libvips
-    pyvips = None
-else:
-    pyvips.cache_set_max(0)  # nothing decoded is kept: the memory budget does not count it
-    pyvips.concurrency_set(1)  # one thread a photo, as with Pillow (and sharp's default here)
+pyvips.cache_set_max(0)  # nothing decoded is kept: the memory budget does not count it
+pyvips.concurrency_set(1)  # one thread a photo, as with Pillow (and sharp's default here)
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +213,7 @@ def decode_scaled(
     """The first frame decoded, at a reduced size where the format allows; the area of it to
     resample, and the size to give it."""
     source, size = _shrink_on_load(image, box)
-    if image.format == "WEBP" and pyvips is not None:
+    if image.format == "WEBP":
         scaled = _webp_scaled_by_libvips(image, data, box)
         return scaled, (0, 0, *scaled.size), size
     at_an_eighth = image.format == "JPEG" and image.decoderconfig[:1] == (8,)
@@ -309,8 +307,8 @@ def _shrink_on_load(
     """
     width, height = image.size
     if image.format == "WEBP":
-        # libwebp scales while decoding, which Pillow cannot ask of it: libvips can, where it is
-        # installed; otherwise Pillow decodes it whole, resampled in one step.
+        # libwebp scales while decoding, which Pillow cannot ask of it: libvips does
+        # (`_webp_scaled_by_libvips`), to the size that is then resampled whole.
         return (0, 0, width, height), thumbnail_size(*_webp_scaled_size(width, height, *box), *box)
     if image_format(image) != "JPEG":
         return (0, 0, width, height), thumbnail_size(width, height, *box)

@@ -7,6 +7,7 @@ Run by `make test-images`; `make test` leaves them out (marker `images`)."""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import time
@@ -15,6 +16,7 @@ import uuid
 import jwt
 import pytest
 import requests
+from PIL import Image
 
 from devstack import b2_sender
 from devstack.sample_photos import sample_photo
@@ -128,6 +130,25 @@ def test_thumbnail_image_replies_thumbnail_created_for_a_photo_in_the_bucket(thu
     stored = backends.s3_client().get_object(Bucket=BUCKET, Key=thumbnail_key)
     assert stored["ContentType"] == "image/jpeg"
     assert THUMBNAIL_CREATED in lambda_events(backends, photo.key)
+
+
+def test_thumbnail_image_decodes_a_webp_already_scaled_with_its_libvips(thumbnail, backends):
+    # pyvips (built from its sdist in the image) and pyvips-binary's libvips, as uid 10001 on the
+    # read-only root filesystem: 1632x1224 is decoded at 400x300, as sharp has libwebp do.
+    webp = io.BytesIO()
+    Image.open(io.BytesIO(sample_photo(seed=3, faces=1, size=(1632, 1224)))).save(webp, "WEBP")
+    key = f"bea/photos/{uuid.uuid4().hex}.webp"
+    stored = backends.s3_client().put_object(Bucket=BUCKET, Key=key, Body=webp.getvalue())
+    photo = PhotoRef(BUCKET, key, stored["VersionId"], "bea", size=len(webp.getvalue()))
+    event = new_event(OBJECT_CREATED, "/image-test", photo, photo_data(photo))
+
+    reply = deliver(thumbnail.url, event, sender_token(backends, "thumbnail", "thumbnail"))
+
+    assert reply.status_code == 200, reply.text
+    assert parse_event(reply.headers, reply.content)["type"] == THUMBNAIL_CREATED
+    thumbnail_key = CONFIG["THUMBNAIL_KEY_TEMPLATE"].format(key=key)
+    made = backends.s3_client().get_object(Bucket=BUCKET, Key=thumbnail_key)["Body"].read()
+    assert Image.open(io.BytesIO(made)).size == (400, 300)
 
 
 def test_embed_image_with_the_test_pack_replies_embedding_created_for_a_thumbnail(
