@@ -47,6 +47,7 @@ from eventing.b2_webhook import (
 from functions.common.config import ReceiverSettings, RequestLimits, StatusSettings
 from functions.common.errors import TransientError
 from functions.common.events import OBJECT_CREATED, binary_http, new_event, photo_data
+from functions.common.lanes import Lane, lane_for_backlog
 from functions.common.logs import photo_context
 from functions.common.metrics import (
     RECEIVER_EVENTS_ACCEPTED,
@@ -155,25 +156,28 @@ TRANSIENT = (BrokerRejected, TransientError, TimeoutError, requests.RequestExcep
 
 @dataclass(frozen=True)
 class Acceptor:
-    """Takes one upload: publishes its event, records it, and remembers its B2 eventId."""
+    """Takes one upload: publishes its event in its user's lane, records it, and remembers its
+    B2 eventId. `interactive_below`: LANE_INTERACTIVE_BACKLOG."""
 
     store: PhotoStore
     seen: SeenEvents
     publisher: BrokerPublisher
+    interactive_below: int
 
-    def accept(self, upload: Upload) -> bool:
-        """True once published and recorded; False when its eventId was accepted within the
-        de-duplication window. It is remembered only once the broker took it, so an event
-        whose publish failed is published when B2 delivers it again."""
+    def accept(self, upload: Upload) -> Lane | None:
+        """The lane it was published in, once published and recorded; None when its eventId
+        was accepted within the de-duplication window. It is remembered only once the broker
+        took it, so an event whose publish failed is published when B2 delivers it again."""
         photo = upload.photo
         with photo_context(photo.user_id, photo.key):
             if self.seen.is_seen(upload.event_id):
                 RECEIVER_EVENTS_DUPLICATE.inc()
-                return False
-            self.publisher.publish(_upload_event(upload))
+                return None
+            lane = lane_for_backlog(self.store.backlog(photo.user_id), self.interactive_below)
+            self.publisher.publish(_upload_event(upload, lane))
             self.store.record(photo.user_id, photo.photo_id, UPLOADED, at=photo.uploaded_at)
             self.seen.remember(upload.event_id)
-            return True
+            return lane
 
 
 @dataclass
@@ -232,7 +236,7 @@ def create_app(
         ca_bundle,
         token_file=settings.sink_token_file,
     )
-    acceptor = Acceptor(store, seen, publisher)
+    acceptor = Acceptor(store, seen, publisher, settings.lane_interactive_backlog)
     pool = ThreadPoolExecutor(max_workers=PUBLISH_WORKERS, thread_name_prefix="publish")
     # One trace per notification, from its HTTP server span: its every photo, every stage.
     app = instrument_app(Flask(__name__))
@@ -271,11 +275,12 @@ def _signed(body: bytes, signature: str | None, settings: ReceiverSettings) -> b
     return verify_signature(body, signature, settings.signing_secrets)
 
 
-def _upload_event(upload: Upload) -> CloudEvent:
+def _upload_event(upload: Upload, lane: Lane) -> CloudEvent:
     """The `object.created` CloudEvent of an upload; its id is B2's, so retries share it."""
     photo = upload.photo
     data = photo_data(photo, event_type=upload.event_type)
-    return new_event(OBJECT_CREATED, f"b2://{photo.bucket}", photo, data, event_id=upload.event_id)
+    source = f"b2://{photo.bucket}"
+    return new_event(OBJECT_CREATED, source, photo, data, upload.event_id, lane)
 
 
 def _accept_all(
@@ -284,7 +289,7 @@ def _accept_all(
     """How accepting each upload went; one not accepted `within_s` is a transient error (its
     publish goes on, and once it is accepted B2's retry of the batch drops it as a duplicate)."""
     # Each task runs in a copy of this context, so its spans join the webhook's trace.
-    futures: dict[Future[bool], Upload] = {
+    futures: dict[Future[Lane | None], Upload] = {
         pool.submit(copy_context().run, acceptor.accept, upload): upload for upload in uploads
     }
     _, late = wait(futures, timeout=within_s)
@@ -294,9 +299,9 @@ def _accept_all(
             outcomes.fail(upload, TimeoutError(f"not accepted within {within_s} s"))
         elif (error := future.exception()) is not None:
             outcomes.fail(upload, error)
-        elif future.result():
+        elif (lane := future.result()) is not None:
             outcomes.accepted += 1
-            RECEIVER_EVENTS_ACCEPTED.inc()
+            RECEIVER_EVENTS_ACCEPTED.labels(lane).inc()
         else:
             outcomes.duplicates += 1
     return outcomes

@@ -25,7 +25,7 @@ from tests.tls_certificates import CertificateAuthority
 SECRET = "s3cret"
 
 
-def settings_for(sink_url, sink_ca_certs=None, answer_within_s=2.5):
+def settings_for(sink_url, sink_ca_certs=None, answer_within_s=2.5, interactive_backlog=10):
     return ReceiverSettings(
         signing_secrets=(SECRET,),
         sink_url=sink_url,
@@ -35,6 +35,7 @@ def settings_for(sink_url, sink_ca_certs=None, answer_within_s=2.5):
         publish_timeout_s=2,
         answer_within_s=answer_within_s,
         sink_ca_certs=sink_ca_certs,
+        lane_interactive_backlog=interactive_backlog,
     )
 
 
@@ -291,9 +292,43 @@ def test_an_unexpected_failure_beside_a_transient_one_still_answers_5xx_so_b2_re
 
 
 def test_each_published_upload_is_counted_as_accepted(receiver, broker):
-    before = counted("receiver_events_accepted_total")
+    before = counted("receiver_events_accepted_total", lane="interactive")
     assert deliver(receiver, uploads(3), SECRET).json()["accepted"] == 3
-    assert counted("receiver_events_accepted_total") == before + 3
+    assert counted("receiver_events_accepted_total", lane="interactive") == before + 3
+
+
+# -- Lanes: a user's backlog decides, each upload in turn ---------------------------------------
+
+
+def test_uploads_of_a_user_with_a_small_backlog_are_published_in_the_interactive_lane(
+    start, broker
+):
+    receiver = start(settings_for(broker.url, interactive_backlog=5))
+    deliver(receiver, uploads(3, user="liv"), SECRET)
+    assert {delivery.event["lane"] for delivery in broker.wait_for(3)} == {"interactive"}
+
+
+def test_uploads_once_the_users_backlog_reaches_the_threshold_are_published_in_the_bulk_lane(
+    start, broker
+):
+    receiver = start(settings_for(broker.url, interactive_backlog=2))
+    for n in range(4):  # one at a time, as B2 sends them: each sees the backlog before it
+        deliver(receiver, [object_created("photos", f"max/{n}.jpg", 1000 + n)], SECRET)
+    lanes = {d.event.data["key"]: d.event["lane"] for d in broker.wait_for(4)}
+    assert lanes == {
+        "max/0.jpg": "interactive",
+        "max/1.jpg": "interactive",
+        "max/2.jpg": "bulk",
+        "max/3.jpg": "bulk",
+    }
+
+
+def test_one_users_backlog_does_not_move_another_user_to_the_bulk_lane(start, broker):
+    receiver = start(settings_for(broker.url, interactive_backlog=2))
+    deliver(receiver, uploads(3, user="big"), SECRET)
+    deliver(receiver, uploads(1, user="small"), SECRET)
+    [small] = [d.event for d in broker.wait_for(4) if d.event.data["user_id"] == "small"]
+    assert small["lane"] == "interactive"
 
 
 def test_the_same_event_id_delivered_in_two_requests_is_published_once(receiver, broker):

@@ -18,6 +18,7 @@ from functions.common.events import (
     parse_event,
     photo_data,
 )
+from functions.common.lanes import Lane
 from functions.common.photo_store import PhotoStore
 from functions.common.pipeline import PIPELINE
 from functions.common.stage_app import StageResult, create_stage_app
@@ -54,8 +55,9 @@ def stage(client, work, **settings):
     return create_stage_app(STAGE, work, store).test_client(), store
 
 
-def deliver(app, photo=PHOTO):
-    headers, body = binary_http(new_event(OBJECT_CREATED, "/test", photo, photo_data(photo)))
+def deliver(app, photo=PHOTO, lane=Lane.INTERACTIVE):
+    event = new_event(OBJECT_CREATED, "/test", photo, photo_data(photo), lane=lane)
+    headers, body = binary_http(event)
     return app.post("/", headers=headers, data=body)
 
 
@@ -75,6 +77,26 @@ def test_a_repeated_delivery_is_answered_with_the_first_reply_event(client):
     app, _ = stage(client, CountingWork())
     first, second = reply_of(deliver(app)), reply_of(deliver(app))
     assert (second["id"], second["type"], second.data) == (first["id"], first["type"], first.data)
+
+
+def test_the_reply_keeps_the_lane_of_the_event_it_answers(client):
+    app, _ = stage(client, CountingWork())
+    bulk = PhotoRef("photos", "bo/1.jpg", "v1", "bo")
+    assert reply_of(deliver(app, bulk, Lane.BULK))["lane"] == "bulk"
+
+
+def test_a_repeated_delivery_in_another_lane_is_answered_in_that_lane(client):
+    app, _ = stage(client, CountingWork())
+    photo = PhotoRef("photos", "bo/2.jpg", "v1", "bo")
+    deliver(app, photo, Lane.INTERACTIVE)
+    assert reply_of(deliver(app, photo, Lane.BULK))["lane"] == "bulk"
+
+
+def test_a_failed_photos_reply_keeps_its_lane(client):
+    app, _ = stage(client, CountingWork(PermanentError("corrupt", "not an image")))
+    bulk = PhotoRef("photos", "bo/3.jpg", "v1", "bo")
+    reply = reply_of(deliver(app, bulk, Lane.BULK))
+    assert (reply["type"], reply["lane"]) == (THUMBNAIL_FAILED, "bulk")
 
 
 def test_a_repeated_failure_is_answered_with_the_first_failed_event(client):

@@ -748,6 +748,13 @@ class ReceiverSettings(Settings):
         "a B2 `eventId` accepted this many seconds ago or less is dropped when B2 delivers it "
         "again (Redis key `b2event:<eventId>`, at `REDIS_URL`); at least 0.001",
     )
+    lane_interactive_backlog: Int = env(
+        "LANE_INTERACTIVE_BACKLOG",
+        20,
+        "an upload goes in the `interactive` lane while its user has fewer photos than this "
+        "waiting at any stage, else in the `bulk` lane (functions/common/lanes.py); 0 puts "
+        "every upload in the bulk lane",
+    )
     allow_unsigned: Bool = env(
         "B2_WEBHOOK_ALLOW_UNSIGNED",
         False,

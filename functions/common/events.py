@@ -11,6 +11,8 @@ from urllib.parse import quote
 from cloudevents.v1.conversion import to_binary
 from cloudevents.v1.http import CloudEvent, from_http
 
+from functions.common.lanes import LANE_EXTENSION, Lane
+
 # B2's upload, the event the pipeline starts from; each stage's own are in pipeline.toml.
 OBJECT_CREATED = "com.backblaze.b2.object.created"
 
@@ -59,17 +61,24 @@ class PhotoRef:
 
 
 def new_event(
-    event_type: str, source: str, photo: PhotoRef, data: dict[str, Any], event_id: str | None = None
+    event_type: str,
+    source: str,
+    photo: PhotoRef,
+    data: dict[str, Any],
+    event_id: str | None = None,
+    lane: Lane = Lane.INTERACTIVE,
 ) -> CloudEvent:
-    """A CloudEvent about `photo`: subject is the object key, `userid` extension set, both
-    `header_safe`, so that they survive as binary-mode HTTP headers. They label the event;
-    whoever needs the key or the user reads them from the data, where they travel exactly."""
+    """A CloudEvent about `photo` in `lane` (functions/common/lanes.py): subject is the object
+    key, `userid` extension set, both `header_safe`, so that they survive as binary-mode HTTP
+    headers. They label the event; whoever needs the key or the user reads them from the
+    data, where they travel exactly."""
     attributes = {
         "id": event_id or str(uuid.uuid4()),
         "type": event_type,
         "source": source,
         "subject": header_safe(photo.key),
         USER_ID_EXTENSION: header_safe(photo.user_id),
+        LANE_EXTENSION: str(lane),
         "datacontenttype": "application/json",
     }
     return CloudEvent(attributes, data)

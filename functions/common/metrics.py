@@ -54,7 +54,8 @@ HTTP_DURATION = Histogram(
 )
 RECEIVER_EVENTS_ACCEPTED = Counter(
     "receiver_events_accepted",
-    "B2 webhook uploads published to the broker (one per photo).",
+    "B2 webhook uploads published to the broker (one per photo), by lane (interactive, bulk).",
+    ["lane"],
 )
 RECEIVER_EVENTS_IGNORED = Counter(
     "receiver_events_ignored",

@@ -443,6 +443,14 @@ class PhotoStore:
             self._redis.zadd(ACTIVE_USERS, {user_id: at}, gt=True)
             return int(self._declare(keys=keys, args=args))
 
+    def backlog(self, user_id: str) -> int:
+        """The user's photos waiting for any stage (the receiver's lane rule)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for queue in _queue_keys(user_id):
+            pipe.zcard(queue)
+        with _transient():
+            return sum(pipe.execute())
+
     def sweep(self, now: float | None = None) -> int:
         """Fail as `timed_out` the photos that waited longer than the deadline for a stage,
         at most once per sweep interval whichever replica asks; the number failed."""

@@ -1,7 +1,8 @@
 """The HTTP shape shared by the pipeline's stages (pipeline.toml).
 
 A stage receives a CloudEvent about one photo, does its work, and replies with the next event:
-- success: status recorded, 200 with the `*.created` CloudEvent (the broker routes it onward);
+- success: status recorded, 200 with the `*.created` CloudEvent (the broker routes it onward,
+  in the photo's lane: every reply keeps the `lane` of the event it answers);
 - permanent failure: status recorded as failed with its reason, 200 with `*.failed` (no retry);
 - transient failure: 503, so the broker retries with backoff;
 - not a CloudEvent, or not about a photo: 400 (the broker does not retry other 4xx);
@@ -36,6 +37,7 @@ from functions.common.config import EventAuthSettings, RequestLimits
 from functions.common.errors import PermanentError, TransientError
 from functions.common.event_auth import EventAuthError, EventVerifier
 from functions.common.events import PhotoRef, binary_http, new_event, parse_event, photo_data
+from functions.common.lanes import Lane, lane_of
 from functions.common.logs import photo_context
 from functions.common.metrics import instrument, observe_stage
 from functions.common.photo_store import Claim, PhotoStore
@@ -107,7 +109,7 @@ def create_stage_app(
             span.set_attribute("user.id", photo.user_id)
             started = time.perf_counter()
             try:
-                reply = _run(stage, process, store, photo, source)
+                reply = _run(stage, process, store, photo, _Origin(source, lane_of(event)))
             except TransientError as exc:
                 observe_stage(stage.name, "retried", "transient", time.perf_counter() - started)
                 span.set_status(StatusCode.ERROR, str(exc))
@@ -145,7 +147,7 @@ def authenticate_sender(
 
 
 def _run(
-    stage: Stage, process: Process, store: PhotoStore, photo: PhotoRef, source: str
+    stage: Stage, process: Process, store: PhotoStore, photo: PhotoRef, origin: _Origin
 ) -> CloudEvent | None:
     """Process the photo once and record its outcome: status, reply, latency sample, metrics.
     The reply event; None for a duplicate of a photo whose reply is no longer kept."""
@@ -153,7 +155,7 @@ def _run(
     if claim.outcome == "finished":
         observe_stage(stage.name, "duplicate", "none", 0.0)
         log.info("%s finished already: answered as the first time", stage.name)
-        return _replayed(claim.reply, source, photo)
+        return _replayed(claim.reply, origin, photo)
     if claim.outcome == "busy":
         raise TransientError(f"another delivery of {photo.photo_id} is being processed")
     started = time.perf_counter()
@@ -161,7 +163,7 @@ def _run(
         result = _process(stage, process, store, photo, claim)
     except PermanentError as exc:
         seconds = time.perf_counter() - started
-        reply = _reply(stage.failed_event, source, photo, reason=exc.reason, detail=exc.detail)
+        reply = _reply(stage.failed_event, origin, photo, reason=exc.reason, detail=exc.detail)
         _settle(
             store,
             photo,
@@ -177,7 +179,7 @@ def _run(
         log.warning("%s failed: %s", stage.name, exc, extra={"reason": exc.reason})
         return reply
     seconds = time.perf_counter() - started
-    reply = _reply(stage.created, source, photo, **result.data)
+    reply = _reply(stage.created, origin, photo, **result.data)
     _settle(store, photo, stage.done, reply, faces=result.faces, duration_ms=seconds * 1000)
     observe_stage(stage.name, "done", "none", seconds)
     log.info("%s done in %.1f ms", stage.name, seconds * 1000)
@@ -209,15 +211,27 @@ def _release(store: PhotoStore, photo: PhotoRef, stage: Stage, claim: Claim) -> 
         log.warning("could not give back the claim on %s: %s", photo.photo_id, exc)
 
 
-def _reply(event_type: str, source: str, photo: PhotoRef, **fields: Any) -> CloudEvent:
+@dataclass(frozen=True)
+class _Origin:
+    """Where a reply comes from (the stage's CloudEvents source) and the lane it keeps: its
+    photo's, so the next stage's Trigger for that lane takes it."""
+
+    source: str
+    lane: Lane
+
+
+def _reply(event_type: str, origin: _Origin, photo: PhotoRef, **fields: Any) -> CloudEvent:
     # Created inside the stage's span, so the next stage's span is this one's child.
-    return add_trace_context(new_event(event_type, source, photo, photo_data(photo, **fields)))
+    data = photo_data(photo, **fields)
+    return add_trace_context(new_event(event_type, origin.source, photo, data, lane=origin.lane))
 
 
-def _replayed(stored: dict[str, Any] | None, source: str, photo: PhotoRef) -> CloudEvent | None:
+def _replayed(stored: dict[str, Any] | None, origin: _Origin, photo: PhotoRef) -> CloudEvent | None:
     if stored is None:
         return None
-    event = new_event(stored["type"], source, photo, stored["data"], event_id=stored["id"])
+    event = new_event(
+        stored["type"], origin.source, photo, stored["data"], stored["id"], origin.lane
+    )
     return add_trace_context(event)
 
 

@@ -1,0 +1,35 @@
+"""Lanes (functions/common/lanes.py): which lane an upload takes, which lane an event travels
+in, and which Knative Service runs a stage for a lane."""
+
+from functions.common.events import OBJECT_CREATED, PhotoRef, new_event, photo_data
+from functions.common.lanes import Lane, lane_for_backlog, lane_of, service_name
+
+PHOTO = PhotoRef("photos", "ann/1.jpg", "v1", "ann")
+
+
+def test_a_backlog_below_the_threshold_is_interactive():
+    assert lane_for_backlog(9, interactive_below=10) is Lane.INTERACTIVE
+
+
+def test_a_backlog_at_the_threshold_is_bulk():
+    assert lane_for_backlog(10, interactive_below=10) is Lane.BULK
+
+
+def test_a_threshold_of_zero_puts_every_upload_in_the_bulk_lane():
+    assert lane_for_backlog(0, interactive_below=0) is Lane.BULK
+
+
+def test_an_event_carries_its_lane_as_an_extension_attribute():
+    event = new_event(OBJECT_CREATED, "/test", PHOTO, photo_data(PHOTO), lane=Lane.BULK)
+    assert (event["lane"], lane_of(event)) == ("bulk", Lane.BULK)
+
+
+def test_an_event_without_a_lane_travels_in_the_interactive_lane():
+    event = new_event(OBJECT_CREATED, "/test", PHOTO, photo_data(PHOTO))
+    del event["lane"]
+    assert lane_of(event) is Lane.INTERACTIVE
+
+
+def test_the_interactive_lane_runs_on_the_stages_own_service_and_bulk_on_its_bulk_service():
+    assert service_name("embed", Lane.INTERACTIVE) == "embed"
+    assert service_name("embed", Lane.BULK) == "embed-bulk"
