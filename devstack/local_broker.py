@@ -1,14 +1,16 @@
 """A stand-in for a Knative Eventing Broker: LOCAL TOOLING AND TESTS ONLY.
 
 Production routes events with Knative Eventing. This reads the same Trigger manifests and
-does what the pipeline relies on: exact-match `filter.attributes`, binary-mode delivery,
+does what the pipeline relies on: exact-match `filter.attributes`, or `filters` (the
+`exact`, `prefix`, `suffix`, `all`, `any` and `not` dialects; which replace `filter` when both
+are set, as in Knative), binary-mode delivery,
 replies routed back into the broker, Knative's retries (404, 408, 409, 429, 5xx and
 connection errors) and backoff, and dead-letter sinks with the `knativeerror*` extensions.
 Like Knative's broker it traces each delivery in a span, child of the event's
 distributed-tracing extension, and passes that span on in the HTTP `traceparent` header; the
 event's own extension attributes go through unchanged.
-Not supported: `spec.filters`, several brokers, Retry-After, authentication, events whose
-data is not JSON (answered 400).
+Not supported: the `cesql` filter dialect, several brokers, Retry-After, authentication,
+events whose data is not JSON (answered 400).
 
     python -m devstack.local_broker --port 8090 --triggers eventing/triggers.yaml \\
         --service thumbnail=http://127.0.0.1:8081 --service embed=http://127.0.0.1:8082 \\
@@ -23,7 +25,8 @@ import logging
 import re
 import signal
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +41,7 @@ from opentelemetry.trace import SpanKind
 from requests.adapters import HTTPAdapter
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from functions.common.events import binary_http, parse_event
+from functions.common.events import USER_ID_EXTENSION, binary_http, parse_event
 from functions.common.logs import configure_logging
 from functions.common.telemetry import configure_tracing, event_context, tracer
 
@@ -90,18 +93,57 @@ class Delivery:
         return self.backoff_delay_s * 2**retry_index
 
 
+Filter = Callable[["CloudEvent"], bool]
+
+
+def _matching(test: Callable[[str, str], bool]) -> Callable[[Mapping[str, str]], Filter]:
+    """A dialect that holds when every attribute named is there and passes `test` against the
+    value given for it; an absent attribute never matches."""
+
+    def dialect(attributes: Mapping[str, str]) -> Filter:
+        def matches(event: CloudEvent) -> bool:
+            values = ((event.get(name), wanted) for name, wanted in attributes.items())
+            return all(value is not None and test(str(value), wanted) for value, wanted in values)
+
+        return matches
+
+    return dialect
+
+
+_ATTRIBUTE_DIALECTS = {
+    "exact": _matching(str.__eq__),
+    "prefix": _matching(str.startswith),
+    "suffix": _matching(str.endswith),
+}
+
+
+def parse_filter(expression: Mapping[str, Any]) -> Filter:
+    """One expression of a Trigger's `filters` (Knative's new trigger filters, the dialects of
+    the CloudEvents Subscriptions API); ValueError for `cesql` or an unknown dialect."""
+    if len(expression) != 1:
+        raise ValueError(f"a filter expression has exactly one dialect: {dict(expression)}")
+    [(dialect, value)] = expression.items()
+    if dialect in ("all", "any"):
+        parts = [parse_filter(item) for item in value]
+        combine = all if dialect == "all" else any
+        return lambda event: combine(part(event) for part in parts)
+    if dialect == "not":
+        negated = parse_filter(value)
+        return lambda event: not negated(event)
+    if dialect not in _ATTRIBUTE_DIALECTS:
+        raise ValueError(f"filter dialect {dialect!r} is not supported by the local broker")
+    return _ATTRIBUTE_DIALECTS[dialect](value)
+
+
 @dataclass(frozen=True)
 class Trigger:
     name: str
-    filter_attributes: Mapping[str, str]
+    filter: Filter
     subscriber_url: str
     delivery: Delivery
 
     def matches(self, event: CloudEvent) -> bool:
-        return all(
-            event.get(attribute) is not None and str(event.get(attribute)) == value
-            for attribute, value in self.filter_attributes.items()
-        )
+        return self.filter(event)
 
 
 def load_triggers(paths: Iterable[str | Path], services: Mapping[str, str]) -> list[Trigger]:
@@ -139,14 +181,22 @@ def _trigger(
     name = manifest["metadata"]["name"]
     spec = manifest["spec"]
     if spec.get("filters"):
-        raise ValueError(f"trigger {name}: spec.filters is not supported by the local broker")
+        expressions = [parse_filter(expression) for expression in spec["filters"]]
+        matches = _all_of(expressions)
+    else:
+        attributes = (spec.get("filter") or {}).get("attributes") or {}
+        matches = _ATTRIBUTE_DIALECTS["exact"](attributes)
     return Trigger(
         name=name,
-        filter_attributes=dict((spec.get("filter") or {}).get("attributes") or {}),
+        filter=matches,
         subscriber_url=resolve_destination(spec["subscriber"], services),
         # As in Knative, a Trigger's own delivery replaces the Broker's as a whole.
         delivery=_delivery(spec.get("delivery") or broker_delivery or {}, services),
     )
+
+
+def _all_of(filters: Sequence[Filter]) -> Filter:
+    return lambda event: all(matches(event) for matches in filters)
 
 
 def _delivery(spec: Mapping[str, Any], services: Mapping[str, str]) -> Delivery:
@@ -179,12 +229,14 @@ class _Outcome:
 
 
 class _Stats:
-    """The counters of GET /stats; `in_flight` counts events queued, being sent or backing off."""
+    """The counters of GET /stats; `in_flight` counts events queued, being sent or backing off;
+    `delivered_by_user` each Trigger's deliveries per `userid` extension (the demo's lanes)."""
 
     def __init__(self, trigger_names: Iterable[str]) -> None:
         self._changed = threading.Condition()
         self._received = 0
         self._triggers = {name: dict.fromkeys(_COUNTERS, 0) for name in trigger_names}
+        self._by_user: dict[str, Counter[str]] = {name: Counter() for name in self._triggers}
 
     def count_received(self) -> None:
         with self._changed:
@@ -195,10 +247,18 @@ class _Stats:
             self._triggers[trigger][counter] += delta
             self._changed.notify_all()
 
+    def delivered(self, trigger: str, user_id: str) -> None:
+        with self._changed:
+            self._by_user[trigger][user_id] += 1
+        self.add(trigger, "delivered")
+
     def snapshot(self) -> dict[str, Any]:
         with self._changed:
             received = self._received
-            triggers = {name: dict(counters) for name, counters in self._triggers.items()}
+            triggers = {
+                name: {**counters, "delivered_by_user": dict(self._by_user[name])}
+                for name, counters in self._triggers.items()
+            }
         totals = {counter: sum(c[counter] for c in triggers.values()) for counter in _COUNTERS}
         return {"received": received, **totals, "triggers": triggers}
 
@@ -277,7 +337,7 @@ class LocalBroker:
                 message = binary_http(event)
                 outcome = self._send_with_retries(trigger, trigger.subscriber_url, message)
                 if outcome.succeeded:
-                    self._stats.add(trigger.name, "delivered")
+                    self._stats.delivered(trigger.name, str(event.get(USER_ID_EXTENSION)))
                     self._route_reply(outcome)
                 elif not self._stopping.is_set():
                     self._dead_letter(trigger, event, outcome)

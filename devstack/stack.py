@@ -2,7 +2,8 @@
 
 redis-server (status store), moto's S3 server (the bucket, reached through boto3 like B2), the
 Lambda stand-in, the local broker (routes by eventing/triggers.yaml), and the B2 webhook
-receiver plus the three functions under gunicorn; as on Knative, the status function runs
+receiver plus the functions under gunicorn. As on Knative, each stage runs once per lane
+(`<stage>` and `<stage>-bulk`; functions/common/lanes.py) and the status function
 twice: `status` (public, no dead-letter sink) and `status-dead-letter` (the Triggers'
 dead-letter sink, reached only by the broker). Two stacks can run at once.
 
@@ -12,6 +13,8 @@ dead-letter sink, reached only by the broker). Two stacks can run at once.
 from __future__ import annotations
 
 import argparse
+import copy
+import functools
 import os
 import shutil
 import signal
@@ -29,13 +32,14 @@ import boto3
 import jwt
 import redis
 import requests
-import yaml
 
 from devstack import fault_proxy
 from devstack.make_test_model_pack import build_pack
 from devstack.processes import children
 from functions.common.config import JWT_HMAC_ALGORITHM, StorageSettings
+from functions.common.lanes import Lane, service_name
 from functions.common.pipeline import PIPELINE
+from scripts.kustomize_render import render as render_kustomization
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN_CONF = ROOT / "functions" / "common" / "gunicorn_conf.py"
@@ -44,6 +48,13 @@ _WORKER_VARIABLES = ("WEB_CONCURRENCY", "GUNICORN_THREADS")
 REGION = "us-east-1"
 CREDENTIAL = "local"
 LAMBDA_FUNCTION = "photo-db-update"
+# Each stage runs once per lane, as the Knative Service of that lane (functions/common/lanes.py).
+STAGE_SERVICES = tuple(service_name(stage.name, lane) for stage in PIPELINE for lane in Lane)
+# On a cluster each lane's Service has its own pods, each with the CPU it requests, so bulk
+# work never takes an interactive photo's CPU; here every process shares this machine's, so
+# the bulk lane runs at a lower CPU priority instead (nice 10: about a tenth of the CPU share
+# of the interactive lane's processes while both are busy, all of it while they are idle).
+LANE_NICENESS = {Lane.INTERACTIVE: 0, Lane.BULK: 10}
 
 
 def free_port() -> int:
@@ -154,12 +165,21 @@ class Processes:
         """The process ids of a gunicorn server's workers (its master's children)."""
         return children(self.pids()[name])
 
-    def gunicorn(self, name: str, app: str, env: dict[str, str], ready_timeout: float = 30) -> str:
-        """`app` under gunicorn as deployed (functions/common/gunicorn_conf.py), its metrics
-        under `<workdir>/metrics/<name>`; its URL once `/healthz` answers."""
+    def gunicorn(
+        self,
+        name: str,
+        app: str,
+        env: dict[str, str],
+        ready_timeout: float = 30,
+        niceness: int = 0,
+    ) -> str:
+        """`app` under gunicorn as deployed (functions/common/gunicorn_conf.py), at `niceness`,
+        its metrics under `<workdir>/metrics/<name>`; its URL once `/healthz` answers."""
         metrics_dir = self.workdir / "metrics" / name
         metrics_dir.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), app]
+        if niceness:
+            command = ["nice", "-n", str(niceness), *command]
         env = {"PORT": "{port}", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), **env}
         return self.http(name, command, "/healthz", env, ready_timeout)
 
@@ -280,12 +300,21 @@ class Stack(ABC):
 
 
 def service_template(name: str) -> dict[str, Any] | None:
-    """The pod template of a function's Knative Service (knative/app/<name>.yaml); None where
-    it has no Service there."""
-    manifest = ROOT / "knative" / "app" / f"{name}.yaml"
-    if not manifest.exists():
-        return None
-    return yaml.safe_load(manifest.read_text())["spec"]["template"]
+    """The pod template of the Knative Service `name` as knative/app/ renders it (a stage's
+    bulk lane, `<stage>-bulk`, is its stage's Service renamed by knative/app/lanes/bulk/); a
+    copy, for the caller to keep. None where there is no such Service."""
+    template = _knative_service_templates().get(name)
+    return None if template is None else copy.deepcopy(template)
+
+
+@functools.cache
+def _knative_service_templates() -> dict[str, dict[str, Any]]:
+    """Every Knative Service's pod template, by name: knative/app/ rendered once a process."""
+    return {
+        manifest["metadata"]["name"]: manifest["spec"]["template"]
+        for manifest in render_kustomization(ROOT / "knative" / "app")
+        if (manifest["apiVersion"], manifest["kind"]) == ("serving.knative.dev/v1", "Service")
+    }
 
 
 def service_workers(name: str) -> dict[str, str]:
@@ -390,12 +419,15 @@ class LocalStack(Stack):
             Bucket=self.config.bucket, VersioningConfiguration={"Status": "Enabled"}
         )
         for stage in PIPELINE:
-            self.urls[stage.name] = self._spawn_function(
-                stage.name,
-                f"functions.{stage.name}.app",
-                service_workers(stage.name),
-                ready_timeout=120,  # a model loads and warms up before /healthz answers
-            )
+            for lane in Lane:
+                name = service_name(stage.name, lane)
+                self.urls[name] = self._spawn_function(
+                    name,
+                    f"functions.{stage.name}.app",
+                    service_workers(name),
+                    ready_timeout=120,  # a model loads and warms up before /healthz answers
+                    niceness=LANE_NICENESS[lane],
+                )
         self.urls["status"] = self._spawn_function(
             "status",
             "functions.status.app",
@@ -428,7 +460,7 @@ class LocalStack(Stack):
                 str(ROOT / "eventing" / "triggers.yaml"),
                 *(
                     arg
-                    for name in (*PIPELINE.names, "status-dead-letter")
+                    for name in (*STAGE_SERVICES, "status-dead-letter")
                     for arg in ("--service", f"{name}={self.urls[name]}")
                 ),
             ],
@@ -459,10 +491,16 @@ class LocalStack(Stack):
         return self._processes.http(f"{upstream}-proxy", command, fault_proxy.CONTROL_PATH)
 
     def _spawn_function(
-        self, name: str, module: str, env: dict[str, str] | None = None, ready_timeout: float = 30
+        self,
+        name: str,
+        module: str,
+        env: dict[str, str] | None = None,
+        ready_timeout: float = 30,
+        niceness: int = 0,
     ) -> str:
         env = {**self.env, **self._tracing_env(name), **(env or {})}
-        return self._processes.gunicorn(name, f"{module}:create_app()", env, ready_timeout)
+        app = f"{module}:create_app()"
+        return self._processes.gunicorn(name, app, env, ready_timeout, niceness)
 
     def _tracing_env(self, service: str) -> dict[str, str]:
         """OTLP export as `service`, flushed every 100 ms; none (tracing off) by default."""

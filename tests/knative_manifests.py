@@ -44,6 +44,7 @@ STANDARD_KINDS = {
     ("apps/v1", "Deployment"),
     ("apps/v1", "StatefulSet"),
     ("networking.k8s.io/v1", "NetworkPolicy"),
+    ("scheduling.k8s.io/v1", "PriorityClass"),
 }
 KSVC = ("serving.knative.dev/v1", "Service")
 

@@ -73,7 +73,8 @@ def built_image(service: dict) -> str:
     return container(service)["image"].removeprefix("photo-pipeline/")
 
 
-# Knative Service -> the image it runs: status-dead-letter runs status's.
+# Knative Service -> the image it runs: status-dead-letter runs status's, a stage's bulk lane
+# (<stage>-bulk) its stage's.
 SERVICE_IMAGES = {s["metadata"]["name"]: built_image(s) for s in knative_services()}
 
 
@@ -268,7 +269,9 @@ def test_a_dry_run_applies_with_kubectl_apply_k_then_waits_for_every_knative_res
         *(f"ksvc/{name}" for name in SERVICE_IMAGES),
         "broker/photos",
         "trigger/thumbnail",
+        "trigger/thumbnail-bulk",
         "trigger/embed",
+        "trigger/embed-bulk",
         "sinkbinding/b2-receiver",
     }
     assert steps.index(apply) < min(i for i, c in enumerate(steps) if c[:2] == ["kubectl", "wait"])

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from functions.common.lanes import Lane, service_name
+from functions.common.pipeline import PIPELINE
 from scripts import build_images
 from scripts.build_images import (
     DEFAULT_BASE_IMAGE,
@@ -54,6 +56,14 @@ IMAGE = {image.name: image for image in IMAGES}
 COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text()
 COMPOSE = yaml.safe_load(COMPOSE_TEXT)
 FUNCTION_SERVICES = ["thumbnail", "embed", "status", "status-dead-letter", "b2-receiver"]
+# Compose runs one container per function: each lane's Knative Service of a stage (`thumbnail`,
+# `thumbnail-bulk`, ...) is its stage's container there.
+LANE_SERVICES = {service_name(stage.name, lane): stage.name for stage in PIPELINE for lane in Lane}
+
+
+def compose_service(knative_name: str) -> str:
+    """The docker-compose.yml service that runs the Knative Service `knative_name`."""
+    return LANE_SERVICES.get(knative_name, knative_name)
 
 
 def instructions(dockerfile: str) -> list[tuple[str, str]]:
@@ -489,12 +499,22 @@ def test_compose_broker_routes_by_the_trigger_manifests_to_every_service_they_na
         )
     }
     assert set(routes) == named
-    assert all(routes[name] == f"http://{name}:8080" for name in named)
+    assert all(routes[name] == f"http://{compose_service(name)}:8080" for name in named)
+    # Both lanes of a stage reach its one container.
+    assert {routes[name] for name in LANE_SERVICES} == {
+        f"http://{stage.name}:8080" for stage in PIPELINE
+    }
+
+
+def test_compose_runs_every_knative_service_as_a_container_of_its_function():
+    assert {compose_service(s["metadata"]["name"]) for s in knative_services()} <= set(
+        COMPOSE["services"]
+    )
 
 
 @pytest.mark.parametrize("name", [s["metadata"]["name"] for s in knative_services()])
 def test_compose_gives_each_function_every_secret_its_knative_service_reads(name):
-    environment = COMPOSE["services"][name]["environment"]
+    environment = COMPOSE["services"][compose_service(name)]["environment"]
     assert set(secret_env(knative_service(name))) <= set(environment)
 
 

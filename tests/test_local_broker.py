@@ -9,20 +9,22 @@ import pytest
 import requests
 import yaml
 
-from devstack.local_broker import LocalBroker, parse_duration
+from devstack.local_broker import LocalBroker, parse_duration, parse_filter
+from devstack.stack import STAGE_SERVICES
 from functions.common.events import OBJECT_CREATED, PhotoRef, binary_http, new_event, photo_data
+from functions.common.lanes import Lane
 from functions.common.pipeline import PIPELINE
 
 THUMBNAIL_CREATED = PIPELINE["thumbnail"].created
 
 TRIGGERS = Path(__file__).resolve().parent.parent / "eventing" / "triggers.yaml"
-# The Knative Services the Triggers name: subscribers and the dead-letter sink.
-SERVICES = ("thumbnail", "embed", "status-dead-letter")
+# The Knative Services the Triggers name: each stage's per lane, and the dead-letter sink.
+SERVICES = (*STAGE_SERVICES, "status-dead-letter")
 
 
-def event(event_type, key="ann/a.jpg"):
+def event(event_type, key="ann/a.jpg", lane=Lane.INTERACTIVE):
     photo = PhotoRef(bucket="photos", key=key, version_id="v1", user_id="ann")
-    return new_event(event_type, "/test", photo, photo_data(photo))
+    return new_event(event_type, "/test", photo, photo_data(photo), lane=lane)
 
 
 def reply_with(event_type):
@@ -79,18 +81,23 @@ def publish(broker, cloudevent):
     assert response.status_code == 202
 
 
+def received_by(sinks):
+    """How many events each Service received, those that received any."""
+    return {name: len(sink.received) for name, sink in sinks.items() if sink.received}
+
+
 def test_an_upload_event_goes_to_thumbnail_only(start_broker):
     broker, sinks = start_broker()
     publish(broker, event(OBJECT_CREATED))
     assert broker.wait_idle(5)
-    assert [len(sinks[name].received) for name in SERVICES] == [1, 0, 0]
+    assert received_by(sinks) == {"thumbnail": 1}
 
 
 def test_a_thumbnail_event_goes_to_embed_only(start_broker):
     broker, sinks = start_broker()
     publish(broker, event(THUMBNAIL_CREATED))
     assert broker.wait_idle(5)
-    assert [len(sinks[name].received) for name in SERVICES] == [0, 1, 0]
+    assert received_by(sinks) == {"embed": 1}
 
 
 def test_an_event_no_trigger_matches_is_accepted_and_dropped(start_broker):
@@ -227,7 +234,21 @@ def test_stats_report_deliveries_per_trigger_and_nothing_in_flight_when_quiet(st
     assert stats["received"] == 2
     assert stats["triggers"]["thumbnail"]["delivered"] == 1
     assert stats["triggers"]["embed"]["delivered"] == 1
+    assert stats["triggers"]["embed"]["delivered_by_user"] == {"ann": 1}
     assert stats["in_flight"] == 0
+
+
+def test_a_bulk_photo_goes_to_the_bulk_services_and_its_reply_stays_in_the_bulk_lane(
+    start_broker,
+):
+    def reply_in_bulk(received):
+        headers, body = binary_http(event(THUMBNAIL_CREATED, received["subject"], Lane.BULK))
+        return body, 200, headers
+
+    broker, sinks = start_broker(**{"thumbnail-bulk": reply_in_bulk})
+    publish(broker, event(OBJECT_CREATED, "ann/big.jpg", Lane.BULK))
+    assert broker.wait_idle(5)
+    assert received_by(sinks) == {"thumbnail-bulk": 1, "embed-bulk": 1}
 
 
 def test_health_check_answers_200(start_broker):
@@ -246,3 +267,35 @@ def test_iso_8601_durations_are_read_in_seconds(text, seconds):
 def test_a_malformed_duration_is_refused(text):
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+# -- Knative's new trigger filters (spec.filters) ------------------------------------------------
+
+
+def test_an_exact_filter_matches_only_events_that_have_the_attribute_with_that_value():
+    matches = parse_filter({"exact": {"type": OBJECT_CREATED, "lane": "bulk"}})
+    assert matches(event(OBJECT_CREATED, lane=Lane.BULK))
+    assert not matches(event(OBJECT_CREATED, lane=Lane.INTERACTIVE))
+
+
+def test_not_exact_matches_an_event_that_lacks_the_attribute():
+    lane_less = event(OBJECT_CREATED)
+    del lane_less["lane"]
+    assert parse_filter({"not": {"exact": {"lane": "bulk"}}})(lane_less)
+
+
+def test_prefix_and_suffix_never_match_an_absent_attribute():
+    for dialect in ("prefix", "suffix"):
+        assert not parse_filter({dialect: {"nosuchattribute": ""}})(event(OBJECT_CREATED))
+
+
+def test_all_needs_every_expression_and_any_needs_one():
+    created = event(OBJECT_CREATED)
+    yes, no = {"prefix": {"type": "com.backblaze."}}, {"suffix": {"type": ".deleted"}}
+    assert parse_filter({"any": [yes, no]})(created)
+    assert not parse_filter({"all": [yes, no]})(created)
+
+
+def test_a_filter_dialect_the_local_broker_cannot_evaluate_is_refused():
+    with pytest.raises(ValueError, match="cesql"):
+        parse_filter({"cesql": "type = 'x'"})

@@ -18,6 +18,8 @@ import yaml
 
 from devstack.local_broker import Delivery, parse_duration
 from functions.common.config import DeadLetterSettings, EventAuthSettings
+from functions.common.lanes import Lane, service_name
+from functions.common.pipeline import PIPELINE
 from functions.embed.settings import EmbedSettings
 from scripts.deploy import EXAMPLE_SECRETS, referenced_secret_keys
 from scripts.kustomize_render import KustomizationError, read_env_file, render
@@ -42,6 +44,10 @@ from tests.knative_manifests import (
 )
 
 FUNCTIONS = ("thumbnail", "embed", "status")
+# Each stage's Knative Service in each lane (functions/common/lanes.py) -> its stage.
+STAGE_OF_SERVICE = {
+    service_name(stage.name, lane): stage.name for stage in PIPELINE for lane in Lane
+}
 AUTOSCALING = "autoscaling.knative.dev/"
 # Every per-revision autoscaling annotation Knative Serving reads.
 AUTOSCALING_KEYS = {
@@ -129,6 +135,185 @@ def test_the_renderer_refuses_kustomize_fields_it_does_not_implement(tmp_path: P
         render(tmp_path)
 
 
+# nameSuffix, as knative/app/lanes/ uses it: a Knative Service written once (stages/), included
+# as it is and through a kustomization that renames it, each then patched by its own name.
+KNATIVE_SERVICE = """apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  name: embed
+spec:
+  template:
+    metadata:
+      annotations: {autoscaling.knative.dev/min-scale: "1"}
+    spec:
+      containers: [{image: photo-pipeline/embed}]
+"""
+
+
+def scale_patch(name: str, min_scale: str, namespace: str | None = None) -> str:
+    metadata = {"name": name, **({"namespace": namespace} if namespace else {})}
+    return yaml.safe_dump(
+        {
+            "apiVersion": "serving.knative.dev/v1",
+            "kind": "Service",
+            "metadata": metadata,
+            "spec": {
+                "template": {"metadata": {"annotations": {AUTOSCALING + "min-scale": min_scale}}}
+            },
+        }
+    )
+
+
+SUFFIX_TREE = {
+    "stages/kustomization.yaml": "resources: [embed.yaml]\n",
+    "stages/embed.yaml": KNATIVE_SERVICE,
+    # A Namespace keeps its name under nameSuffix, as in kustomize.
+    "bulk/kustomization.yaml": (
+        "resources: [../stages, namespace.yaml]\nnameSuffix: -bulk\npatches: [{path: scale.yaml}]\n"
+    ),
+    "bulk/namespace.yaml": "apiVersion: v1\nkind: Namespace\nmetadata: {name: photos}\n",
+    # Patches apply before the suffix: this one names the Service it renames.
+    "bulk/scale.yaml": scale_patch("embed", "0"),
+    "app/kustomization.yaml": "namespace: photos\nresources: [../stages, ../bulk]\n",
+    # Above the rename, a patch finds its target by any name and namespace it has had: the new
+    # name is only the copy; the old one, without a namespace, both (kustomize refuses that);
+    # the old one in the namespace, only the Service that has had both at once.
+    "by-new-name/kustomization.yaml": "resources: [../app]\npatches: [{path: p.yaml}]\n",
+    "by-new-name/p.yaml": scale_patch("embed-bulk", "2"),
+    "by-old-name/kustomization.yaml": "resources: [../app]\npatches: [{path: p.yaml}]\n",
+    "by-old-name/p.yaml": scale_patch("embed", "2"),
+    "by-old-name-in-namespace/kustomization.yaml": (
+        "resources: [../app]\npatches: [{path: p.yaml}]\n"
+    ),
+    "by-old-name-in-namespace/p.yaml": scale_patch("embed", "2", namespace="photos"),
+    # A patch with a `target` goes onto every resource the target selects, whatever it names.
+    "targeted/kustomization.yaml": (
+        "resources: [../app]\npatches:\n"
+        "  - {path: p.yaml, target: {group: serving.knative.dev, kind: Service}}\n"
+    ),
+    "targeted/p.yaml": scale_patch("any", "3"),
+    "targeted-by-name/kustomization.yaml": (
+        "resources: [../app]\npatches: [{path: p.yaml, target: {kind: Service, name: embed}}]\n"
+    ),
+    "targeted-by-name/p.yaml": scale_patch("any", "3"),
+}
+
+
+def write_tree(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def min_scales(manifests: list[dict]) -> dict[str, str]:
+    return {
+        m["metadata"]["name"]: annotations(m)[AUTOSCALING + "min-scale"]
+        for m in manifests
+        if (m["apiVersion"], m["kind"]) == KSVC
+    }
+
+
+@pytest.mark.parametrize(
+    ("kustomization", "expected"),
+    [
+        ("bulk", {"embed-bulk": "0"}),
+        ("app", {"embed": "1", "embed-bulk": "0"}),
+        ("by-new-name", {"embed": "1", "embed-bulk": "2"}),
+        ("by-old-name-in-namespace", {"embed": "2", "embed-bulk": "0"}),
+        ("targeted", {"embed": "3", "embed-bulk": "3"}),
+        ("targeted-by-name", {"embed": "3", "embed-bulk": "3"}),
+    ],
+)
+def test_the_renderer_suffixes_names_and_patches_by_any_name_a_resource_had(
+    tmp_path: Path, kustomization, expected
+):
+    manifests = render(write_tree(tmp_path, SUFFIX_TREE) / kustomization)
+    assert min_scales(manifests) == expected
+    services = [m for m in manifests if (m["apiVersion"], m["kind"]) == KSVC]
+    assert {container(m)["image"] for m in services} == {"photo-pipeline/embed"}
+    if kustomization == "bulk":
+        assert find(tuple(manifests), "v1", "Namespace", "photos")
+
+
+def test_the_renderer_refuses_a_patch_that_names_a_service_and_its_renamed_copy(tmp_path: Path):
+    with pytest.raises(KustomizationError, match="matches 2 resources"):
+        render(write_tree(tmp_path, SUFFIX_TREE) / "by-old-name")
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+@pytest.mark.parametrize(
+    "kustomization",
+    [
+        "bulk",
+        "app",
+        "by-new-name",
+        "by-old-name",
+        "by-old-name-in-namespace",
+        "targeted",
+        "targeted-by-name",
+    ],
+)
+def test_the_renderers_name_suffix_matches_kubectl_kustomize(tmp_path: Path, kustomization):
+    directory = write_tree(tmp_path, SUFFIX_TREE) / kustomization
+    kubectl = subprocess.run(
+        ["kubectl", "kustomize", str(directory)], capture_output=True, text=True
+    )
+    try:
+        ours = render(directory)
+    except KustomizationError:
+        assert kubectl.returncode != 0  # refused by both
+        return
+    assert kubectl.returncode == 0, kubectl.stderr
+    assert ours == list(yaml.safe_load_all(kubectl.stdout))
+
+
+@pytest.mark.parametrize(
+    ("files", "refusal"),
+    [
+        # kustomize would rename the ConfigMap and every reference to it: not reproduced here.
+        (
+            {
+                "kustomization.yaml": "resources: [c.yaml]\nnameSuffix: -bulk\n",
+                "c.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\n",
+            },
+            "nameSuffix on v1 ConfigMap settings is not supported",
+        ),
+        # kustomize would point the StatefulSet's serviceName at the renamed Service.
+        (
+            {
+                "stages/kustomization.yaml": "resources: [embed.yaml]\n",
+                "stages/embed.yaml": KNATIVE_SERVICE,
+                "bulk/kustomization.yaml": "resources: [../stages]\nnameSuffix: -bulk\n",
+                "kustomization.yaml": "resources: [bulk, set.yaml]\n",
+                "set.yaml": "apiVersion: apps/v1\nkind: StatefulSet\n"
+                "metadata: {name: s}\nspec: {serviceName: embed}\n",
+            },
+            "names renamed Service 'embed'",
+        ),
+        # Two resources with one id, as kustomize refuses them.
+        (
+            {
+                "kustomization.yaml": "resources: [stages, stages]\n",
+                "stages/kustomization.yaml": "resources: [embed.yaml]\n",
+                "stages/embed.yaml": KNATIVE_SERVICE,
+            },
+            "already registered id Service/embed",
+        ),
+        (
+            {"kustomization.yaml": "resources: []\nnameSuffix: [-bulk]\n"},
+            "nameSuffix must be a string",
+        ),
+    ],
+    ids=["configmap", "statefulset-reference", "duplicate-id", "not-a-string"],
+)
+def test_the_renderer_refuses_what_it_cannot_rename_as_kustomize_would(
+    tmp_path: Path, files, refusal
+):
+    with pytest.raises(KustomizationError, match=re.escape(refusal)):
+        render(write_tree(tmp_path, files))
+
+
 # -- autoscaling -------------------------------------------------------------------------------
 
 
@@ -192,7 +377,7 @@ def test_embed_progress_deadline_outlasts_its_startup_probe():
     assert seconds(deadline) > window
 
 
-@pytest.mark.parametrize("name", ["thumbnail", "embed"])
+@pytest.mark.parametrize("name", sorted(STAGE_OF_SERVICE))
 def test_a_service_answers_within_its_triggers_delivery_timeout(name):
     (trigger,) = [t for t in triggers() if t["spec"]["subscriber"]["ref"]["name"] == name]
     timeout = seconds(trigger["spec"]["delivery"]["timeout"].removeprefix("PT").lower())
@@ -320,7 +505,9 @@ def test_only_the_webhook_and_status_endpoints_are_public():
         "status": "public",
         "status-dead-letter": "cluster-local",
         "thumbnail": "cluster-local",
+        "thumbnail-bulk": "cluster-local",
         "embed": "cluster-local",
+        "embed-bulk": "cluster-local",
     }
 
 
@@ -397,14 +584,23 @@ def test_each_trigger_delivers_with_a_token_its_destinations_accept(overlay):
             )
 
 
+def subscriber_stage(trigger: dict) -> str:
+    return STAGE_OF_SERVICE[trigger["spec"]["subscriber"]["ref"]["name"]]
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_a_stage_accepts_only_its_own_triggers_identity(overlay):
-    by_subscriber = {t["spec"]["subscriber"]["ref"]["name"]: t for t in triggers(overlay)}
-    for name, trigger in by_subscriber.items():
+def test_a_stage_accepts_only_its_own_triggers_identities(overlay):
+    """Both lanes of a stage are one function: each lane's Service accepts the tokens of its
+    stage's Triggers, one per lane, and of no other stage's."""
+    for trigger in triggers(overlay):
+        name = trigger["spec"]["subscriber"]["ref"]["name"]
         accepted = settings_read_from(
             deployed_env(knative_service(name, overlay), overlay), EventAuthSettings
         )
-        others = [t for t in by_subscriber.values() if t is not trigger]
+        own = [t for t in triggers(overlay) if subscriber_stage(t) == subscriber_stage(trigger)]
+        others = [t for t in triggers(overlay) if t not in own]
+        assert len(own) == len(Lane)
+        assert all(accepted.allows(trigger_identity(t)) for t in own)
         assert others and not any(accepted.allows(trigger_identity(t)) for t in others)
 
 

@@ -1,10 +1,13 @@
-"""A new stage is a row in pipeline.toml, its function's folder and its Trigger: nothing else.
+"""A new stage is a row in pipeline.toml, its function's folder, its Triggers (one per lane)
+and its Knative Service: nothing else.
 
-The test copies the code a local stack runs (functions/, eventing/, devstack/, knative/) into
-a temporary tree, adds a toy third stage there the way a developer would (a table row, a
-`functions/caption/app.py` handler, a Trigger on the embed stage's reply) and runs a photo
-through that tree's local stack: the broker routes to the new stage, the status API counts
-it, and the admin API lists it with its default thresholds.
+The test copies the code a local stack runs (functions/, eventing/, devstack/, knative/, and
+scripts/, whose renderer reads knative/) into a temporary tree, adds a toy third stage there
+the way a developer would (a table row, a `functions/caption/app.py` handler, a Trigger per
+lane on the embed stage's reply, a Service in knative/app/stages/, which the bulk lane then
+runs as `caption-bulk` with no change of its own) and runs a photo through that tree's local
+stack: the broker routes to the new stage, the status API counts it, and the admin API lists
+it with its default thresholds.
 """
 
 from __future__ import annotations
@@ -19,11 +22,15 @@ from pathlib import Path
 
 import pytest
 
+from functions.common.lanes import LANE_EXTENSION, Lane, service_name
 from functions.common.pipeline import PIPELINE
+from scripts.kustomize_render import render
+from tests.knative_manifests import container, find
 from tests.pipelines import CAPTION_ROW
 
 ROOT = Path(__file__).resolve().parent.parent
-COPIED = ("functions", "eventing", "devstack", "knative")
+COPIED = ("functions", "eventing", "devstack", "knative", "scripts")
+STAGES_KUSTOMIZATION = "knative/app/stages/kustomization.yaml"
 
 HANDLER = """
 from functions.common.config import StatusSettings
@@ -41,21 +48,23 @@ def create_app():
     return create_stage_app(PIPELINE["caption"], caption, store)
 """
 
-TRIGGER = f"""---
+# One per lane, as eventing/triggers.yaml has them for every stage.
+TRIGGER = """---
 apiVersion: eventing.knative.dev/v1
 kind: Trigger
 metadata:
-  name: caption
+  name: {service}
 spec:
   broker: photos
   filter:
     attributes:
-      type: {PIPELINE.stages[-1].created}
+      type: {event_type}
+      {lane_attribute}: {lane}
   subscriber:
     ref:
       apiVersion: serving.knative.dev/v1
       kind: Service
-      name: caption
+      name: {service}
   delivery:
     retry: 2
     backoffPolicy: exponential
@@ -101,15 +110,33 @@ with LocalStack(config) as stack:
 """
 
 
+def caption_service(tree: Path) -> str:
+    """The new stage's Knative Service, as a developer writes it: the thumbnail stage's, its
+    name, image, audience and senders the caption stage's."""
+    return (tree / "knative/app/stages/thumbnail.yaml").read_text().replace("thumbnail", "caption")
+
+
 def add_caption_stage(tree: Path) -> None:
-    """What a developer adds for a new stage: the row, the handler, the Trigger."""
+    """What a developer adds for a new stage: the row, the handler, a Trigger per lane, the
+    Service (the bulk lane's comes from knative/app/lanes/bulk/ as it is)."""
     with (tree / "functions/common/pipeline.toml").open("a") as table:
         table.write(CAPTION_ROW)
     (tree / "functions/caption").mkdir()
     (tree / "functions/caption/__init__.py").write_text("")
     (tree / "functions/caption/app.py").write_text(HANDLER)
     with (tree / "eventing/triggers.yaml").open("a") as triggers:
-        triggers.write(TRIGGER)
+        for lane in Lane:
+            triggers.write(
+                TRIGGER.format(
+                    service=service_name("caption", lane),
+                    event_type=PIPELINE.stages[-1].created,
+                    lane_attribute=LANE_EXTENSION,
+                    lane=lane.value,
+                )
+            )
+    (tree / "knative/app/stages/caption.yaml").write_text(caption_service(tree))
+    with (tree / STAGES_KUSTOMIZATION).open("a") as kustomization:
+        kustomization.write("  - caption.yaml\n")
 
 
 def changed_files(tree: Path) -> set[str]:
@@ -128,7 +155,8 @@ def changed_files(tree: Path) -> set[str]:
 def three_stages(tmp_path_factory, test_model_pack):
     tree = tmp_path_factory.mktemp("tree")
     for top in COPIED:
-        shutil.copytree(ROOT / top, tree / top, ignore=shutil.ignore_patterns("__pycache__"))
+        ignored = shutil.ignore_patterns("__pycache__", "node_modules")
+        shutil.copytree(ROOT / top, tree / top, ignore=ignored)
     add_caption_stage(tree)
     changed = changed_files(tree)
     env = {**os.environ, "PYTHONPATH": str(tree)}
@@ -136,21 +164,33 @@ def three_stages(tmp_path_factory, test_model_pack):
     command = [sys.executable, "-c", DRIVER, str(test_model_pack.parent), str(work)]
     run = subprocess.run(command, cwd=tree, env=env, capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stderr[-3000:]
-    return changed, json.loads(run.stdout.strip().splitlines()[-1])
+    return changed, json.loads(run.stdout.strip().splitlines()[-1]), tree
 
 
-def test_the_new_stage_needs_only_its_row_its_folder_and_its_trigger(three_stages):
-    changed, _ = three_stages
+def test_the_new_stage_needs_only_its_row_its_folder_its_triggers_and_its_service(three_stages):
+    changed, _, _ = three_stages
     assert changed == {
         "functions/common/pipeline.toml",
         "functions/caption/__init__.py",
         "functions/caption/app.py",
         "eventing/triggers.yaml",
+        "knative/app/stages/caption.yaml",
+        STAGES_KUSTOMIZATION,
     }
 
 
+def test_the_new_stage_runs_in_both_lanes_from_its_one_service(three_stages):
+    _, _, tree = three_stages
+    manifests = tuple(render(tree / "knative" / "app"))
+    services = [
+        find(manifests, "serving.knative.dev/v1", "Service", n) for n in ("caption", "caption-bulk")
+    ]
+    assert all(services)
+    assert {container(service)["image"] for service in services} == {"photo-pipeline/caption"}
+
+
 def test_a_photo_goes_through_the_new_stage_and_the_status_counts_it(three_stages):
-    _, answers = three_stages
+    _, answers, _ = three_stages
     status = answers["status"]
     counts = status["counts"]
     assert (status["phase"], status["run"]["progress"]) == ("idle", 1.0)
@@ -164,7 +204,7 @@ def test_a_photo_goes_through_the_new_stage_and_the_status_counts_it(three_stage
 
 
 def test_the_admin_overview_lists_the_new_stage_with_its_default_thresholds(three_stages):
-    _, answers = three_stages
+    _, answers, _ = three_stages
     overview = answers["overview"]
     assert [stage["name"] for stage in overview["pipeline"]] == [*PIPELINE.names, "caption"]
     assert overview["stages"]["caption"]["throughput_per_min"] == 1

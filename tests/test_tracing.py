@@ -28,7 +28,7 @@ from devstack import otlp_receiver
 from devstack.local_broker import LocalBroker
 from devstack.make_test_model_pack import build_pack
 from devstack.sample_photos import sample_photo
-from devstack.stack import LocalStack, StackConfig
+from devstack.stack import STAGE_SERVICES, LocalStack, StackConfig
 from functions.common.events import OBJECT_CREATED, PhotoRef, binary_http, new_event, photo_data
 from functions.common.telemetry import (
     add_trace_context,
@@ -122,11 +122,8 @@ def local_broker(event_sink):
         headers, body = binary_http(created)
         return body, 200, headers
 
-    sinks = {
-        "thumbnail": event_sink(reply),
-        "embed": event_sink(),
-        "status-dead-letter": event_sink(),
-    }
+    sinks = {name: event_sink() for name in (*STAGE_SERVICES, "status-dead-letter")}
+    sinks["thumbnail"] = event_sink(reply)
     broker = LocalBroker.from_manifests([TRIGGERS], {name: s.url for name, s in sinks.items()})
     url = broker.start()
     yield url, sinks

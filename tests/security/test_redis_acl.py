@@ -136,6 +136,8 @@ def test_every_component_reads_its_own_users_url():
         "b2-receiver": "REDIS_URL_RECEIVER",
         "thumbnail": "REDIS_URL_STAGE",
         "embed": "REDIS_URL_STAGE",
+        "thumbnail-bulk": "REDIS_URL_STAGE",
+        "embed-bulk": "REDIS_URL_STAGE",
         "status": "REDIS_URL_STATUS",
         "status-dead-letter": "REDIS_URL_STATUS",
     }
