@@ -52,9 +52,9 @@ LAMBDA_FUNCTION = "photo-db-update"
 STAGE_SERVICES = tuple(service_name(stage.name, lane) for stage in PIPELINE for lane in Lane)
 # On a cluster each lane's Service has its own pods, each with the CPU it requests, so bulk
 # work never takes an interactive photo's CPU; here every process shares this machine's, so
-# the bulk lane runs at a lower CPU priority instead (nice 10: about a tenth of the CPU share
-# of the interactive lane's processes while both are busy, all of it while they are idle).
-LANE_NICENESS = {Lane.INTERACTIVE: 0, Lane.BULK: 10}
+# the bulk lane runs at the lowest CPU priority instead (nice 19: a seventieth of the CPU share
+# of an interactive lane's process while both are busy, all of it while they are idle).
+LANE_NICENESS = {Lane.INTERACTIVE: 0, Lane.BULK: 19}
 
 
 def free_port() -> int:

@@ -47,7 +47,7 @@ from eventing.b2_webhook import (
 from functions.common.config import ReceiverSettings, RequestLimits, StatusSettings
 from functions.common.errors import TransientError
 from functions.common.events import OBJECT_CREATED, binary_http, new_event, photo_data
-from functions.common.lanes import Lane, lane_for_backlog
+from functions.common.lanes import Lane, next_lane
 from functions.common.logs import photo_context
 from functions.common.metrics import (
     RECEIVER_EVENTS_ACCEPTED,
@@ -173,11 +173,18 @@ class Acceptor:
             if self.seen.is_seen(upload.event_id):
                 RECEIVER_EVENTS_DUPLICATE.inc()
                 return None
-            lane = lane_for_backlog(self.store.backlog(photo.user_id), self.interactive_below)
+            lane = self._lane(photo.user_id)
             self.publisher.publish(_upload_event(upload, lane))
             self.store.record(photo.user_id, photo.photo_id, UPLOADED, at=photo.uploaded_at)
             self.seen.remember(upload.event_id)
             return lane
+
+    def _lane(self, user_id: str) -> Lane:
+        backlog = self.store.backlog(user_id)
+        lane = next_lane(backlog.waiting, backlog.in_bulk, self.interactive_below)
+        if (lane is Lane.BULK) != backlog.in_bulk:
+            self.store.set_bulk(user_id, lane is Lane.BULK)
+        return lane
 
 
 @dataclass

@@ -2,21 +2,25 @@
 in, and which Knative Service runs a stage for a lane."""
 
 from functions.common.events import OBJECT_CREATED, PhotoRef, new_event, photo_data
-from functions.common.lanes import Lane, lane_for_backlog, lane_of, service_name
+from functions.common.lanes import Lane, lane_of, next_lane, service_name
 
 PHOTO = PhotoRef("photos", "ann/1.jpg", "v1", "ann")
 
 
 def test_a_backlog_below_the_threshold_is_interactive():
-    assert lane_for_backlog(9, interactive_below=10) is Lane.INTERACTIVE
+    assert next_lane(9, in_bulk=False, interactive_below=10) is Lane.INTERACTIVE
 
 
 def test_a_backlog_at_the_threshold_is_bulk():
-    assert lane_for_backlog(10, interactive_below=10) is Lane.BULK
+    assert next_lane(10, in_bulk=False, interactive_below=10) is Lane.BULK
 
 
-def test_a_threshold_of_zero_puts_every_upload_in_the_bulk_lane():
-    assert lane_for_backlog(0, interactive_below=0) is Lane.BULK
+def test_a_user_in_the_bulk_lane_stays_there_while_any_photo_of_theirs_waits():
+    assert next_lane(1, in_bulk=True, interactive_below=10) is Lane.BULK
+
+
+def test_a_user_with_nothing_waiting_is_back_in_the_interactive_lane():
+    assert next_lane(0, in_bulk=True, interactive_below=10) is Lane.INTERACTIVE
 
 
 def test_an_event_carries_its_lane_as_an_extension_attribute():

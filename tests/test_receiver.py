@@ -17,7 +17,7 @@ from redis.retry import Retry
 from devstack.b2_sender import SIGNATURE_HEADER, deliver, object_created, signature
 from eventing.receiver import ca_bundle_with, create_app
 from functions.common.config import ReceiverSettings
-from functions.common.events import OBJECT_CREATED, USER_ID_EXTENSION
+from functions.common.events import OBJECT_CREATED, USER_ID_EXTENSION, PhotoRef
 from functions.common.photo_store import PhotoStore
 from functions.common.seen_events import SeenEvents
 from tests.tls_certificates import CertificateAuthority
@@ -321,6 +321,27 @@ def test_uploads_once_the_users_backlog_reaches_the_threshold_are_published_in_t
         "max/2.jpg": "bulk",
         "max/3.jpg": "bulk",
     }
+
+
+def test_a_user_in_the_bulk_lane_stays_there_until_nothing_of_theirs_waits(start, broker, store):
+    receiver = start(settings_for(broker.url, interactive_backlog=2))
+
+    def upload(n):
+        deliver(receiver, [object_created("photos", f"kim/{n}.jpg", 1000 + n)], SECRET)
+        event = broker.wait_for(n + 1)[n].event
+        return PhotoRef.from_data(event.data).photo_id, event["lane"]
+
+    def finish(photo_id):
+        store.record("kim", photo_id, "thumbnail_failed")
+
+    first, second, third = (upload(n) for n in range(3))
+    assert [lane for _, lane in (first, second, third)] == ["interactive", "interactive", "bulk"]
+    finish(first[0])  # two still wait, under the threshold
+    fourth = upload(3)
+    assert fourth[1] == "bulk"
+    for photo_id, _ in (second, third, fourth):
+        finish(photo_id)
+    assert upload(4)[1] == "interactive"
 
 
 def test_one_users_backlog_does_not_move_another_user_to_the_bulk_lane(start, broker):

@@ -750,10 +750,10 @@ class ReceiverSettings(Settings):
     )
     lane_interactive_backlog: Int = env(
         "LANE_INTERACTIVE_BACKLOG",
-        20,
-        "an upload goes in the `interactive` lane while its user has fewer photos than this "
-        "waiting at any stage, else in the `bulk` lane (functions/common/lanes.py); 0 puts "
-        "every upload in the bulk lane",
+        10,
+        "a user's uploads go in the `bulk` lane once they have this many photos waiting at any "
+        "stage, and until none is (functions/common/lanes.py); before, in the `interactive` "
+        "lane",
     )
     allow_unsigned: Bool = env(
         "B2_WEBHOOK_ALLOW_UNSIGNED",

@@ -1,12 +1,13 @@
 """Lanes: a user with a few photos never waits behind another user's thousands.
 
 A broker delivers first come, first served. So the receiver puts each upload in a lane, the
-CloudEvent extension attribute `lane`: `interactive` while its user has fewer than
-LANE_INTERACTIVE_BACKLOG photos waiting at any stage (a small upload, or the first photos of
-a large one), `bulk` otherwise. Every stage's reply keeps its photo's lane, and each stage
-has a Trigger per lane (eventing/triggers.yaml) to its own Knative Service (the bulk lane's
-is `<stage>-bulk`: same image, its own scaling), so a bulk backlog never queues in front of
-an interactive photo.
+CloudEvent extension attribute `lane`: `interactive` until its user has LANE_INTERACTIVE_BACKLOG
+photos waiting at any stage (a small upload, or the first photos of a large one), then `bulk`
+until none of theirs is waiting any more, so that a user whose backlog hovers around the
+threshold does not flip between the lanes. Every stage's reply keeps its photo's lane, and
+each stage has a Trigger per lane (eventing/triggers.yaml) to its own Knative Service (the
+bulk lane's is `<stage>-bulk`: same image, its own scaling), so a bulk backlog never queues
+in front of an interactive photo.
 """
 
 from __future__ import annotations
@@ -25,9 +26,12 @@ class Lane(StrEnum):
     BULK = "bulk"
 
 
-def lane_for_backlog(backlog: int, interactive_below: int) -> Lane:
-    """The lane of a user's next upload, given the photos of theirs waiting at any stage."""
-    return Lane.INTERACTIVE if backlog < interactive_below else Lane.BULK
+def next_lane(waiting: int, in_bulk: bool, interactive_below: int) -> Lane:
+    """The lane of a user's next upload, given their photos waiting at any stage and whether
+    their uploads went in the bulk lane so far."""
+    if waiting == 0:
+        return Lane.INTERACTIVE
+    return Lane.BULK if in_bulk or waiting >= interactive_below else Lane.INTERACTIVE
 
 
 def lane_of(event: CloudEvent) -> Lane:

@@ -21,6 +21,7 @@ deployment runs):
   they finished (for the retention).
 - `reply:{user}:<stage>:<photo>`, `lease:...`, `attempts:...`: one photo's reply, claim and
   attempts at one stage.
+- `lane:{user}:bulk`: there while the receiver puts the user's uploads in the bulk lane.
 
 Shared by every user, written by separate commands so no script crosses slots:
 - `active_users`: sorted set user -> time of the latest activity (the admin's user list).
@@ -54,6 +55,9 @@ log = logging.getLogger(__name__)
 
 ACTIVE_USERS = "active_users"
 SWEEP_LOCK = "sweeper_lock"
+# How long the receiver remembers that a user's uploads go in the bulk lane, at most: it forgets
+# sooner, once none of their photos waits.
+BULK_LANE_TTL_S = 3600
 # Photos one sweep fails per user and stage, at most: the rest wait for the next sweep.
 _SWEPT_PER_QUEUE = 1000
 
@@ -287,6 +291,10 @@ def _attempt_keys(user_id: str, photo_id: str, stage: str) -> list[str]:
     return [f"reply:{suffix}", f"lease:{suffix}", f"attempts:{suffix}"]
 
 
+def _bulk_key(user_id: str) -> str:
+    return f"lane:{{{user_id}}}:bulk"
+
+
 def samples_key(stage: str) -> str:
     return f"samples:{stage}"
 
@@ -300,6 +308,12 @@ def _encode_sample(sample: StageSample) -> str:
 def decode_sample(member: str) -> StageSample:
     at, duration, reason, _ = member.split("|", 3)
     return StageSample(float(at), float(duration) if duration else None, reason or None)
+
+
+@dataclass(frozen=True)
+class Backlog:
+    waiting: int
+    in_bulk: bool
 
 
 @dataclass(frozen=True)
@@ -443,13 +457,24 @@ class PhotoStore:
             self._redis.zadd(ACTIVE_USERS, {user_id: at}, gt=True)
             return int(self._declare(keys=keys, args=args))
 
-    def backlog(self, user_id: str) -> int:
-        """The user's photos waiting for any stage (the receiver's lane rule)."""
+    def backlog(self, user_id: str) -> Backlog:
+        """The user's photos waiting for any stage, and whether their uploads go in the bulk
+        lane (`set_bulk`): what the receiver chooses a lane by (functions/common/lanes.py)."""
         pipe = self._redis.pipeline(transaction=False)
         for queue in _queue_keys(user_id):
             pipe.zcard(queue)
+        pipe.exists(_bulk_key(user_id))
         with _transient():
-            return sum(pipe.execute())
+            *waiting, in_bulk = pipe.execute()
+        return Backlog(sum(waiting), bool(in_bulk))
+
+    def set_bulk(self, user_id: str, in_bulk: bool) -> None:
+        """Remember that the user's uploads go in the bulk lane, for an hour at most."""
+        with _transient():
+            if in_bulk:
+                self._redis.set(_bulk_key(user_id), "1", ex=BULK_LANE_TTL_S)
+            else:
+                self._redis.delete(_bulk_key(user_id))
 
     def sweep(self, now: float | None = None) -> int:
         """Fail as `timed_out` the photos that waited longer than the deadline for a stage,
