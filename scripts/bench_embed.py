@@ -22,6 +22,14 @@ chroma as phone cameras write them) with 1, 5 and 20 faces. Measured:
                    InferenceSession.run on the function's providers, provider options, session
                    options and threads (the detector at 640x640, the recognizer on one face)
 
+    cpu            CPU-seconds per one-face photo for `make capacity`, at the pod sizes it
+                   models (2 and 4 vCPU): the in-function work with 2 requests at once, as the
+                   pod's two gunicorn threads run it, ORT_INTRA_OP_THREADS = the pod's vCPUs
+                   and the process pinned to that many CPUs; this process's CPU time (every
+                   thread's: the requests', onnxruntime's and OpenVINO's) over the photos. A
+                   size needing more CPUs than this machine has is not measured (make capacity
+                   keeps its default for it). Written to var/bench/embed.json.
+
 The last line sums it up: p95 of the sequential in-function time for the one- and twenty-face
 photos, one-face photos per second with 2 requests at once, stock_ratio and stock_ratio_5faces
 = the stock median over ours in the alternating runs, overhead_ratio = our median over the sum
@@ -41,7 +49,7 @@ import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +71,7 @@ from functions.embed import runtime
 from functions.embed.decode import decode_photo
 from functions.embed.models import FaceAnalyzer, load_task_models
 from functions.embed.settings import EmbedSettings
+from scripts.bench_results import write_result
 from scripts.reference_graphs import PACK_NAME, cached_pack, multiply_accumulates
 
 PHOTO_SIZE = (4032, 3024)
@@ -70,6 +79,8 @@ FACE_COUNTS = (1, 5, 20)
 STOCK_FACE_COUNTS = (1, 5)
 MARKER_SIDE = min(PHOTO_SIZE) // 12
 CONCURRENCY = 2
+# The embed pod sizes make capacity models (scripts/capacity.py, DEFAULT_CPU_S["embed"]).
+POD_VCPUS = (2, 4)
 T = TypeVar("T")
 
 
@@ -137,6 +148,8 @@ def main() -> None:
         marker_ms = _detect_ms(test_pack, photos[0], args.repeat)
         print(f"ours and the bare floor in turn: 1 photo x {args.repeat} ...", flush=True)
         overhead = compare_with_bare(analyzer, settings, photos[0], args.repeat)
+        print(f"CPU time per photo: 1 photo x {CONCURRENCY * args.repeat} per pod size ...")
+        cpu_s = cpu_per_photo(settings, photos[0], CONCURRENCY * args.repeat)
         by_faces = {photo.faces: photo for photo in photos}
         stock = {}
         for faces in STOCK_FACE_COUNTS:
@@ -150,6 +163,7 @@ def main() -> None:
     print_table(results)
     print_stock(stock)
     print_overhead(overhead)
+    print_cpu(cpu_s, write_result("embed", cpu_result(cpu_s)))
     print(f"1-minute load average after the run: {os.getloadavg()[0]:.2f}")
     print(summary_line(results, stock, overhead, runtime.providers(settings)[0]))
 
@@ -227,6 +241,52 @@ def run_load(
     with ThreadPoolExecutor(max_workers=workers) as pool:
         runs = list(pool.map(lambda _: run_once(analyzer, settings, photo.data), range(count)))
     return Load(runs, count / (time.perf_counter() - started))
+
+
+def cpu_per_photo(settings: EmbedSettings, photo: Photo, count: int) -> dict[int, float]:
+    """CPU-seconds per photo of the in-function work as an embed pod of each POD_VCPUS size
+    runs it (2 requests at once, that many intra-op threads, that many CPUs), by size; the
+    sizes needing more CPUs than this process may use are left out."""
+    allowed = sorted(os.sched_getaffinity(0))
+    costs = {}
+    for vcpu in POD_VCPUS:
+        if vcpu > len(allowed):
+            continue
+        with _on_cpus(set(allowed[:vcpu])):
+            sized = settings.replace(intra_op_threads=vcpu)
+            analyzer = _loaded(sized)  # its thread pools start here, on these CPUs
+            run_once(analyzer, sized, photo.data)
+            before = time.process_time()
+            load = run_load(analyzer, sized, photo, count, CONCURRENCY)
+            costs[vcpu] = (time.process_time() - before) / len(load.runs)
+    return costs
+
+
+@contextlib.contextmanager
+def _on_cpus(cpus: set[int]) -> Iterator[None]:
+    """This thread, and the threads it starts meanwhile, on `cpus` only."""
+    allowed = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, allowed)
+
+
+def cpu_result(cpu_s: dict[int, float]) -> dict[str, float | str]:
+    """var/bench/embed.json's fields: `cpu_s_per_photo_<N>vcpu` for each size measured (the
+    keys make capacity reads), and which sizes were not."""
+    fields: dict[str, float | str] = {
+        f"cpu_s_per_photo_{vcpu}vcpu": round(cost, 4) for vcpu, cost in sorted(cpu_s.items())
+    }
+    fields["photo"] = f"{PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} JPEG, 1 face, random-weight buffalo_l"
+    missing = [vcpu for vcpu in POD_VCPUS if vcpu not in cpu_s]
+    if missing:
+        fields["not_measured"] = (
+            ", ".join(f"{vcpu} vCPU" for vcpu in missing)
+            + f": this machine has {len(os.sched_getaffinity(0))} CPUs"
+        )
+    return fields
 
 
 @dataclass(frozen=True)
@@ -443,6 +503,16 @@ def print_overhead(overhead: BareComparison) -> None:
         f"{statistics.median(overhead.decode_ms):.1f} + bare inference (detector 640x640 + "
         f"recognizer 1 face) median {statistics.median(overhead.inference_ms):.1f} = "
         f"{overhead.floor_ms:.1f}, ratio {overhead.ratio:.3f}"
+    )
+
+
+def print_cpu(cpu_s: dict[int, float], path: Path) -> None:
+    measured = ", ".join(f"{vcpu} vCPU {cost:.3f}" for vcpu, cost in sorted(cpu_s.items()))
+    missing = [f"{vcpu} vCPU" for vcpu in POD_VCPUS if vcpu not in cpu_s]
+    print(
+        f"CPU-seconds per one-face photo for make capacity: {measured or 'none'}"
+        + (f" ({', '.join(missing)}: more CPUs than this machine has)" if missing else "")
+        + f"; written to {path}"
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parent.parent / "var" / "bench"
 
 
-def write_result(name: str, fields: dict[str, float], directory: Path = RESULTS) -> Path:
+def write_result(name: str, fields: dict[str, Any], directory: Path = RESULTS) -> Path:
     """Store `fields` as this machine's latest `name` result, dated."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.json"

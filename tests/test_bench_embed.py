@@ -1,11 +1,16 @@
-"""scripts/bench_embed.py's summary fields and its bare-inference floor (the timings themselves
-are `make bench-embed`'s, not the tests')."""
+"""scripts/bench_embed.py's summary fields, its bare-inference floor and its result file for make
+capacity (the timings themselves are `make bench-embed`'s, not the tests')."""
+
+import json
+import os
 
 import onnxruntime as ort
 import pytest
 
+from devstack.sample_photos import sample_photo
 from functions.embed import runtime
 from functions.embed.settings import EmbedSettings
+from scripts import bench_embed, capacity
 from scripts.bench_embed import (
     BareComparison,
     BareInference,
@@ -16,6 +21,7 @@ from scripts.bench_embed import (
     StockComparison,
     summary_line,
 )
+from scripts.bench_results import read_result, write_result
 
 
 def result(faces, total_ms):
@@ -66,3 +72,39 @@ def test_the_bare_floor_runs_the_packs_graphs_on_the_functions_providers(test_mo
     assert next(iter(detector_feed.values())).shape == (1, 3, 640, 640)
     assert next(iter(recognizer_feed.values())).shape[0] == 3
     assert (runtime.OPENVINO in expected) == (runtime.OPENVINO in ort.get_available_providers())
+
+
+def test_the_result_file_holds_the_cpu_seconds_capacity_reads_per_pod_size(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench_embed.os, "sched_getaffinity", lambda pid: {0, 1})
+    path = write_result("embed", bench_embed.cpu_result({2: 0.61234}), tmp_path)
+    monkeypatch.setattr(capacity, "read_result", lambda name: read_result(name, tmp_path))
+
+    result = json.loads(path.read_text())
+    assert result["cpu_s_per_photo_2vcpu"] == 0.6123
+    assert "cpu_s_per_photo_4vcpu" not in result
+    assert result["not_measured"] == "4 vCPU: this machine has 2 CPUs"
+    assert {"date", "machine", "photo"} <= result.keys()
+    cost, source = capacity.measured_cpu_s("embed", 2)
+    assert (cost, source.split(" ")[0]) == (0.6123, "var/bench/embed.json")
+    cost, source = capacity.measured_cpu_s("embed", 4)
+    assert cost == capacity.DEFAULT_CPU_S["embed"][4]
+    assert source.endswith("did not measure 4 vCPU: this machine has 2 CPUs")
+
+
+def test_a_machine_with_the_cpus_measures_every_pod_size(monkeypatch):
+    monkeypatch.setattr(bench_embed.os, "sched_getaffinity", lambda pid: set(range(8)))
+    fields = bench_embed.cpu_result({2: 0.6, 4: 0.7})
+    assert (fields["cpu_s_per_photo_2vcpu"], fields["cpu_s_per_photo_4vcpu"]) == (0.6, 0.7)
+    assert "not_measured" not in fields
+
+
+def test_the_cpu_time_per_photo_is_measured_at_the_sizes_this_machine_can_pin(test_model_pack):
+    settings = EmbedSettings(model_root=test_model_pack.parent, model_pack=test_model_pack.name)
+    photo = Photo(1, sample_photo(seed=1, faces=1, size=(1200, 800)))
+    allowed = os.sched_getaffinity(0)
+
+    costs = bench_embed.cpu_per_photo(settings, photo, count=2)
+
+    assert set(costs) == {vcpu for vcpu in bench_embed.POD_VCPUS if vcpu <= len(allowed)}
+    assert all(cost > 0 for cost in costs.values())
+    assert os.sched_getaffinity(0) == allowed
