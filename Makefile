@@ -41,9 +41,10 @@ demo: install
 demo-compose: install
 	$(BIN)/python -m scripts.demo --compose $(ARGS)
 
-# The UAT's load scenario: 5 users uploading at once (2,000 photos each in the UAT; ARGS='--photos 2000').
+# The UAT's load on this machine, with a small uploader among large ones: the fairness check
+# (scripts/loadtest.py; 2,000 photos each in the UAT: ARGS='--photos 2000').
 loadtest: install
-	$(BIN)/python -m scripts.demo --users 5 --photos 200 $(ARGS)
+	$(BIN)/python -m scripts.loadtest $(ARGS)
 
 soak: install
 	$(BIN)/python -m scripts.soak $(ARGS)

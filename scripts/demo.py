@@ -2,8 +2,9 @@
 
 Starts the local stack, uploads photos for each user in parallel (one after another per user,
 as the app does), delivers a signed B2 webhook for each upload exactly as B2 would, shows live
-progress per user by polling the status function, and ends with a per-user table.
-Exit status 1 when any photo is unaccounted for.
+progress per user by polling the status function, and ends with a per-user table. The bars
+and the table show each user's photos per lane (functions/common/lanes.py), counted by the
+local broker's Triggers. Exit status 1 when any photo is unaccounted for.
 """
 
 from __future__ import annotations
@@ -22,11 +23,17 @@ from devstack import b2_sender
 from devstack.sample_photos import sample_photo
 from devstack.stack import ROOT, LocalStack, StackConfig, fetch_status, model_root_or_test_pack
 from functions.common.config import ReceiverSettings
+from functions.common.lanes import Lane, service_name
 from functions.common.pipeline import IDLE_PHASE, PIPELINE
 from functions.status.overview import percentile
 from scripts.compose_stack import ComposeStack
 
 BAR_WIDTH = 24
+# A stage's bar: its photos done in the interactive lane, then in the bulk lane, then waiting.
+LANE_MARKS = {Lane.INTERACTIVE: "█", Lane.BULK: "▓"}
+WAITING_MARK = "·"
+# The broker's deliveries per Trigger and user (GET /stats); None where it is not reachable.
+LaneCounts = dict[str, dict[str, Any]] | None
 
 
 @dataclass
@@ -138,12 +145,36 @@ def deliver_webhook(stack: LocalStack, events: list[dict[str, Any]]) -> None:
     b2_sender.deliver_until_taken(url, events, secret).raise_for_status()
 
 
-def bar(done: int, total: int) -> str:
+def bar(done: int, total: int, interactive: int | None = None) -> str:
+    """`done` of `total`, the first `interactive` of them (all, when unknown) marked as done in
+    the interactive lane and the rest as done in the bulk lane."""
     filled = BAR_WIDTH * done // total if total else BAR_WIDTH
-    return "█" * filled + "·" * (BAR_WIDTH - filled)
+    fast = filled if interactive is None else BAR_WIDTH * min(interactive, done) // max(total, 1)
+    marks = LANE_MARKS[Lane.INTERACTIVE] * fast + LANE_MARKS[Lane.BULK] * (filled - fast)
+    return marks + WAITING_MARK * (BAR_WIDTH - filled)
 
 
-def render(uploads: list[Upload], statuses: dict[str, dict]) -> list[str]:
+def fetch_lanes(stack: Any) -> LaneCounts:
+    """The local broker's Trigger counts; None where the stack does not publish its broker."""
+    if "broker" not in stack.urls:
+        return None
+    return requests.get(f"{stack.urls['broker']}/stats", timeout=5).json()["triggers"]
+
+
+def lane_photos(lanes: LaneCounts, stage: str, lane: Lane, user_id: str) -> int | None:
+    """The user's photos that `stage` finished in `lane` (its Trigger's deliveries)."""
+    if lanes is None:
+        return None
+    trigger = lanes.get(service_name(stage, lane), {})
+    return trigger.get("delivered_by_user", {}).get(user_id, 0)
+
+
+def legend() -> str:
+    lanes = "  ".join(f"{mark} done, {lane} lane" for lane, mark in LANE_MARKS.items())
+    return f"{lanes}  {WAITING_MARK} waiting"
+
+
+def render(uploads: list[Upload], statuses: dict[str, dict], lanes: LaneCounts = None) -> list[str]:
     """A line per user: a progress bar per stage, then the status function's message.
 
     A stage expects the photos that no stage before it failed."""
@@ -156,7 +187,9 @@ def render(uploads: list[Upload], statuses: dict[str, dict]) -> list[str]:
         for stage in PIPELINE:
             failed = counts.get(stage.failed_counter, 0)
             finished = counts.get(stage.done_counter, 0) + failed
-            line += f" {stage.counted_as} {bar(finished, expected)} {finished:4}/{expected:<4}"
+            fast = lane_photos(lanes, stage.name, Lane.INTERACTIVE, upload.user_id)
+            progress = bar(finished, expected, fast)
+            line += f" {stage.counted_as} {progress} {finished:4}/{expected:<4}"
             expected -= failed
         message = status.get("message") or ("done" if is_settled(upload, status) else "uploading")
         lines.append(f"{line} {message}")
@@ -180,21 +213,26 @@ def is_settled(upload: Upload, status: dict) -> bool:
     return status["phase"] == IDLE_PHASE and accounted >= len(upload.photos) - len(upload.errors)
 
 
-def watch(stack: LocalStack, uploads: list[Upload], timeout_s: float) -> dict[str, dict]:
+def watch(
+    stack: LocalStack, uploads: list[Upload], timeout_s: float
+) -> tuple[dict[str, dict], LaneCounts]:
+    """Show progress until every user's photos have settled; their last statuses and lanes."""
     tty = sys.stdout.isatty()
     deadline = time.monotonic() + timeout_s
     statuses: dict[str, dict] = {}
     last_print = 0.0
+    print(legend())
     while True:
         try:
             statuses = {u.user_id: fetch_status(stack, u.user_id) for u in uploads}
+            lanes = fetch_lanes(stack)
         except requests.RequestException as exc:  # a passing fault; the front end polls on too
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no status answer before the deadline: {exc}") from exc
             print(f"status poll failed, retrying: {exc}", flush=True)
             time.sleep(1)
             continue
-        lines = render(uploads, statuses)
+        lines = render(uploads, statuses, lanes)
         done = all(is_settled(u, statuses[u.user_id]) for u in uploads)
         if tty:
             print("\n".join(lines) + (f"\x1b[{len(lines)}F" if not done else ""), flush=True)
@@ -202,16 +240,17 @@ def watch(stack: LocalStack, uploads: list[Upload], timeout_s: float) -> dict[st
             print("\n".join(lines) + "\n", flush=True)
             last_print = time.monotonic()
         if done or time.monotonic() > deadline:
-            return statuses
+            return statuses, lanes
         time.sleep(0.25)
 
 
 def summary_columns() -> list[str]:
-    """The summary's headers after the user's: per stage its done count and the seconds from
-    the end of the upload to its last completion."""
+    """The summary's headers after the user's: photos per lane at the first stage, per stage
+    its done count, and the seconds from the end of the upload to its last completion."""
     done = [stage.counted_as for stage in PIPELINE]
     seconds = [f"→{stage.counted_as} s" for stage in PIPELINE]
-    return ["photos", *done, "faces", "drawn", "failed", "lost", *seconds]
+    lanes = [str(lane) for lane in Lane]
+    return ["photos", *lanes, *done, "faces", "drawn", "failed", "lost", *seconds]
 
 
 def table_row(user: str, cells: list[Any]) -> str:
@@ -223,23 +262,34 @@ def table_row(user: str, cells: list[Any]) -> str:
     return f"{user:8} " + " ".join(row)
 
 
-def summarize(uploads: list[Upload], statuses: dict[str, dict], lambda_calls: list) -> int:
+def seconds_to(stage_finished_at: str, upload: Upload, status: dict) -> float:
+    """Seconds from the end of the user's upload to the stage's last completion for them."""
+    assert upload.finished_at is not None
+    finished = status["timestamps"].get(stage_finished_at, upload.finished_at)
+    return max(0.0, finished - upload.finished_at)
+
+
+def summarize(
+    uploads: list[Upload], statuses: dict[str, dict], lambda_calls: list, lanes: LaneCounts = None
+) -> int:
+    """Print the per-user table and the demo's last line; the photos lost."""
     header = table_row("user", summary_columns())
     print("\n" + header + "\n" + "-" * len(header))
     photos = failed = lost = 0
     done = dict.fromkeys(PIPELINE.names, 0)
     for upload in uploads:
         status = statuses[upload.user_id]
-        counts, stamps = status["counts"], status["timestamps"]
+        counts = status["counts"]
         user_done = [counts[stage.done_counter] for stage in PIPELINE]
         user_failed = sum(counts[stage.failed_counter] for stage in PIPELINE)
         user_lost = len(upload.photos) - ended(counts)
         drawn = sum(p.faces_drawn or 0 for p in upload.photos)
-        to_stage = [
-            max(0.0, stamps.get(stage.finished_at, upload.finished_at) - upload.finished_at)
-            for stage in PIPELINE
-        ]
-        cells = [len(upload.photos), *user_done, counts["faces"], drawn, user_failed, user_lost]
+        to_stage = [seconds_to(stage.finished_at, upload, status) for stage in PIPELINE]
+        first = PIPELINE.stages[0].name
+        per_lane = [lane_photos(lanes, first, lane, upload.user_id) for lane in Lane]
+        per_lane_cells = ["-" if n is None else n for n in per_lane]
+        cells = [len(upload.photos), *per_lane_cells, *user_done, counts["faces"], drawn]
+        cells += [user_failed, user_lost]
         print(table_row(upload.user_id, [*cells, *to_stage]))
         for error in upload.errors:
             print(f"  upload error: {error}")
@@ -254,25 +304,33 @@ def summarize(uploads: list[Upload], statuses: dict[str, dict], lambda_calls: li
     print(per_photo_latency(uploads, lambda_calls))
     stages = ", ".join(f"{done[stage.name]}/{photos} {stage.counted_as}" for stage in PIPELINE)
     print(f"demo: {stages}, {failed} failed, {lost} lost")
-    return 1 if lost else 0
+    return lost
 
 
-def per_photo_latency(uploads: list[Upload], lambda_calls: list[dict]) -> str:
-    """Seconds from each photo's webhook to the database Lambda's call for it, per stage."""
+def webhook_to_lambda_s(uploads: list[Upload], lambda_calls: list[dict]) -> dict[str, list[float]]:
+    """Per stage, the sorted seconds from each photo's webhook to the database Lambda's call
+    for it (the stage's reply event is what the Lambda is called for)."""
     called = {
         (call["payload"].get("event"), call["payload"].get("key")): call["at"]
         for call in reversed(lambda_calls)  # the first call for a photo wins
         if isinstance(call["payload"], dict)
     }
-    parts = []
-    for stage in PIPELINE:
-        event = stage.created  # the stage's reply, which the database Lambda is called for
-        seconds = sorted(
-            called[event, photo.key] - photo.webhook_sent_at
+    return {
+        stage.name: sorted(
+            called[stage.created, photo.key] - photo.webhook_sent_at
             for upload in uploads
             for photo in upload.photos
-            if photo.webhook_sent_at is not None and (event, photo.key) in called
+            if photo.webhook_sent_at is not None and (stage.created, photo.key) in called
         )
+        for stage in PIPELINE
+    }
+
+
+def per_photo_latency(uploads: list[Upload], lambda_calls: list[dict]) -> str:
+    """Seconds from each photo's webhook to the database Lambda's call for it, per stage."""
+    parts = []
+    for stage_name, seconds in webhook_to_lambda_s(uploads, lambda_calls).items():
+        stage = PIPELINE[stage_name]
         if seconds:
             p50, p95 = percentile(seconds, 50), percentile(seconds, 95)
             parts.append(
@@ -309,17 +367,21 @@ def run(stack: LocalStack, args: argparse.Namespace) -> int:
     threads = [threading.Thread(target=upload_all, args=(stack, u)) for u in uploads]
     for thread in threads:
         thread.start()
-    statuses = watch(stack, uploads, args.timeout)
+    statuses, lanes = watch(stack, uploads, args.timeout)
     for thread in threads:
         thread.join()
-    lambda_calls = requests.get(f"{stack.urls['lambda']}/_invocations", timeout=5).json()
-    code = summarize(uploads, statuses, lambda_calls)
+    lost = summarize(uploads, statuses, lambda_invocations(stack), lanes)
     if args.keep:
         print("\nstack left running (Ctrl-C to stop):")
         for name, url in stack.urls.items():
             print(f"  {name:10} {url}")
         threading.Event().wait()
-    return code
+    return 1 if lost else 0
+
+
+def lambda_invocations(stack: Any) -> list[dict]:
+    """Every call the database Lambda stand-in received, with when."""
+    return requests.get(f"{stack.urls['lambda']}/_invocations", timeout=5).json()
 
 
 if __name__ == "__main__":

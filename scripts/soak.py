@@ -329,7 +329,7 @@ def run(stack: LocalStack, args: argparse.Namespace) -> int:
             )
         uploader.join(timeout=args.sample_every)
     injector.join()
-    statuses = demo.watch(stack, uploads, args.drain_timeout)
+    statuses, _ = demo.watch(stack, uploads, args.drain_timeout)
     add_sample(samples, stack, store, uploads, started)
     print_samples(samples)
     lambda_calls = reconcile.lambda_invocations(stack)

@@ -8,6 +8,7 @@ import pytest
 import requests
 
 from devstack.sample_photos import sample_photo
+from functions.common.lanes import Lane
 from functions.common.pipeline import PIPELINE
 from scripts import demo
 from tests.pipelines import with_a_caption_stage
@@ -46,12 +47,14 @@ def test_the_demo_table_has_a_row_per_user_with_their_counts(demo_run):
     _, printed = demo_run
     stages = len(PIPELINE)
     rows = [line.split() for line in printed if line.startswith("user")]
-    # The user; photos, done per stage, faces, drawn, failed, lost; seconds per stage.
-    table = [row for row in rows if len(row) == 6 + 2 * stages and row[1].isdigit()]
+    # The user; photos, per lane, done per stage, faces, drawn, failed, lost; seconds per stage.
+    table = [row for row in rows if len(row) == 6 + len(Lane) + 2 * stages and row[1].isdigit()]
     assert [row[0] for row in table] == [f"user{n + 1}" for n in range(USERS)]
     for row in table:
-        photos, *done, _faces, _drawn, failed, lost = map(int, row[1:-stages])
+        photos, interactive, bulk, *done, _faces, _drawn, failed, lost = map(int, row[1:-stages])
         assert (photos, done, failed, lost) == (PHOTOS + BROKEN, [PHOTOS] * stages, BROKEN, 0)
+        # A few photos each: every one went in the interactive lane.
+        assert (interactive, bulk) == (PHOTOS + BROKEN, 0)
 
 
 def test_the_demo_reports_both_stages_seconds_from_webhook_to_database_lambda(demo_run):
@@ -179,3 +182,9 @@ def test_a_photo_has_not_ended_until_the_last_of_any_number_of_stages_is_done(mo
     assert last.counted_as in printed[1] and printed[1].startswith("user")
     before = ", ".join(f"4/5 {stage.counted_as}" for stage in (first, *middle))
     assert printed[-1] == f"demo: {before}, 2/5 captions, 2 failed, 1 lost"
+
+
+def test_a_bar_shows_the_photos_done_in_each_lane_then_those_waiting():
+    fast, slow = (demo.LANE_MARKS[lane] for lane in Lane)
+    line = demo.bar(done=18, total=24, interactive=6)
+    assert line == fast * 6 + slow * 12 + demo.WAITING_MARK * 6
