@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urljoin
+from urllib.parse import unquote, urljoin
 
 import requests
 import yaml
@@ -97,13 +97,18 @@ Filter = Callable[["CloudEvent"], bool]
 
 
 def _matching(test: Callable[[str, str], bool]) -> Callable[[Mapping[str, str]], Filter]:
-    """A dialect that holds when every attribute named is there and passes `test` against the
-    value given for it; an absent attribute never matches."""
+    """A dialect that holds when its one attribute is there and passes `test` against the value
+    given for it; an absent attribute never matches. Knative refuses an expression with more
+    than one attribute ("can have only one key-value"), and so does this."""
 
     def dialect(attributes: Mapping[str, str]) -> Filter:
+        if len(attributes) != 1:
+            raise ValueError(f"a filter expression names exactly one attribute: {attributes}")
+        [(name, wanted)] = attributes.items()
+
         def matches(event: CloudEvent) -> bool:
-            values = ((event.get(name), wanted) for name, wanted in attributes.items())
-            return all(value is not None and test(str(value), wanted) for value, wanted in values)
+            value = event.get(name)
+            return value is not None and test(str(value), wanted)
 
         return matches
 
@@ -184,8 +189,10 @@ def _trigger(
         expressions = [parse_filter(expression) for expression in spec["filters"]]
         matches = _all_of(expressions)
     else:
+        # The older `filter`: every attribute it names must match exactly (none: every event).
         attributes = (spec.get("filter") or {}).get("attributes") or {}
-        matches = _ATTRIBUTE_DIALECTS["exact"](attributes)
+        exact = _ATTRIBUTE_DIALECTS["exact"]
+        matches = _all_of([exact({name: value}) for name, value in attributes.items()])
     return Trigger(
         name=name,
         filter=matches,
@@ -337,7 +344,9 @@ class LocalBroker:
                 message = binary_http(event)
                 outcome = self._send_with_retries(trigger, trigger.subscriber_url, message)
                 if outcome.succeeded:
-                    self._stats.delivered(trigger.name, str(event.get(USER_ID_EXTENSION)))
+                    # The extension is the user id percent-encoded (events.header_safe).
+                    user_id = unquote(str(event.get(USER_ID_EXTENSION) or ""))
+                    self._stats.delivered(trigger.name, user_id)
                     self._route_reply(outcome)
                 elif not self._stopping.is_set():
                     self._dead_letter(trigger, event, outcome)

@@ -52,8 +52,9 @@ LAMBDA_FUNCTION = "photo-db-update"
 STAGE_SERVICES = tuple(service_name(stage.name, lane) for stage in PIPELINE for lane in Lane)
 # On a cluster each lane's Service has its own pods, each with the CPU it requests, so bulk
 # work never takes an interactive photo's CPU; here every process shares this machine's, so
-# the bulk lane runs at the lowest CPU priority instead (nice 19: a seventieth of the CPU share
-# of an interactive lane's process while both are busy, all of it while they are idle).
+# the bulk lane runs at the lowest CPU priority instead (nice 19, its servers' scheduling
+# groups too: about a seventieth of an interactive server's CPU share while both are busy, all
+# of the CPU while the interactive ones are idle).
 LANE_NICENESS = {Lane.INTERACTIVE: 0, Lane.BULK: 19}
 
 
@@ -116,6 +117,7 @@ class _Process:
     answers: Callable[[], bool]  # true once it is ready
     ready_timeout: float
     log_path: Path
+    niceness: int = 0
     popen: subprocess.Popen | None = None
 
 
@@ -178,10 +180,8 @@ class Processes:
         metrics_dir = self.workdir / "metrics" / name
         metrics_dir.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), app]
-        if niceness:
-            command = ["nice", "-n", str(niceness), *command]
         env = {"PORT": "{port}", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), **env}
-        return self.http(name, command, "/healthz", env, ready_timeout)
+        return self.http(name, command, "/healthz", env, ready_timeout, niceness)
 
     def http(
         self,
@@ -190,9 +190,10 @@ class Processes:
         health_path: str,
         env: dict[str, str] | None = None,
         ready_timeout: float = 30,
+        niceness: int = 0,
     ) -> str:
-        """An HTTP server on a free port (`{port}` in its command and env); its URL once
-        `health_path` answers."""
+        """An HTTP server on a free port (`{port}` in its command and env), at `niceness`; its
+        URL once `health_path` answers."""
         port = str(free_port())
         command = [part.replace("{port}", port) for part in command]
         env = {key: value.replace("{port}", port) for key, value in (env or {}).items()}
@@ -201,7 +202,7 @@ class Processes:
         def answers() -> bool:
             return requests.get(url + health_path, timeout=1).status_code < 500
 
-        self._start(name, command, env, answers, ready_timeout)
+        self._start(name, command, env, answers, ready_timeout, niceness)
         return url
 
     def stop(self) -> None:
@@ -215,13 +216,15 @@ class Processes:
         env: dict[str, str],
         answers: Callable[[], bool],
         ready_timeout: float = 30,
+        niceness: int = 0,
     ) -> None:
         if shutil.which(command[0]) is None:
             raise RuntimeError(
                 f"{command[0]} is not installed (run scripts/install-system-deps.sh)"
             )
         self.workdir.mkdir(parents=True, exist_ok=True)
-        process = _Process(name, command, env, answers, ready_timeout, self.workdir / f"{name}.log")
+        log_path = self.workdir / f"{name}.log"
+        process = _Process(name, command, env, answers, ready_timeout, log_path, niceness)
         self._started.append(process)
         self._launch(process)
 
@@ -237,6 +240,8 @@ class Processes:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
+        if process.niceness:
+            _lower_priority(popen.pid, process.niceness)
         self._wait_answering(process, popen)
 
     def _wait_answering(self, process: _Process, popen: subprocess.Popen) -> None:
@@ -532,6 +537,16 @@ def _terminate(processes: list[_Process]) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(popen.pid, signal.SIGKILL)
             popen.wait()
+
+
+def _lower_priority(pid: int, niceness: int) -> None:
+    """Run the process, and the children it starts, at `niceness`. Each server has a session of
+    its own, and with the scheduler's autogroup (on by default) a nice value counts only within
+    its session: the session's group gets it instead (sched(7), "The autogroup feature")."""
+    os.setpriority(os.PRIO_PROCESS, pid, niceness)
+    autogroup = Path(f"/proc/{pid}/autogroup")
+    if autogroup.exists():
+        autogroup.write_text(str(niceness))
 
 
 def _tail(path: Path, lines: int = 30) -> str:

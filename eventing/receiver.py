@@ -182,7 +182,7 @@ class Acceptor:
     def _lane(self, user_id: str) -> Lane:
         backlog = self.store.backlog(user_id)
         lane = next_lane(backlog.waiting, backlog.in_bulk, self.interactive_below)
-        if (lane is Lane.BULK) != backlog.in_bulk:
+        if lane is Lane.BULK or backlog.in_bulk:  # each bulk upload renews the flag's hour
             self.store.set_bulk(user_id, lane is Lane.BULK)
         return lane
 

@@ -40,7 +40,8 @@ defaults below, measured on this machine class; the output says which it used.
 
 `--local` models this machine's local stack (devstack/stack.py) with the same simulation, in
 0.1 s steps: one node of this process's CPUs (os.sched_getaffinity) shared by every process;
-each stage one gunicorn server with its Service's workers x threads, always up (no autoscaler,
+each stage one gunicorn server (its interactive lane's: the model, like the test below, keeps
+every upload in that lane) with its Service's workers x threads, always up (no autoscaler,
 no pod start); the other components' CPU per photo uploaded and per photo a stage finishes,
 and the status polls' vCPUs, taken first; the stages with photos waiting share the rest
 equally (SharedNode.share). tests/test_capacity_vs_loadtest.py measures all of these in a
@@ -637,15 +638,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embed-vcpu", type=int, choices=(2, 4), default=2)
     parser.add_argument("--target-thumbs-s", type=float, default=10.0)
     parser.add_argument("--target-embeds-s", type=float, default=300.0)
-    parser.add_argument(
+    lane_options = parser.add_argument_group("lanes (not with --local)")
+    lane_options.add_argument(
         "--interactive-backlog",
         type=int,
-        default=ReceiverSettings.model_fields["lane_interactive_backlog"].default,
-        help="LANE_INTERACTIVE_BACKLOG: a user's uploads go bulk with this many waiting",
+        help="LANE_INTERACTIVE_BACKLOG: a user's uploads go bulk with this many waiting "
+        f"(default {ReceiverSettings.model_fields['lane_interactive_backlog'].default})",
     )
-    parser.add_argument("--no-lanes", action="store_true", help="one lane, as before issue #14")
-    parser.add_argument("--small-photos", type=int, default=10, help="the small user's photos")
-    parser.add_argument(
+    lane_options.add_argument(
+        "--no-lanes", action="store_true", help="one lane, as before issue #14"
+    )
+    lane_options.add_argument(
+        "--small-photos", type=int, help="the small user's photos (default 10)"
+    )
+    lane_options.add_argument(
         "--small-at", type=float, help="when the small user starts (default: mid-upload)"
     )
     parser.add_argument("--plot", type=Path, default=PLOT)
@@ -661,14 +667,21 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in DEFAULT_LOCAL.items():
         local.add_argument(f"--{name.replace('_', '-')}", type=float, default=value)
     args = parser.parse_args(argv)
+    given = (args.interactive_backlog, args.small_photos, args.small_at)
+    if args.local and (args.no_lanes or any(option is not None for option in given)):
+        parser.error("--local models one lane and no small user: the lane options do not apply")
     if args.local:
         return main_local(args)
     pace = args.pace or 2.0
     small_at = args.photos / pace / 2 if args.small_at is None else args.small_at
-    load = Load(args.users, args.photos, pace, args.small_photos, small_at)
+    small_photos = 10 if args.small_photos is None else args.small_photos
+    backlog = args.interactive_backlog
+    if backlog is None:
+        backlog = ReceiverSettings.model_fields["lane_interactive_backlog"].default
+    load = Load(args.users, args.photos, pace, small_photos, small_at)
     lanes = {lane: lane_stages(lane, args.embed_vcpu) for lane in Lane}
     stages_tuple = lanes[Lane.INTERACTIVE]
-    bulk = None if args.no_lanes else BulkLane(lanes[Lane.BULK], args.interactive_backlog)
+    bulk = None if args.no_lanes else BulkLane(lanes[Lane.BULK], backlog)
     print(
         "one lane" if bulk is None else f"lanes: bulk from {bulk.interactive_below} waiting",
         f"; {SMALL_USER} uploads {load.small_photos} photos from {small_at:g} s",

@@ -10,6 +10,7 @@ local broker's Triggers. Exit status 1 when any photo is unaccounted for.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import threading
 import time
@@ -263,10 +264,11 @@ def table_row(user: str, cells: list[Any]) -> str:
 
 
 def seconds_to(stage_finished_at: str, upload: Upload, status: dict) -> float:
-    """Seconds from the end of the user's upload to the stage's last completion for them."""
+    """Seconds from the end of the user's upload to the stage's last completion for them;
+    infinite when the stage completed none of their photos."""
     assert upload.finished_at is not None
-    finished = status["timestamps"].get(stage_finished_at, upload.finished_at)
-    return max(0.0, finished - upload.finished_at)
+    finished = status["timestamps"].get(stage_finished_at)
+    return math.inf if finished is None else max(0.0, finished - upload.finished_at)
 
 
 def summarize(

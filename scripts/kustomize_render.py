@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import base64
 import copy
+import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -336,6 +337,8 @@ def _is_selected(manifest: Manifest, target: Mapping[str, Any], previous: _Previ
     selects `manifest`, its name matched against every name it has had."""
     if not set(target) <= {"group", "version", "kind", "name"}:
         raise KustomizationError(f"patch targets by group, version, kind and name only: {target}")
+    if re.search(r"[\^$.*+?()\[\]{}|\\]", target.get("name", "")):
+        raise KustomizationError(f"a target's name is a regular expression in kustomize: {target}")
     group, _, version = manifest["apiVersion"].rpartition("/")
     wanted = {"group": group, "version": version, "kind": manifest["kind"]}
     if any(target[key] != value for key, value in wanted.items() if key in target):

@@ -1,8 +1,12 @@
 """Lanes (functions/common/lanes.py): which lane an upload takes, which lane an event travels
 in, and which Knative Service runs a stage for a lane."""
 
+import os
+from pathlib import Path
+
 from functions.common.events import OBJECT_CREATED, PhotoRef, new_event, photo_data
 from functions.common.lanes import Lane, lane_of, next_lane, service_name
+from functions.common.pipeline import PIPELINE
 
 PHOTO = PhotoRef("photos", "ann/1.jpg", "v1", "ann")
 
@@ -37,3 +41,14 @@ def test_an_event_without_a_lane_travels_in_the_interactive_lane():
 def test_the_interactive_lane_runs_on_the_stages_own_service_and_bulk_on_its_bulk_service():
     assert service_name("embed", Lane.INTERACTIVE) == "embed"
     assert service_name("embed", Lane.BULK) == "embed-bulk"
+
+
+def test_the_local_stack_runs_the_bulk_lanes_servers_at_the_lowest_cpu_priority(stack):
+    for stage in PIPELINE:
+        bulk = stack.pids()[service_name(stage.name, Lane.BULK)]
+        interactive = stack.pids()[stage.name]
+        assert os.getpriority(os.PRIO_PROCESS, bulk) == 19
+        assert os.getpriority(os.PRIO_PROCESS, interactive) == 0
+        autogroup = Path(f"/proc/{bulk}/autogroup")
+        if autogroup.exists():  # the scheduler groups each session: the group is niced too
+            assert autogroup.read_text().split()[-1] == "19"

@@ -238,6 +238,15 @@ def test_stats_report_deliveries_per_trigger_and_nothing_in_flight_when_quiet(st
     assert stats["in_flight"] == 0
 
 
+def test_deliveries_are_counted_per_user_by_their_exact_id(start_broker):
+    broker, _ = start_broker()
+    photo = PhotoRef(bucket="photos", key="ユーザー/a.jpg", version_id="v1", user_id="ユーザー")
+    publish(broker, new_event(OBJECT_CREATED, "/test", photo, photo_data(photo)))
+    assert broker.wait_idle(5)
+    delivered = requests.get(f"{broker.url}/stats", timeout=5).json()["triggers"]["thumbnail"]
+    assert delivered["delivered_by_user"] == {"ユーザー": 1}
+
+
 def test_a_bulk_photo_goes_to_the_bulk_services_and_its_reply_stays_in_the_bulk_lane(
     start_broker,
 ):
@@ -273,9 +282,15 @@ def test_a_malformed_duration_is_refused(text):
 
 
 def test_an_exact_filter_matches_only_events_that_have_the_attribute_with_that_value():
-    matches = parse_filter({"exact": {"type": OBJECT_CREATED, "lane": "bulk"}})
+    matches = parse_filter({"exact": {"lane": "bulk"}})
     assert matches(event(OBJECT_CREATED, lane=Lane.BULK))
     assert not matches(event(OBJECT_CREATED, lane=Lane.INTERACTIVE))
+
+
+@pytest.mark.parametrize("dialect", ["exact", "prefix", "suffix"])
+def test_an_attribute_filter_naming_two_attributes_is_refused_as_knative_refuses_it(dialect):
+    with pytest.raises(ValueError, match="exactly one attribute"):
+        parse_filter({dialect: {"type": OBJECT_CREATED, "lane": "bulk"}})
 
 
 def test_not_exact_matches_an_event_that_lacks_the_attribute():

@@ -346,10 +346,11 @@ def test_a_user_in_the_bulk_lane_stays_there_until_nothing_of_theirs_waits(start
 
 def test_one_users_backlog_does_not_move_another_user_to_the_bulk_lane(start, broker):
     receiver = start(settings_for(broker.url, interactive_backlog=2))
-    deliver(receiver, uploads(3, user="big"), SECRET)
+    for event in uploads(3, user="big"):
+        deliver(receiver, [event], SECRET)
     deliver(receiver, uploads(1, user="small"), SECRET)
-    [small] = [d.event for d in broker.wait_for(4) if d.event.data["user_id"] == "small"]
-    assert small["lane"] == "interactive"
+    lanes = [(d.event.data["user_id"], d.event["lane"]) for d in broker.wait_for(4)]
+    assert lanes[2:] == [("big", "bulk"), ("small", "interactive")]
 
 
 def test_the_same_event_id_delivered_in_two_requests_is_published_once(receiver, broker):

@@ -55,8 +55,8 @@ log = logging.getLogger(__name__)
 
 ACTIVE_USERS = "active_users"
 SWEEP_LOCK = "sweeper_lock"
-# How long the receiver remembers that a user's uploads go in the bulk lane, at most: it forgets
-# sooner, once none of their photos waits.
+# How long after a user's latest bulk upload the receiver remembers that their uploads go in
+# the bulk lane, at most: it forgets sooner, once none of their photos waits.
 BULK_LANE_TTL_S = 3600
 # Photos one sweep fails per user and stage, at most: the rest wait for the next sweep.
 _SWEPT_PER_QUEUE = 1000
@@ -312,6 +312,8 @@ def decode_sample(member: str) -> StageSample:
 
 @dataclass(frozen=True)
 class Backlog:
+    """A user's photos waiting at any stage, and whether their uploads go in the bulk lane."""
+
     waiting: int
     in_bulk: bool
 
@@ -469,7 +471,8 @@ class PhotoStore:
         return Backlog(sum(waiting), bool(in_bulk))
 
     def set_bulk(self, user_id: str, in_bulk: bool) -> None:
-        """Remember that the user's uploads go in the bulk lane, for an hour at most."""
+        """Remember that the user's uploads go in the bulk lane, for an hour after the latest
+        (`in_bulk`), or forget it."""
         with _transient():
             if in_bulk:
                 self._redis.set(_bulk_key(user_id), "1", ex=BULK_LANE_TTL_S)

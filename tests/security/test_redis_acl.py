@@ -151,6 +151,10 @@ def test_the_receiver_accepts_uploads_and_remembers_events(server):
     assert not seen.is_seen("event-1")
     seen.remember("event-1")
     assert seen.is_seen("event-1")
+    # The lanes: the user's backlog and the flag that keeps them in the bulk lane.
+    store.set_bulk("ann", True)
+    assert store.backlog("ann").in_bulk
+    store.set_bulk("ann", False)
 
 
 def test_a_stage_claims_records_and_releases_photos(server):
