@@ -105,8 +105,9 @@ def photos_for(user_id: str, args: argparse.Namespace, user_index: int) -> list[
     return photos
 
 
-def upload_all(stack: LocalStack, upload: Upload) -> None:
-    """Declare the upload as the app's front end does, then upload one photo after another."""
+def upload_all(stack: LocalStack, upload: Upload, pace: float | None = None) -> None:
+    """Declare the upload as the app's front end does, then upload one photo after another,
+    `pace` photos a second at most (unpaced: as fast as they go)."""
     s3 = stack.s3()
     try:
         requests.post(
@@ -117,7 +118,10 @@ def upload_all(stack: LocalStack, upload: Upload) -> None:
         ).raise_for_status()
     except requests.RequestException as exc:  # optional: the photos are counted regardless
         print(f"{upload.user_id}: declaring the upload failed: {exc}")
-    for photo in upload.photos:
+    started = time.monotonic()
+    for index, photo in enumerate(upload.photos):
+        if pace:
+            time.sleep(max(0.0, started + index / pace - time.monotonic()))
         upload_photo(stack, s3, upload, photo)
     upload.finished_at = time.time()
 

@@ -2,10 +2,14 @@
 
 On one local stack (scripts/demo.py's uploads, webhooks, progress and table):
 1. alone: a small user uploads `--small-photos` photos with nothing else going on, the
-   baseline of their wait;
+   baseline of their wait; `--alone-runs` times, as as many users, the median taken (one run's
+   wait is a few tenths of a second, which a passing hiccup of this shared machine doubles);
 2. mixed: `--users` - 1 users upload `--photos` photos each, all at once; while their
    backlog is high (each has `--backlog` photos waiting, or has finished uploading), another
    small user uploads the same photos again.
+Every user uploads one photo after another, `--pace` photos a second (B2 takes one upload at
+a time per user; 4/s is twice the UAT's pace, so that the large uploads outrun this machine
+and their backlog builds); `--pace 0`: as fast as this machine takes them.
 
 The last line sums it up:
 
@@ -15,13 +19,15 @@ The last line sums it up:
 users and photos of the mixed phase; lost over both phases; the p95 of each photo's seconds
 from its webhook to the database Lambda's call for it, per stage, in the mixed phase;
 small_user_thumbs_s the small user's seconds from the end of their upload to their last
-thumbnail in the mixed phase, and fairness that over the same seconds when they were alone.
+thumbnail in the mixed phase, and fairness that over the median of the same seconds when they
+were alone.
 Exit status 1 when a photo is lost or fairness is over `--max-fairness`.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import threading
 import time
@@ -70,6 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="photos each large uploader has waiting when the small user starts "
         "(default: half of --photos)",
     )
+    parser.add_argument("--pace", type=float, default=4.0, help="photos/s per user; 0: unpaced")
+    parser.add_argument("--alone-runs", type=int, default=3, help="baseline runs (median)")
     parser.add_argument("--max-fairness", type=float, default=1.5)
     parser.add_argument("--user-prefix", default="", help="put before every user id")
     parser.add_argument("--timeout", type=float, default=1200, help="seconds per phase")
@@ -91,8 +99,13 @@ def uploads_for(users: list[str], photos: int) -> list[demo.Upload]:
     return [demo.Upload(user, demo.photos_for(user, shape, 0)) for user in users]
 
 
-def start_uploads(stack: LocalStack, uploads: list[demo.Upload]) -> list[threading.Thread]:
-    threads = [threading.Thread(target=demo.upload_all, args=(stack, u)) for u in uploads]
+def start_uploads(
+    stack: LocalStack, uploads: list[demo.Upload], pace: float
+) -> list[threading.Thread]:
+    threads = [
+        threading.Thread(target=demo.upload_all, args=(stack, upload, pace or None))
+        for upload in uploads
+    ]
     for thread in threads:
         thread.start()
     return threads
@@ -130,18 +143,20 @@ def pending(status: dict) -> int:
     return sum(status["counts"][stage.pending_counter] for stage in PIPELINE)
 
 
-def fairness(alone: Phase, mixed: Phase) -> float:
-    """The small user's wait for thumbnails among the large uploads over their wait alone."""
-    return mixed.small_user_thumbs_s() / max(alone.small_user_thumbs_s(), 0.01)
+def fairness(alone: list[Phase], mixed: Phase) -> float:
+    """The small user's wait for thumbnails among the large uploads over their median wait
+    alone."""
+    alone_s = statistics.median(phase.small_user_thumbs_s() for phase in alone)
+    return mixed.small_user_thumbs_s() / max(alone_s, 0.01)
 
 
-def summary_line(alone: Phase, mixed: Phase) -> str:
+def summary_line(alone: list[Phase], mixed: Phase) -> str:
     seconds = demo.webhook_to_lambda_s(mixed.uploads, mixed.lambda_calls)
     thumbs, embeds = seconds[THUMBNAIL.name], seconds[EMBED.name]
     fields = {
         "users": len(mixed.uploads),
         "photos": sum(len(u.photos) for u in mixed.uploads),
-        "lost": alone.lost + mixed.lost,
+        "lost": sum(phase.lost for phase in alone) + mixed.lost,
         "thumbs_p95_s": f"{percentile(thumbs, 95):.2f}",
         "embeds_p95_s": f"{percentile(embeds, 95):.2f}",
         "small_user_thumbs_s": f"{mixed.small_user_thumbs_s():.2f}",
@@ -152,10 +167,12 @@ def summary_line(alone: Phase, mixed: Phase) -> str:
 
 def run(stack: LocalStack, args: argparse.Namespace) -> int:
     prefix = args.user_prefix
-    alone_user = f"{prefix}{ALONE_USER}"
-    print(f"alone: {alone_user} uploads {args.small_photos} photos, nothing else going on")
-    solo = uploads_for([alone_user], args.small_photos)
-    alone = settle(stack, solo, start_uploads(stack, solo), args.timeout)
+    alone = []
+    for run_index in range(args.alone_runs):
+        alone_user = f"{prefix}{ALONE_USER}{run_index + 1}"
+        print(f"alone: {alone_user} uploads {args.small_photos} photos, nothing else going on")
+        solo = uploads_for([alone_user], args.small_photos)
+        alone.append(settle(stack, solo, start_uploads(stack, solo, args.pace), args.timeout))
 
     backlog = args.backlog or max(1, args.photos // 2)
     large = uploads_for([f"{prefix}user{n + 1}" for n in range(args.users - 1)], args.photos)
@@ -163,16 +180,17 @@ def run(stack: LocalStack, args: argparse.Namespace) -> int:
         f"\nmixed: {len(large)} users upload {args.photos} photos each; {SMALL_USER} uploads"
         f" {args.small_photos} once each has {backlog} waiting (or has finished uploading)"
     )
-    threads = start_uploads(stack, large)
+    threads = start_uploads(stack, large, args.pace)
     waiting = wait_for_backlog(stack, large, backlog, args.timeout)
     print(f"{SMALL_USER} starts: the large uploaders have {waiting} photos waiting")
     small = uploads_for([f"{prefix}{SMALL_USER}"], args.small_photos)
-    threads += start_uploads(stack, small)
+    threads += start_uploads(stack, small, args.pace)
     mixed = settle(stack, [*large, *small], threads, args.timeout)
 
     print(summary_line(alone, mixed))
     unfair = fairness(alone, mixed) > args.max_fairness
-    return 1 if alone.lost or mixed.lost or unfair else 0
+    lost = sum(phase.lost for phase in alone) + mixed.lost
+    return 1 if lost or unfair else 0
 
 
 def main(argv: list[str] | None = None) -> int:
