@@ -313,11 +313,17 @@ def service_template(name: str) -> dict[str, Any] | None:
 
 
 @functools.cache
+def knative_app_manifests() -> tuple[dict[str, Any], ...]:
+    """knative/app/ as it renders, once a process; not to be modified."""
+    return tuple(render_kustomization(ROOT / "knative" / "app"))
+
+
+@functools.cache
 def _knative_service_templates() -> dict[str, dict[str, Any]]:
-    """Every Knative Service's pod template, by name: knative/app/ rendered once a process."""
+    """Every Knative Service's pod template, by name."""
     return {
         manifest["metadata"]["name"]: manifest["spec"]["template"]
-        for manifest in render_kustomization(ROOT / "knative" / "app")
+        for manifest in knative_app_manifests()
         if (manifest["apiVersion"], manifest["kind"]) == ("serving.knative.dev/v1", "Service")
     }
 

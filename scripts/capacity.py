@@ -59,11 +59,10 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from devstack.stack import service_template, service_workers
+from devstack.stack import knative_app_manifests, service_template, service_workers
 from functions.common.config import ReceiverSettings
 from functions.common.lanes import Lane, next_lane, service_name
 from scripts.bench_results import read_result
-from scripts.kustomize_render import render as render_kustomization
 
 ROOT = Path(__file__).resolve().parent.parent
 PLOT = ROOT / "var" / "capacity" / "pods.png"
@@ -78,6 +77,7 @@ MAX_SCALE_UP_RATE = 1000.0
 MAX_SCALE_DOWN_RATE = 2.0
 SCALE_TO_ZERO_GRACE_S = 30.0
 SMALL_USER = "small"
+DEFAULT_INTERACTIVE_BACKLOG = ReceiverSettings.model_fields["lane_interactive_backlog"].default
 
 # CPU-seconds per photo where no bench result file is there. Thumbnail: the function's
 # processes' CPU time per photo on the local stack, `make bench-thumbnail`'s nine photos (12 and
@@ -300,7 +300,7 @@ def _priority_values() -> dict[str, int]:
     """knative/app/'s PriorityClasses' values, by name (a pod without one has priority 0)."""
     return {
         manifest["metadata"]["name"]: int(manifest["value"])
-        for manifest in render_kustomization(ROOT / "knative" / "app")
+        for manifest in knative_app_manifests()
         if manifest["kind"] == "PriorityClass"
     }
 
@@ -643,7 +643,7 @@ def main(argv: list[str] | None = None) -> int:
         "--interactive-backlog",
         type=int,
         help="LANE_INTERACTIVE_BACKLOG: a user's uploads go bulk with this many waiting "
-        f"(default {ReceiverSettings.model_fields['lane_interactive_backlog'].default})",
+        f"(default {DEFAULT_INTERACTIVE_BACKLOG})",
     )
     lane_options.add_argument(
         "--no-lanes", action="store_true", help="one lane, as before issue #14"
@@ -675,9 +675,8 @@ def main(argv: list[str] | None = None) -> int:
     pace = args.pace or 2.0
     small_at = args.photos / pace / 2 if args.small_at is None else args.small_at
     small_photos = 10 if args.small_photos is None else args.small_photos
-    backlog = args.interactive_backlog
-    if backlog is None:
-        backlog = ReceiverSettings.model_fields["lane_interactive_backlog"].default
+    given_backlog = args.interactive_backlog
+    backlog = DEFAULT_INTERACTIVE_BACKLOG if given_backlog is None else given_backlog
     load = Load(args.users, args.photos, pace, small_photos, small_at)
     lanes = {lane: lane_stages(lane, args.embed_vcpu) for lane in Lane}
     stages_tuple = lanes[Lane.INTERACTIVE]

@@ -66,12 +66,7 @@ def parse_args() -> argparse.Namespace:
         "--user-prefix", default="user", help="user ids are this followed by 1, 2, …"
     )
     parser.add_argument("--corrupt", type=int, default=0, help="corrupt photos added per user")
-    parser.add_argument(
-        "--model-root",
-        type=Path,
-        default=ROOT / "var" / "models",
-        help="folder holding <pack>/ with the real insightface pack",
-    )
+    add_model_root(parser)
     parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for the end")
     parser.add_argument("--keep", action="store_true", help="leave the stack running")
     parser.add_argument(
@@ -80,6 +75,15 @@ def parse_args() -> argparse.Namespace:
         help="run against docker-compose.yml, the stack in containers (make demo-compose)",
     )
     return parser.parse_args()
+
+
+def add_model_root(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model-root",
+        type=Path,
+        default=ROOT / "var" / "models",
+        help="folder holding <pack>/ with the real insightface pack",
+    )
 
 
 def photos_for(user_id: str, args: argparse.Namespace, user_index: int) -> list[Photo]:

@@ -32,7 +32,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from devstack.stack import ROOT, LocalStack, StackConfig, fetch_status, model_root_or_test_pack
 from functions.common.pipeline import PIPELINE
@@ -81,12 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-fairness", type=float, default=1.5)
     parser.add_argument("--user-prefix", default="", help="put before every user id")
     parser.add_argument("--timeout", type=float, default=1200, help="seconds per phase")
-    parser.add_argument(
-        "--model-root",
-        type=Path,
-        default=ROOT / "var" / "models",
-        help="folder holding <pack>/ with the real insightface pack",
-    )
+    demo.add_model_root(parser)
     args = parser.parse_args(argv)
     if args.users < 2:
         parser.error("--users must be at least 2: large uploaders and the small one")
